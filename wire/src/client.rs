@@ -1,0 +1,236 @@
+//! A small HTTPS/1.1 client over mutual TLS: one kept-alive connection to one collector,
+//! reconnected on failure. Used by the agent's shipper, the load generator and the analyst CLI.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Client errors; `is_transient` says whether retrying later can help.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL is not `https://host:port`.
+    #[error("invalid collector URL {url:?}: {reason}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// TCP connect failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// host:port.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (wrong CA, revoked or refused certificate, …).
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Handshake {
+        /// host:port.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed.
+    #[error("HTTP exchange with {addr} failed: {reason}")]
+    Http {
+        /// host:port.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// No answer in time.
+    #[error("request to {addr} timed out after {secs:.1} s")]
+    Timeout {
+        /// host:port.
+        addr: String,
+        /// The timeout.
+        secs: f64,
+    },
+}
+
+/// An HTTP response, fully read.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: StatusCode,
+    /// `Retry-After` in seconds, when the server sent one.
+    pub retry_after_secs: Option<u64>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Response {
+    /// The body as text (lossy), for error messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).trim().to_string()
+    }
+}
+
+/// One collector endpoint.
+pub struct Client {
+    addr: String,
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+    conn: Option<SendRequest<Full<Bytes>>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for `url` (`https://host:port`) with the given TLS config.
+    pub fn new(
+        url: &str,
+        config: rustls::ClientConfig,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let bad = |reason: &str| ClientError::Url {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| bad("must start with https://"))?;
+        let authority = rest.trim_end_matches('/');
+        if authority.contains('/') {
+            return Err(bad("must not have a path"));
+        }
+        let (host, port) = authority
+            .rsplit_once(':')
+            .ok_or_else(|| bad("needs an explicit port"))?;
+        port.parse::<u16>().map_err(|_| bad("port is not a number"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let server_name = ServerName::try_from(host.to_string())
+            .map_err(|_| bad("host is neither a DNS name nor an IP address"))?;
+        Ok(Client {
+            addr: authority.to_string(),
+            server_name,
+            connector: TlsConnector::from(Arc::new(config)),
+            conn: None,
+            timeout,
+        })
+    }
+
+    /// `host:port` of the collector.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let tcp = TcpStream::connect(&self.addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        tcp.set_nodelay(true).ok();
+        let tls = self
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|source| ClientError::Handshake {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| ClientError::Http {
+                addr: self.addr.clone(),
+                reason: e.to_string(),
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "collector connection closed");
+            }
+        });
+        Ok(send)
+    }
+
+    /// Sends one request and reads the whole response. The connection is kept for the next call
+    /// and dropped on any error, so the next call reconnects.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<Response, ClientError> {
+        let timeout = self.timeout;
+        let result = tokio::time::timeout(timeout, self.exchange(method, path_and_query, content_type, body)).await;
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(ClientError::Timeout {
+                    addr: self.addr.clone(),
+                    secs: timeout.as_secs_f64(),
+                })
+            }
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<Response, ClientError> {
+        let http_err = |addr: &str, e: &dyn std::fmt::Display| ClientError::Http {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        };
+        let mut send = match self.conn.take() {
+            Some(s) if !s.is_closed() => s,
+            _ => self.connect().await?,
+        };
+        send.ready().await.map_err(|e| http_err(&self.addr, &e))?;
+        let req = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(hyper::header::HOST, &self.addr)
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(Full::new(body))
+            .map_err(|e| http_err(&self.addr, &e))?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| http_err(&self.addr, &e))?;
+        let status = resp.status();
+        let retry_after_secs = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| http_err(&self.addr, &e))?
+            .to_bytes();
+        self.conn = Some(send);
+        Ok(Response {
+            status,
+            retry_after_secs,
+            body,
+        })
+    }
+}
