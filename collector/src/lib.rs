@@ -1,1 +1,11 @@
-//! placeholder
+//! `palisade-collector`: receives agents' event batches over mutual TLS ([`server`], [`ingest`]),
+//! stores them durably ([`store`]), and answers analysts ([`api`], [`cli`]). [`pki`] is the
+//! certificate authority every identity comes from.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod ingest;
+pub mod pki;
+pub mod server;
+pub mod store;

@@ -83,6 +83,42 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// Parses a time given on a command line or in a query: an RFC 3339 timestamp, `now`, or a
+/// duration before `now` such as `90s`, `15m`, `2h`, `7d`, `1w`.
+pub fn parse_time_spec(spec: &str, now: Timestamp) -> Result<Timestamp, String> {
+    let spec = spec.trim();
+    if spec == "now" {
+        return Ok(now);
+    }
+    if let Ok(t) = spec.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    let split = spec
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("time {spec:?} needs a unit (s, m, h, d, w) or an RFC 3339 form"))?;
+    let (num, unit) = spec.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("time {spec:?}: {num:?} is not a number"))?;
+    let secs: i64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => {
+            return Err(format!(
+                "time {spec:?}: unknown unit {unit:?} (expected s, m, h, d, w, or an RFC 3339 timestamp)"
+            ))
+        }
+    };
+    let nanos = n
+        .checked_mul(secs)
+        .and_then(|s| s.checked_mul(1_000_000_000))
+        .ok_or_else(|| format!("time {spec:?} is too far back"))?;
+    Ok(Timestamp(now.0.saturating_sub(nanos)))
+}
+
 /// How urgent an event is. Serialized as ECS `event.severity` (a number, 1 = info … 5 = critical).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
@@ -574,6 +610,19 @@ mod tests {
         assert!(!valid_agent_id(""));
         assert!(!valid_agent_id("a/b"));
         assert!(!valid_agent_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn time_specs() {
+        let now = Timestamp(10_000 * 1_000_000_000);
+        assert_eq!(parse_time_spec("15m", now).unwrap(), Timestamp(9_100 * 1_000_000_000));
+        assert_eq!(parse_time_spec("now", now).unwrap(), now);
+        assert_eq!(
+            parse_time_spec("1970-01-01T00:00:01Z", now).unwrap(),
+            Timestamp(1_000_000_000)
+        );
+        assert!(parse_time_spec("15", now).is_err());
+        assert!(parse_time_spec("15y", now).is_err());
     }
 
     #[test]

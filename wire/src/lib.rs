@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod client;
 pub mod event;
+pub mod output;
 pub mod tls;
 
 pub use event::{Event, EventKind, Severity, Timestamp};

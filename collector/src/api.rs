@@ -1,0 +1,369 @@
+//! The collector's HTTPS API. Every request arrives with the caller's verified certificate
+//! identity; each route names the roles allowed to call it.
+//!
+//! | route              | roles                                      |
+//! |--------------------|--------------------------------------------|
+//! | `POST /v1/ingest`  | agent (CN must equal the batch's agent id) |
+//! | `GET /v1/status`   | analyst, security-admin, system-admin      |
+//! | `GET /v1/agents`   | analyst, security-admin, system-admin      |
+//! | `GET /v1/events`   | analyst, security-admin                    |
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use palisade_wire::batch::{self, Limits};
+use palisade_wire::event::parse_time_spec;
+use palisade_wire::tls::{Identity, Role};
+use palisade_wire::{EventKind, Severity, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::ingest::{IngestMetrics, IngestQueue, IngestSnapshot};
+use crate::store::{AgentRecord, EventStore, Query, StoreStats};
+
+/// Most events one `GET /v1/events` returns.
+pub const MAX_EVENTS_PER_QUERY: usize = 1_000_000;
+
+/// What handlers share.
+pub struct AppState {
+    /// The store (reads).
+    pub store: Arc<dyn EventStore>,
+    /// The write queue.
+    pub queue: IngestQueue,
+    /// Ingest counters.
+    pub metrics: Arc<IngestMetrics>,
+    /// Batch limits.
+    pub limits: Limits,
+    /// Seconds in Retry-After on 503.
+    pub retry_after_secs: u64,
+    /// Retention, for `status`.
+    pub retention_days: u32,
+    /// Start time, for uptime.
+    pub started: Instant,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// `GET /v1/status` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Collector version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Retention in days.
+    pub retention_days: u32,
+    /// Store figures.
+    pub store: StoreStats,
+    /// Ingest counters since start.
+    pub ingest: IngestSnapshot,
+    /// Every agent seen.
+    pub agents: Vec<AgentRecord>,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn json_resp(status: StatusCode, value: &impl Serialize) -> Resp {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    respond(status, "application/json", body)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Resp {
+    json_resp(status, &json!({ "error": message.into() }))
+}
+
+fn allowed(route: &str, role: Role) -> bool {
+    match route {
+        "/v1/ingest" => role == Role::Agent,
+        "/v1/status" | "/v1/agents" => matches!(
+            role,
+            Role::Analyst | Role::SecurityAdmin | Role::SystemAdmin
+        ),
+        "/v1/events" => matches!(role, Role::Analyst | Role::SecurityAdmin),
+        _ => false,
+    }
+}
+
+/// Routes one request.
+pub async fn handle(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let known = matches!(
+        (&method, path.as_str()),
+        (&Method::POST, "/v1/ingest")
+            | (&Method::GET, "/v1/status" | "/v1/agents" | "/v1/events")
+    );
+    if !known {
+        let exists = matches!(path.as_str(), "/v1/ingest" | "/v1/status" | "/v1/agents" | "/v1/events");
+        return if exists {
+            error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} not allowed on {path}"))
+        } else {
+            error(StatusCode::NOT_FOUND, format!("no such endpoint {path}"))
+        };
+    }
+    if !allowed(&path, who.role) {
+        tracing::warn!(identity = %who, %method, %path, "refused: role not allowed");
+        if path == "/v1/ingest" {
+            state.metrics.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("role {} may not {method} {path}", who.role),
+        );
+    }
+    match path.as_str() {
+        "/v1/ingest" => ingest(state, who, req).await,
+        "/v1/status" => status(&state).await,
+        "/v1/agents" => match blocking(&state, |s| s.store.agents()).await {
+            Ok(a) => json_resp(StatusCode::OK, &a),
+            Err(e) => e,
+        },
+        _ => events(state, req.uri().query().unwrap_or("")).await,
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&AppState) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, Resp> {
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || f(&st)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "store read failed");
+            Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        }
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn ingest(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incoming>) -> Resp {
+    let reject = |status: StatusCode, msg: String| {
+        state
+            .metrics
+            .rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(identity = %who, %status, reason = %msg, "batch refused");
+        error(status, msg)
+    };
+    let max = state.limits.max_frame_bytes;
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                reject(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("batch larger than the {max}-byte limit"),
+                )
+            } else {
+                reject(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}"))
+            };
+        }
+    };
+    let limits = state.limits;
+    let decoded = tokio::task::spawn_blocking(move || batch::decode(&body, &limits)).await;
+    let batch = match decoded {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let status = if e.is_too_large() {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return reject(status, format!("malformed batch: {e}"));
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if batch.agent_id != who.name {
+        return reject(
+            StatusCode::FORBIDDEN,
+            format!(
+                "certificate {:?} may not send batches for agent {:?}",
+                who.name, batch.agent_id
+            ),
+        );
+    }
+    let rx = match state.queue.try_submit(batch) {
+        Ok(rx) => rx,
+        Err(_) => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "write queue full, retry later",
+            );
+            if let Ok(v) = state.retry_after_secs.to_string().parse() {
+                r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+    };
+    match rx.await {
+        Ok(Ok(outcome)) => json_resp(StatusCode::OK, &outcome),
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("store write failed, batch not stored: {e}"),
+        ),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "store writer stopped"),
+    }
+}
+
+async fn status(state: &Arc<AppState>) -> Resp {
+    let read = blocking(state, |s| Ok((s.store.stats()?, s.store.agents()?))).await;
+    match read {
+        Ok((store, agents)) => json_resp(
+            StatusCode::OK,
+            &StatusReport {
+                version: env!("CARGO_PKG_VERSION").into(),
+                uptime_secs: state.started.elapsed().as_secs(),
+                retention_days: state.retention_days,
+                store,
+                ingest: state.metrics.snapshot(),
+                agents,
+            },
+        ),
+        Err(e) => e,
+    }
+}
+
+/// Decodes `%XX` and `+` in a query component.
+fn url_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad percent-escape in {s:?}"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("query value {s:?} is not UTF-8"))
+}
+
+/// Parses the `GET /v1/events` query string.
+pub fn parse_query(query: &str, now: Timestamp) -> Result<Query, String> {
+    let mut q = Query {
+        since: parse_time_spec("15m", now)?,
+        until: Timestamp(i64::MAX),
+        agent: None,
+        kind: None,
+        min_severity: None,
+        limit: 100,
+        newest_first: true,
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = url_decode(v)?;
+        match k {
+            "since" => q.since = parse_time_spec(&v, now)?,
+            "until" => q.until = parse_time_spec(&v, now)?,
+            "agent" => q.agent = Some(v),
+            "kind" => q.kind = Some(v.parse::<EventKind>()?),
+            "severity" => q.min_severity = Some(v.parse::<Severity>()?),
+            "limit" => {
+                let n: usize = v.parse().map_err(|_| format!("limit {v:?} is not a number"))?;
+                if n > MAX_EVENTS_PER_QUERY {
+                    return Err(format!("limit {n} is above the maximum {MAX_EVENTS_PER_QUERY}"));
+                }
+                q.limit = n;
+            }
+            "order" => {
+                q.newest_first = match v.as_str() {
+                    "desc" => true,
+                    "asc" => false,
+                    _ => return Err(format!("order {v:?} must be asc or desc")),
+                }
+            }
+            _ => return Err(format!("unknown query parameter {k:?}")),
+        }
+    }
+    Ok(q)
+}
+
+async fn events(state: Arc<AppState>, query: &str) -> Resp {
+    let q = match parse_query(query, Timestamp::now()) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let result = blocking(&state, move |s| {
+        let mut body = Vec::new();
+        let n = s.store.query(&q, &mut |v| {
+            body.extend_from_slice(v);
+            body.push(b'\n');
+            true
+        })?;
+        Ok((n, body))
+    })
+    .await;
+    match result {
+        Ok((n, body)) => {
+            let mut r = respond(StatusCode::OK, "application/x-ndjson", body);
+            if let Ok(v) = n.to_string().parse() {
+                r.headers_mut().insert("x-palisade-count", v);
+            }
+            r
+        }
+        Err(e) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        let now = Timestamp(1_000_000_000_000);
+        let q = parse_query("since=10s&agent=a%2Db&kind=heartbeat&limit=5&order=asc", now).unwrap();
+        assert_eq!(q.since, Timestamp(990_000_000_000));
+        assert_eq!(q.agent.as_deref(), Some("a-b"));
+        assert_eq!(q.kind, Some(EventKind::Heartbeat));
+        assert_eq!(q.limit, 5);
+        assert!(!q.newest_first);
+        assert!(parse_query("bogus=1", now).is_err());
+        assert!(parse_query("limit=99999999", now).is_err());
+        assert!(parse_query("since=%zz", now).is_err());
+    }
+
+    #[test]
+    fn role_matrix() {
+        for role in Role::ALL {
+            assert_eq!(allowed("/v1/ingest", role), role == Role::Agent);
+            assert_eq!(
+                allowed("/v1/events", role),
+                matches!(role, Role::Analyst | Role::SecurityAdmin)
+            );
+            assert!(!allowed("/v1/status", Role::Agent));
+            assert!(!allowed("/v1/status", Role::AuditAdmin));
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! `palisade-collector` subcommands: `serve`, `validate`, `pki …`, and the analyst commands
+//! `status` and `events`, which are clients of the collector's HTTPS API.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use hyper::{Method, StatusCode};
+use palisade_wire::client::{Client, ClientError};
+use palisade_wire::event::parse_time_spec;
+use palisade_wire::output::{is_broken_pipe, EventWriter, OutputFormat};
+use palisade_wire::tls::{self, Role, TlsFiles};
+use palisade_wire::{EventKind, Severity, Timestamp};
+
+use crate::api::StatusReport;
+use crate::config::{CollectorConfig, ConfigError};
+use crate::pki::{Pki, PkiError};
+use crate::server::ServeError;
+
+/// How a command ended, as a process exit code: 0 found/ok, 1 nothing found, 2 error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Success; something was listed.
+    Found,
+    /// Success; nothing matched.
+    NothingFound,
+}
+
+impl Outcome {
+    /// The exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Outcome::Found => 0,
+            Outcome::NothingFound => 1,
+        }
+    }
+}
+
+/// CLI errors (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Config trouble.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// PKI trouble.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// TLS material trouble.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Server start-up trouble.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// Cannot reach the collector.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The collector said no.
+    #[error("collector answered {status}: {message}")]
+    Api {
+        /// HTTP status.
+        status: StatusCode,
+        /// Its error message.
+        message: String,
+    },
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// Writing output failed.
+    #[error("cannot write output: {0}")]
+    Output(std::io::Error),
+}
+
+const EXAMPLES: &str = "Examples:
+  palisade-collector pki init --dir pki
+  palisade-collector pki issue --dir pki --role agent --name probe-1
+  palisade-collector serve --config collector.toml
+  palisade-collector status --pki-dir pki --as analyst
+  palisade-collector events --since 1h --kind heartbeat --output-format ndjson --pki-dir pki --as analyst
+
+Exit codes: 0 found / success, 1 nothing found, 2 error.";
+
+/// Palisade collector: receives agents' events over mutual TLS, stores them, serves analysts.
+#[derive(Debug, Parser)]
+#[command(name = "palisade-collector", version, after_long_help = EXAMPLES)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `palisade_collector=debug`.
+    #[arg(long, global = true, env = "PALISADE_LOG", default_value = "info")]
+    pub log: String,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector (HTTPS ingest and analyst API).
+    #[command(after_long_help = "Examples:\n  palisade-collector serve --config collector.toml\n  palisade-collector serve --config collector.toml --listen 127.0.0.1:0")]
+    Serve(ServeArgs),
+    /// Check a config file without running anything.
+    Validate {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Manage the certificate authority.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Show agents, their last heartbeat, events stored and store size.
+    #[command(after_long_help = "Examples:\n  palisade-collector status --pki-dir pki --as analyst\n  palisade-collector status --output-format json")]
+    Status(StatusArgs),
+    /// List stored events.
+    #[command(after_long_help = "Examples:\n  palisade-collector events --since 15m\n  palisade-collector events --since 2026-11-21T00:00:00Z --until 1h --agent probe-1 --kind gap\n  palisade-collector events --severity high --limit 20 --output-format ndjson\n\nExit codes: 0 events listed, 1 none matched, 2 error.")]
+    Events(EventsArgs),
+}
+
+/// `serve` flags; they override the config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The config file (TOML).
+    #[arg(long, short, env = "PALISADE_COLLECTOR_CONFIG")]
+    pub config: PathBuf,
+    /// Listen address, overriding `listen` (port 0 picks a free port, printed on stdout).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Data directory, overriding `data_dir`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `pki` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create a CA, the collector's server certificate and one certificate per admin role.
+    Init {
+        /// Directory to create (must not hold a CA yet).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Extra subject alternative names for the server certificate (DNS names or IPs).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Validity of the issued certificates, in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Issue a certificate for an agent, analyst, admin or replicator.
+    Issue {
+        /// The PKI directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// agent, analyst, security-admin, audit-admin, system-admin or replicator.
+        #[arg(long)]
+        role: Role,
+        /// The identity (certificate CN; for agents, the agent id).
+        #[arg(long)]
+        name: String,
+        /// Subject alternative names (for replicators that also serve).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Revoke a certificate by serial; the collector refuses it from its next handshake.
+    Revoke {
+        /// The PKI directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Serial in hex, as `pki list` prints it.
+        #[arg(long)]
+        serial: String,
+    },
+    /// List issued certificates.
+    List {
+        /// The PKI directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, default_value_t = OutputFormat::Text)]
+        output_format: OutputFormat,
+    },
+}
+
+/// How the analyst CLI reaches and authenticates to the collector.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Collector URL.
+    #[arg(long, env = "PALISADE_COLLECTOR", default_value = "https://127.0.0.1:7443")]
+    pub collector: String,
+    /// PKI directory holding ca.crt and <as>.crt/.key (instead of --ca/--cert/--key).
+    #[arg(long, env = "PALISADE_PKI_DIR")]
+    pub pki_dir: Option<PathBuf>,
+    /// Identity to use from --pki-dir.
+    #[arg(long = "as", env = "PALISADE_IDENTITY", default_value = "analyst")]
+    pub identity: String,
+    /// CA certificate (PEM).
+    #[arg(long, env = "PALISADE_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[arg(long, env = "PALISADE_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[arg(long, env = "PALISADE_KEY")]
+    pub key: Option<PathBuf>,
+    /// Seconds to wait for the collector.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_secs: u64,
+}
+
+impl ClientArgs {
+    fn files(&self) -> Result<TlsFiles, CliError> {
+        let from_dir = |f: &str| self.pki_dir.as_ref().map(|d| d.join(f));
+        let pick = |explicit: &Option<PathBuf>, file: String, flag: &str| {
+            explicit
+                .clone()
+                .or_else(|| from_dir(&file))
+                .ok_or_else(|| CliError::Usage(format!("give --{flag} or --pki-dir")))
+        };
+        Ok(TlsFiles {
+            ca: pick(&self.ca, "ca.crt".into(), "ca")?,
+            cert: pick(&self.cert, format!("{}.crt", self.identity), "cert")?,
+            key: pick(&self.key, format!("{}.key", self.identity), "key")?,
+        })
+    }
+
+    fn client(&self) -> Result<Client, CliError> {
+        let config = tls::client_config(&self.files()?)?;
+        Ok(Client::new(
+            &self.collector,
+            config,
+            Duration::from_secs(self.timeout_secs),
+        )?)
+    }
+}
+
+/// `status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format.
+    #[arg(long, default_value_t = OutputFormat::Text)]
+    pub output_format: OutputFormat,
+}
+
+/// `events` flags.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Start of the window: a duration ago (15m, 2h, 7d) or an RFC 3339 time.
+    #[arg(long, default_value = "15m")]
+    pub since: String,
+    /// End of the window (exclusive), same forms; default now.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only this kind (heartbeat, gap, flow, alert, integrity, …).
+    #[arg(long)]
+    pub kind: Option<EventKind>,
+    /// Only this severity or higher (info, low, medium, high, critical).
+    #[arg(long)]
+    pub severity: Option<Severity>,
+    /// At most this many events (newest first unless --oldest-first).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Oldest first.
+    #[arg(long)]
+    pub oldest_first: bool,
+    /// Output format.
+    #[arg(long, default_value_t = OutputFormat::Text)]
+    pub output_format: OutputFormat,
+}
+
+/// Runs a parsed command line. `serve` runs until SIGINT/SIGTERM.
+pub fn run(cli: Cli) -> Result<Outcome, CliError> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Validate { config } => {
+            let c = CollectorConfig::load(&config)?;
+            tls::server_config(
+                &TlsFiles {
+                    ca: c.tls.ca.clone(),
+                    cert: c.tls.cert.clone(),
+                    key: c.tls.key.clone(),
+                },
+                c.tls.crl.as_deref(),
+            )?;
+            println!("{}: ok", config.display());
+            Ok(Outcome::Found)
+        }
+        Command::Pki(cmd) => pki(cmd),
+        Command::Status(args) => runtime()?.block_on(status(args)),
+        Command::Events(args) => runtime()?.block_on(events(args)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<Outcome, CliError> {
+    let mut config = CollectorConfig::load(&args.config)?;
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    runtime()?.block_on(crate::server::serve(config, shutdown_signal()))?;
+    Ok(Outcome::Found)
+}
+
+fn pki(cmd: PkiCommand) -> Result<Outcome, CliError> {
+    match cmd {
+        PkiCommand::Init { dir, sans, days } => {
+            let pki = Pki::new(&dir);
+            let issued = pki.init(&sans, days)?;
+            println!("CA           {}", pki.ca_cert().display());
+            println!("CRL          {}", pki.crl().display());
+            for f in issued {
+                println!("issued       {}  (serial {})", f.cert.display(), f.serial);
+            }
+            Ok(Outcome::Found)
+        }
+        PkiCommand::Issue {
+            dir,
+            role,
+            name,
+            sans,
+            days,
+        } => {
+            if role == Role::Server {
+                return Err(CliError::Usage(
+                    "the server certificate is made by `pki init`".into(),
+                ));
+            }
+            let f = Pki::new(&dir).issue(role, &name, &sans, days)?;
+            println!("certificate  {}", f.cert.display());
+            println!("key          {}", f.key.display());
+            println!("serial       {}", f.serial);
+            Ok(Outcome::Found)
+        }
+        PkiCommand::Revoke { dir, serial } => {
+            let r = Pki::new(&dir).revoke(&serial)?;
+            println!(
+                "revoked {} ({}, serial {}); CRL updated",
+                r.name, r.role, r.serial
+            );
+            Ok(Outcome::Found)
+        }
+        PkiCommand::List { dir, output_format } => {
+            let list = Pki::new(&dir).list()?;
+            let mut out = std::io::stdout().lock();
+            let written = match output_format {
+                OutputFormat::Json => serde_json::to_writer_pretty(&mut out, &list)
+                    .map_err(std::io::Error::from)
+                    .and_then(|_| writeln!(out)),
+                OutputFormat::Ndjson => list.iter().try_for_each(|c| {
+                    serde_json::to_writer(&mut out, c).map_err(std::io::Error::from)?;
+                    writeln!(out)
+                }),
+                OutputFormat::Text => {
+                    let header = writeln!(
+                        out,
+                        "{:<34} {:<20} {:<15} {:<26} REVOKED",
+                        "SERIAL", "NAME", "ROLE", "NOT AFTER"
+                    );
+                    header.and_then(|_| {
+                        list.iter().try_for_each(|c| {
+                            writeln!(
+                                out,
+                                "{:<34} {:<20} {:<15} {:<26} {}",
+                                c.serial,
+                                c.name,
+                                c.role,
+                                c.not_after,
+                                c.revoked_at.as_deref().unwrap_or("-")
+                            )
+                        })
+                    })
+                }
+            };
+            finish_output(written)?;
+            Ok(if list.is_empty() {
+                Outcome::NothingFound
+            } else {
+                Outcome::Found
+            })
+        }
+    }
+}
+
+fn finish_output(r: std::io::Result<()>) -> Result<(), CliError> {
+    match r {
+        Err(e) if !is_broken_pipe(&e) => Err(CliError::Output(e)),
+        _ => Ok(()),
+    }
+}
+
+async fn get(client: &mut Client, path: &str) -> Result<Bytes, CliError> {
+    let resp = client
+        .request(Method::GET, path, "application/json", Bytes::new())
+        .await?;
+    if resp.status != StatusCode::OK {
+        let message = serde_json::from_slice::<serde_json::Value>(&resp.body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            .unwrap_or_else(|| resp.text());
+        return Err(CliError::Api {
+            status: resp.status,
+            message,
+        });
+    }
+    Ok(resp.body)
+}
+
+fn ago(now: Timestamp, t: Timestamp) -> String {
+    let secs = (now.nanos() - t.nanos()) / 1_000_000_000;
+    match secs {
+        s if s < 0 => "in the future".into(),
+        s if s < 120 => format!("{s}s ago"),
+        s if s < 7200 => format!("{}m ago", s / 60),
+        s if s < 172_800 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86_400),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", units[u])
+}
+
+async fn status(args: StatusArgs) -> Result<Outcome, CliError> {
+    let mut client = args.client.client()?;
+    let body = get(&mut client, "/v1/status").await?;
+    let report: StatusReport = serde_json::from_slice(&body).map_err(|e| CliError::Api {
+        status: StatusCode::OK,
+        message: format!("unreadable status report: {e}"),
+    })?;
+    let mut out = std::io::stdout().lock();
+    let written = match args.output_format {
+        OutputFormat::Json | OutputFormat::Ndjson => out
+            .write_all(&body)
+            .and_then(|_| writeln!(out)),
+        OutputFormat::Text => write_status_text(&mut out, &report, client.addr()),
+    };
+    finish_output(written)?;
+    Ok(Outcome::Found)
+}
+
+fn write_status_text(
+    out: &mut impl Write,
+    r: &StatusReport,
+    addr: &str,
+) -> std::io::Result<()> {
+    let now = Timestamp::now();
+    writeln!(out, "collector      https://{addr}  (version {}, up {}s)", r.version, r.uptime_secs)?;
+    writeln!(out, "events stored  {}", r.store.events)?;
+    writeln!(out, "store size     {}", human_bytes(r.store.size_bytes))?;
+    let days = match (r.store.days.first(), r.store.days.last()) {
+        (Some(a), Some(b)) => format!("{} day(s), {a} .. {b}", r.store.days.len()),
+        _ => "none".into(),
+    };
+    writeln!(out, "days held      {days}  (retention {} days)", r.retention_days)?;
+    writeln!(
+        out,
+        "ingest         {} batches, {} events, {} duplicates dropped, {} refused, {} busy (503)",
+        r.ingest.batches, r.ingest.accepted, r.ingest.duplicates, r.ingest.rejected, r.ingest.queue_full
+    )?;
+    writeln!(out, "agents         {}", r.agents.len())?;
+    if !r.agents.is_empty() {
+        writeln!(
+            out,
+            "  {:<20} {:<16} {:<12} {:<14} {:>10} {:>10} {:>8}",
+            "AGENT", "HOST", "LAST SEEN", "LAST HEARTBEAT", "EVENTS", "LAST SEQ", "DROPPED"
+        )?;
+        for a in &r.agents {
+            writeln!(
+                out,
+                "  {:<20} {:<16} {:<12} {:<14} {:>10} {:>10} {:>8}",
+                a.id,
+                a.host.as_deref().unwrap_or("-"),
+                ago(now, a.last_seen),
+                a.last_heartbeat.map(|t| ago(now, t)).unwrap_or_else(|| "never".into()),
+                a.events,
+                a.last_sequence,
+                a.dropped
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn query_string(args: &EventsArgs, now: Timestamp) -> Result<String, CliError> {
+    let since = parse_time_spec(&args.since, now).map_err(CliError::Usage)?;
+    let mut q = format!("since={since}&limit={}", args.limit);
+    if let Some(u) = &args.until {
+        let until = parse_time_spec(u, now).map_err(CliError::Usage)?;
+        q.push_str(&format!("&until={until}"));
+    }
+    if let Some(a) = &args.agent {
+        if !palisade_wire::event::valid_agent_id(a) {
+            return Err(CliError::Usage(format!("--agent {a:?} is not a valid agent id")));
+        }
+        q.push_str(&format!("&agent={a}"));
+    }
+    if let Some(k) = args.kind {
+        q.push_str(&format!("&kind={}", k.name()));
+    }
+    if let Some(s) = args.severity {
+        q.push_str(&format!("&severity={}", s.name()));
+    }
+    q.push_str(if args.oldest_first { "&order=asc" } else { "&order=desc" });
+    Ok(q)
+}
+
+async fn events(args: EventsArgs) -> Result<Outcome, CliError> {
+    let query = query_string(&args, Timestamp::now())?;
+    let mut client = args.client.client()?;
+    let body = get(&mut client, &format!("/v1/events?{query}")).await?;
+    let out = std::io::stdout().lock();
+    let mut n = 0;
+    let written = (|| {
+        let mut w = EventWriter::new(out, args.output_format)?;
+        for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            w.write_raw(line)?;
+        }
+        n = w.finish()?;
+        Ok(())
+    })();
+    finish_output(written)?;
+    // A closed pipe still means events were found.
+    let found = n > 0 || body.iter().any(|&b| b == b'\n');
+    Ok(if found { Outcome::Found } else { Outcome::NothingFound })
+}

@@ -1,0 +1,238 @@
+//! The collector's TOML configuration. Unknown keys are rejected; relative paths are resolved
+//! against the directory of the config file; command-line flags override the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors reading or checking a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// TOML syntax error or unknown key (the message carries line and column).
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("invalid config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// `[tls]`: the collector's certificate and the CA its clients must be signed by.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate (PEM) that signs agents, analysts and admins.
+    pub ca: PathBuf,
+    /// The collector's server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The collector's private key (PEM).
+    pub key: PathBuf,
+    /// Certificate revocation list (PEM) written by `pki revoke`; re-read when it changes.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+}
+
+/// `[ingest]`: limits on what agents may send and on the write queue.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest accepted batch frame on the wire (compressed), in bytes. Larger: HTTP 413.
+    pub max_batch_bytes: usize,
+    /// Largest accepted decompressed payload, in bytes. Larger: HTTP 413.
+    pub max_batch_raw_bytes: usize,
+    /// Most events in one batch. More: HTTP 413.
+    pub max_batch_events: usize,
+    /// Batches waiting for the writer; when full, agents get 503 with Retry-After.
+    pub write_queue_batches: usize,
+    /// Most events the writer commits (one flush) in one group.
+    pub max_group_events: usize,
+    /// Seconds agents are told to wait (Retry-After) when the write queue is full.
+    pub retry_after_secs: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_batch_bytes: 4 << 20,
+            max_batch_raw_bytes: 16 << 20,
+            max_batch_events: 20_000,
+            write_queue_batches: 64,
+            max_group_events: 50_000,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+/// `[server]`: connection handling.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Most concurrent client connections; further connections wait in the listen backlog.
+    pub max_connections: usize,
+    /// Seconds a client has to finish the TLS handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers (slow-loris defence).
+    pub header_read_timeout_secs: u64,
+    /// Seconds between checks of the CRL file for changes.
+    pub crl_reload_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 1024,
+            handshake_timeout_secs: 10,
+            header_read_timeout_secs: 10,
+            crl_reload_secs: 2,
+        }
+    }
+}
+
+/// `[retention]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days of events kept; older day-trees are dropped. MLPS requires at least 180.
+    pub days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { days: 180 }
+    }
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Address to listen on (`127.0.0.1:7443`; port 0 picks a free port).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory of the sled store.
+    pub data_dir: PathBuf,
+    /// TLS material.
+    pub tls: TlsConfig,
+    /// Ingest limits.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// Connection handling.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Retention.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7443))
+}
+
+impl CollectorConfig {
+    /// Reads, parses and checks `path`; relative paths become relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: CollectorConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        fix(&mut self.tls.ca);
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        if let Some(crl) = self.tls.crl.as_mut() {
+            fix(crl);
+        }
+    }
+
+    /// Range checks that serde cannot express.
+    pub fn check(&self) -> Result<(), String> {
+        let i = &self.ingest;
+        if i.max_batch_bytes == 0 || i.max_batch_raw_bytes == 0 || i.max_batch_events == 0 {
+            return Err("ingest limits must be greater than 0".into());
+        }
+        if i.write_queue_batches == 0 {
+            return Err("ingest.write_queue_batches must be at least 1".into());
+        }
+        if self.server.max_connections == 0 {
+            return Err("server.max_connections must be at least 1".into());
+        }
+        if self.retention.days == 0 {
+            return Err("retention.days must be at least 1".into());
+        }
+        if self.retention.days < 180 {
+            tracing::warn!(
+                days = self.retention.days,
+                "retention below the 180 days MLPS grade 3 requires for network logs"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_with_a_line_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "data_dir = \"d\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[ingest]\nmax_batch_byte = 3\n",
+        )
+        .unwrap();
+        let err = CollectorConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains("max_batch_byte"), "{err}");
+        assert!(err.contains("line 7"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "data_dir = \"d\"\n[tls]\nca = \"a\"\ncert = \"/b\"\nkey = \"c\"\n").unwrap();
+        let c = CollectorConfig::load(&p).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("d"));
+        assert_eq!(c.tls.cert, PathBuf::from("/b"));
+        assert_eq!(c.retention.days, 180);
+    }
+}

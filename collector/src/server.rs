@@ -1,0 +1,303 @@
+//! The HTTPS server: accept loop with back-off, a semaphore capping connections, one task per
+//! connection (TLS handshake with a deadline, identity from the client certificate, HTTP/1.1
+//! with a header-read deadline), graceful shutdown. The CRL is re-read when its file changes, so
+//! `pki revoke` takes effect on the next handshake without a restart.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use palisade_wire::tls::{self, TlsFiles};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::api::{self, AppState};
+use crate::config::{CollectorConfig, ServerConfig};
+use crate::ingest::{IngestMetrics, IngestQueue};
+use crate::store::{EventStore, SledStore};
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Socket or thread trouble.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Holds the current rustls config and rebuilds it when the CRL file changes.
+pub struct TlsReloader {
+    files: TlsFiles,
+    crl: Option<PathBuf>,
+    current: RwLock<(Option<SystemTime>, TlsAcceptor)>,
+}
+
+impl std::fmt::Debug for TlsReloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsReloader").field("crl", &self.crl).finish_non_exhaustive()
+    }
+}
+
+impl TlsReloader {
+    /// Loads the config once; fails if the material is bad.
+    pub fn new(files: TlsFiles, crl: Option<PathBuf>) -> Result<Self, tls::TlsError> {
+        let mtime = crl.as_ref().and_then(|p| p.metadata().ok()?.modified().ok());
+        let config = tls::server_config(&files, crl.as_deref())?;
+        Ok(TlsReloader {
+            files,
+            crl,
+            current: RwLock::new((mtime, TlsAcceptor::from(Arc::new(config)))),
+        })
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Rebuilds the config if the CRL changed. A bad new CRL keeps the old config (and says so).
+    pub fn reload_if_changed(&self) {
+        let Some(path) = &self.crl else { return };
+        let mtime = path.metadata().ok().and_then(|m| m.modified().ok());
+        if mtime == self.current.read().unwrap_or_else(|p| p.into_inner()).0 {
+            return;
+        }
+        match tls::server_config(&self.files, Some(path)) {
+            Ok(config) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) =
+                    (mtime, TlsAcceptor::from(Arc::new(config)));
+                tracing::info!(crl = %path.display(), "revocation list reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "new revocation list unusable; keeping the previous one")
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves, then lets open connections
+/// finish their current request (up to 5 s).
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tls: Arc<TlsReloader>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = &mut shutdown => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let state = state.clone();
+        let acceptor = tls.acceptor();
+        let stop = stop_rx.clone();
+        let cfg = config.clone();
+        tokio::spawn(async move {
+            connection(tcp, peer, acceptor, state, cfg, stop).await;
+            drop(permit);
+        });
+    }
+    tracing::info!("shutting down: no new connections");
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(Duration::from_secs(5), limit.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 5 s; closing them");
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    state: Arc<AppState>,
+    config: ServerConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    tcp.set_nodelay(true).ok();
+    let handshake = tokio::time::timeout(
+        Duration::from_secs(config.handshake_timeout_secs),
+        acceptor.accept(tcp),
+    )
+    .await;
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let identity = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => match tls::identity(cert) {
+            Ok(id) => Arc::new(id),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "client certificate has no usable identity");
+                return;
+            }
+        },
+        None => {
+            tracing::warn!(%peer, "no client certificate");
+            return;
+        }
+    };
+    tracing::debug!(%peer, identity = %identity, "connection accepted");
+    let svc = service_fn(move |req| {
+        let state = state.clone();
+        let identity = identity.clone();
+        async move { Ok::<_, Infallible>(api::handle(state, identity, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(config.header_read_timeout_secs))
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Everything `palisade-collector serve` does: open the store, start the writer, bind, announce
+/// the address on stdout, serve until `shutdown`, apply retention hourly.
+pub async fn serve(
+    config: CollectorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let files = TlsFiles {
+        ca: config.tls.ca.clone(),
+        cert: config.tls.cert.clone(),
+        key: config.tls.key.clone(),
+    };
+    let tls = Arc::new(TlsReloader::new(files, config.tls.crl.clone())?);
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::Io {
+        context: format!("cannot create data dir {}", config.data_dir.display()),
+        source,
+    })?;
+    let store: Arc<dyn EventStore> =
+        Arc::new(SledStore::open(&config.data_dir.join("store"), 64 << 20)?);
+    let metrics = Arc::new(IngestMetrics::default());
+    let queue = IngestQueue::start(
+        store.clone(),
+        config.ingest.write_queue_batches,
+        config.ingest.max_group_events,
+        metrics.clone(),
+    )
+    .map_err(|source| ServeError::Io {
+        context: "cannot start the store writer".into(),
+        source,
+    })?;
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        queue,
+        metrics,
+        limits: palisade_wire::batch::Limits {
+            max_frame_bytes: config.ingest.max_batch_bytes,
+            max_raw_bytes: config.ingest.max_batch_raw_bytes,
+            max_events: config.ingest.max_batch_events,
+        },
+        retry_after_secs: config.ingest.retry_after_secs,
+        retention_days: config.retention.days,
+        started: Instant::now(),
+    });
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Io {
+            context: format!("cannot listen on {}", config.listen),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Io {
+        context: "local address".into(),
+        source,
+    })?;
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("palisade-collector listening on https://{local}");
+    tracing::info!(listen = %local, data_dir = %config.data_dir.display(), "collector serving");
+
+    let housekeeping = {
+        let tls = tls.clone();
+        let store = store.clone();
+        let days = config.retention.days;
+        let crl_every = Duration::from_secs(config.server.crl_reload_secs.max(1));
+        tokio::spawn(async move {
+            let mut last_retention: Option<Instant> = None;
+            loop {
+                tls.reload_if_changed();
+                if last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+                    last_retention = Some(Instant::now());
+                    let store = store.clone();
+                    let result = tokio::task::spawn_blocking(move || {
+                        store.apply_retention(palisade_wire::Timestamp::now(), days)
+                    })
+                    .await;
+                    match result {
+                        Ok(Ok(dropped)) if !dropped.is_empty() => {
+                            tracing::info!(?dropped, retention_days = days, "retention applied")
+                        }
+                        Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+                        _ => {}
+                    }
+                }
+                tokio::time::sleep(crl_every).await;
+            }
+        })
+    };
+    run(listener, state, tls, config.server.clone(), shutdown).await;
+    housekeeping.abort();
+    tracing::info!("collector stopped");
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! Event storage behind a small trait, so a second backend can replace sled if it ever fails our
+//! crash tests. The sled backend is in [`sled_store`].
+
+mod keys;
+pub mod sled_store;
+
+use palisade_wire::batch::Batch;
+use palisade_wire::{EventKind, Severity, Timestamp};
+use serde::{Deserialize, Serialize};
+
+pub use sled_store::SledStore;
+
+/// Store errors. All of them mean the operation did not complete; none leaves partial data
+/// that would be acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("store {context}: {source}")]
+    Sled {
+        /// What was being done.
+        context: String,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// Stored bytes that do not decode.
+    #[error("corrupt store record in {tree}: {reason}")]
+    Corrupt {
+        /// Which tree.
+        tree: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What happened to one batch in a write.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchOutcome {
+    /// Events newly stored.
+    pub accepted: u64,
+    /// Events already stored (same agent and sequence), dropped.
+    pub duplicates: u64,
+    /// The batch's last sequence (what the agent may now delete up to).
+    pub last_sequence: u64,
+}
+
+/// What the collector knows about one agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Agent id (certificate CN).
+    pub id: String,
+    /// Host name from its latest heartbeat.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// First batch received (collector time).
+    pub first_seen: Timestamp,
+    /// Latest batch received (collector time).
+    pub last_seen: Timestamp,
+    /// Timestamp of the latest heartbeat event, if any.
+    #[serde(default)]
+    pub last_heartbeat: Option<Timestamp>,
+    /// Highest sequence stored.
+    pub last_sequence: u64,
+    /// Events stored from this agent.
+    pub events: u64,
+    /// Duplicates dropped from this agent.
+    pub duplicates: u64,
+    /// Events the agent reported dropped from its spool (sum of `gap` events).
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+/// Store-wide figures for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Events stored (all days still retained).
+    pub events: u64,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// Days held, oldest first (`YYYY-MM-DD`).
+    pub days: Vec<String>,
+}
+
+/// A listing request.
+#[derive(Clone, Debug)]
+pub struct Query {
+    /// Inclusive lower bound on `@timestamp`.
+    pub since: Timestamp,
+    /// Exclusive upper bound on `@timestamp`.
+    pub until: Timestamp,
+    /// Only this agent.
+    pub agent: Option<String>,
+    /// Only this kind.
+    pub kind: Option<EventKind>,
+    /// Only at least this severity.
+    pub min_severity: Option<Severity>,
+    /// At most this many events.
+    pub limit: usize,
+    /// Newest first (the default) or oldest first.
+    pub newest_first: bool,
+}
+
+/// An event store.
+pub trait EventStore: Send + Sync {
+    /// Stores the batches, dropping events already stored, and returns only once everything is
+    /// durable on disk. One outcome per batch, in order.
+    fn write(&self, batches: &[&Batch]) -> Result<Vec<BatchOutcome>, StoreError>;
+
+    /// Calls `sink` with each matching event's stored JSON, in time order, until it returns
+    /// false or `limit` is reached. Returns how many were passed.
+    fn query(&self, q: &Query, sink: &mut dyn FnMut(&[u8]) -> bool) -> Result<usize, StoreError>;
+
+    /// Every agent ever seen.
+    fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+
+    /// Store-wide figures.
+    fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Drops the days older than `days` before `now`; returns the days dropped.
+    fn apply_retention(&self, now: Timestamp, days: u32) -> Result<Vec<String>, StoreError>;
+}
