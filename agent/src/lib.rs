@@ -1,1 +1,11 @@
-//! placeholder
+//! `palisade-agent`: every event enters the durable [`spool`] first; the [`ship`]per sends
+//! batches over mutual TLS and deletes only what the collector acknowledged. [`sources`] produce
+//! events (heartbeats now; network capture and integrity checks in later slices).
+
+pub mod cli;
+pub mod config;
+pub mod loadgen;
+pub mod run;
+pub mod ship;
+pub mod sources;
+pub mod spool;

@@ -1,0 +1,224 @@
+//! The agent's TOML configuration. Unknown keys are rejected; relative paths are resolved against
+//! the config file's directory; flags override the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors reading or checking a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// TOML syntax error or unknown key (with line and column).
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("invalid config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// `[tls]`: the agent's certificate (role `agent`, CN = agent id) and the collector's CA.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate (PEM).
+    pub ca: PathBuf,
+    /// The agent's certificate (PEM).
+    pub cert: PathBuf,
+    /// The agent's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// `[spool]`: the on-disk queue every event enters first.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Cap on spooled event bytes; beyond it the oldest events are dropped and a `gap` event
+    /// records how many.
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig { max_bytes: 1 << 30 }
+    }
+}
+
+/// `[ship]`: batching and retry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShipConfig {
+    /// Most events in one batch.
+    pub max_batch_events: usize,
+    /// Most uncompressed event bytes in one batch.
+    pub max_batch_bytes: usize,
+    /// How long a partly filled batch waits for more events, in milliseconds.
+    pub max_batch_delay_ms: u64,
+    /// First retry delay after a failure, in milliseconds (doubles each failure, with jitter).
+    pub initial_backoff_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    pub max_backoff_ms: u64,
+    /// Seconds to wait for the collector's answer to one batch.
+    pub request_timeout_secs: u64,
+    /// zstd level for batches.
+    pub zstd_level: i32,
+    /// Seconds spent trying to empty the spool on shutdown.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ShipConfig {
+    fn default() -> Self {
+        ShipConfig {
+            max_batch_events: 2_000,
+            max_batch_bytes: 1 << 20,
+            max_batch_delay_ms: 200,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 5_000,
+            request_timeout_secs: 30,
+            zstd_level: 3,
+            drain_timeout_secs: 5,
+        }
+    }
+}
+
+/// `[heartbeat]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// Seconds between heartbeats (0 disables them).
+    pub interval_secs: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig { interval_secs: 10 }
+    }
+}
+
+/// `[synthetic]`: a test source producing numbered events, for drills, soak and crash tests.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticConfig {
+    /// How many events to produce in total (0: none).
+    pub events: u64,
+    /// Events per second (0: as fast as the spool takes them).
+    pub rate_per_sec: u64,
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Agent id; must equal the certificate's CN. Default: the CN.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Collector URL, `https://host:port`.
+    pub collector: String,
+    /// Directory for the spool.
+    pub data_dir: PathBuf,
+    /// TLS material.
+    pub tls: TlsConfig,
+    /// Spool.
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    /// Shipping.
+    #[serde(default)]
+    pub ship: ShipConfig,
+    /// Heartbeats.
+    #[serde(default)]
+    pub heartbeat: HeartbeatConfig,
+    /// Synthetic test source.
+    #[serde(default)]
+    pub synthetic: SyntheticConfig,
+}
+
+impl AgentConfig {
+    /// Reads, parses and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut c: AgentConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut c.data_dir, &mut c.tls.ca, &mut c.tls.cert, &mut c.tls.key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        c.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(c)
+    }
+
+    /// Range checks serde cannot express.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.collector.starts_with("https://") {
+            return Err(format!("collector {:?} must be an https:// URL", self.collector));
+        }
+        let s = &self.ship;
+        if s.max_batch_events == 0 || s.max_batch_bytes == 0 {
+            return Err("ship.max_batch_events and ship.max_batch_bytes must be at least 1".into());
+        }
+        if s.initial_backoff_ms == 0 || s.max_backoff_ms < s.initial_backoff_ms {
+            return Err("ship.initial_backoff_ms must be >= 1 and <= ship.max_backoff_ms".into());
+        }
+        if self.spool.max_bytes < 64 * 1024 {
+            return Err("spool.max_bytes must be at least 65536".into());
+        }
+        if let Some(id) = &self.agent_id {
+            if !palisade_wire::event::valid_agent_id(id) {
+                return Err(format!("agent_id {id:?} must be 1-64 of A-Z a-z 0-9 . _ -"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_and_typos_are_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        std::fs::write(
+            &p,
+            "collector = \"https://127.0.0.1:7443\"\ndata_dir = \"d\"\n[tls]\nca = \"ca.crt\"\ncert = \"a.crt\"\nkey = \"a.key\"\n[ship]\nmax_batch_events = 10\n",
+        )
+        .unwrap();
+        let c = AgentConfig::load(&p).unwrap();
+        assert_eq!(c.ship.max_batch_events, 10);
+        assert_eq!(c.data_dir, dir.path().join("d"));
+        std::fs::write(
+            &p,
+            "collector = \"https://x:1\"\ndata_dir = \"d\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[heartbeat]\ninterval = 3\n",
+        )
+        .unwrap();
+        let err = AgentConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains("interval") && err.contains("line 8"), "{err}");
+    }
+}

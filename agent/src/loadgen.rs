@@ -1,0 +1,247 @@
+//! `palisade-agent loadgen`: drives N simulated agents' batches through real mutual TLS into a
+//! collector and reports durable events/s, ack latency and the collector's memory.
+//!
+//! Frames are built before the clock starts, so the figure measures the collector (TLS, decode,
+//! store, fsync), not event generation. Each simulated agent keeps one batch in flight, as a
+//! real agent does. Sequences start at the current time in microseconds, so repeated runs
+//! against one store are new events, not duplicates.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use palisade_wire::batch;
+use palisade_wire::client::Client;
+use palisade_wire::event::Endpoint;
+use palisade_wire::tls::{self, TlsFiles};
+use palisade_wire::{Event, EventKind, Severity};
+use serde::Serialize;
+
+/// Load generator settings.
+#[derive(Debug, Clone)]
+pub struct LoadgenConfig {
+    /// Collector URL.
+    pub collector: String,
+    /// PKI dir with `ca.crt` and `<prefix>NN.crt/.key` for each simulated agent.
+    pub pki_dir: PathBuf,
+    /// Name prefix; agent i is `<prefix><i:02>`.
+    pub prefix: String,
+    /// Simulated agents.
+    pub agents: usize,
+    /// Events each agent sends.
+    pub events_per_agent: usize,
+    /// Events per batch.
+    pub batch_events: usize,
+    /// Collector pid, to read its RSS from /proc.
+    pub collector_pid: Option<u32>,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadgenReport {
+    /// Simulated agents.
+    pub agents: usize,
+    /// Events acknowledged as durable.
+    pub events_acked: u64,
+    /// Duplicates the collector reported (should be 0).
+    pub duplicates: u64,
+    /// Batches acknowledged.
+    pub batches: u64,
+    /// 503 answers (each retried).
+    pub busy: u64,
+    /// Seconds from first send to last ack.
+    pub elapsed_secs: f64,
+    /// Durable events per second.
+    pub events_per_sec: f64,
+    /// Median ack latency (ms).
+    pub p50_ms: f64,
+    /// 99th percentile ack latency (ms).
+    pub p99_ms: f64,
+    /// Worst ack latency (ms).
+    pub max_ms: f64,
+    /// Collector RSS at the end (MiB).
+    pub collector_rss_mib: Option<f64>,
+    /// Collector peak RSS (MiB).
+    pub collector_peak_rss_mib: Option<f64>,
+    /// Seconds spent building frames before the clock started.
+    pub setup_secs: f64,
+}
+
+/// Load generator errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    /// TLS material.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Client setup.
+    #[error(transparent)]
+    Client(#[from] palisade_wire::client::ClientError),
+    /// Encoding.
+    #[error(transparent)]
+    Batch(#[from] batch::BatchError),
+    /// The collector refused something it should accept.
+    #[error("agent {agent}: collector answered {status}: {body}")]
+    Refused {
+        /// Simulated agent.
+        agent: String,
+        /// Status.
+        status: StatusCode,
+        /// Body.
+        body: String,
+    },
+}
+
+fn frames_for(
+    agent: &str,
+    first_seq: u64,
+    events: usize,
+    per_batch: usize,
+) -> Result<Vec<(Bytes, usize)>, LoadgenError> {
+    let mut frames = Vec::new();
+    let mut seq = first_seq;
+    let mut left = events;
+    while left > 0 {
+        let n = per_batch.min(left);
+        let lines: Vec<(u64, Vec<u8>)> = (0..n)
+            .map(|i| {
+                let mut e = Event::new(agent, EventKind::Synthetic, Severity::Info)
+                    .with_message(format!("loadgen event {}", seq + i as u64));
+                e.source = Some(Endpoint {
+                    ip: Some(std::net::IpAddr::from([10, 0, (i % 200) as u8, 7])),
+                    port: Some(40_000 + (i % 1000) as u16),
+                    ..Default::default()
+                });
+                e.seal(seq + i as u64);
+                (seq + i as u64, e.to_json())
+            })
+            .collect();
+        let pairs: Vec<(u64, &[u8])> = lines.iter().map(|(s, j)| (*s, j.as_slice())).collect();
+        frames.push((Bytes::from(batch::encode(agent, &pairs, 3)?), n));
+        seq += n as u64;
+        left -= n;
+    }
+    Ok(frames)
+}
+
+fn rss_mib(pid: u32) -> (Option<f64>, Option<f64>) {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return (None, None);
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Runs the load and measures it.
+pub async fn run(config: LoadgenConfig) -> Result<LoadgenReport, LoadgenError> {
+    let setup = Instant::now();
+    let first_seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1);
+    let mut work = Vec::with_capacity(config.agents);
+    for i in 0..config.agents {
+        let name = format!("{}{i:02}", config.prefix);
+        let files = TlsFiles {
+            ca: config.pki_dir.join("ca.crt"),
+            cert: config.pki_dir.join(format!("{name}.crt")),
+            key: config.pki_dir.join(format!("{name}.key")),
+        };
+        let client = Client::new(
+            &config.collector,
+            tls::client_config(&files)?,
+            Duration::from_secs(120),
+        )?;
+        let frames = frames_for(&name, first_seq, config.events_per_agent, config.batch_events)?;
+        work.push((name, client, frames));
+    }
+    let setup_secs = setup.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (name, mut client, frames) in work {
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(frames.len());
+            let (mut acked, mut dups, mut busy) = (0u64, 0u64, 0u64);
+            for (frame, n) in frames {
+                loop {
+                    let t = Instant::now();
+                    let resp = client
+                        .request(Method::POST, "/v1/ingest", "application/x-palisade-batch", frame.clone())
+                        .await?;
+                    if resp.status == StatusCode::SERVICE_UNAVAILABLE {
+                        busy += 1;
+                        let secs = resp.retry_after_secs.unwrap_or(1);
+                        tokio::time::sleep(Duration::from_millis(secs * 1000 / 4 + fastrand::u64(0..100))).await;
+                        continue;
+                    }
+                    if resp.status != StatusCode::OK {
+                        return Err(LoadgenError::Refused {
+                            agent: name.clone(),
+                            status: resp.status,
+                            body: resp.text(),
+                        });
+                    }
+                    latencies.push(t.elapsed());
+                    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+                    acked += v.get("accepted").and_then(|a| a.as_u64()).unwrap_or(n as u64);
+                    dups += v.get("duplicates").and_then(|a| a.as_u64()).unwrap_or(0);
+                    break;
+                }
+            }
+            Ok::<_, LoadgenError>((latencies, acked, dups, busy))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let (mut acked, mut dups, mut busy) = (0, 0, 0);
+    for t in tasks {
+        match t.await {
+            Ok(Ok((l, a, d, b))) => {
+                latencies.extend(l);
+                acked += a;
+                dups += d;
+                busy += b;
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(e) => {
+                return Err(LoadgenError::Refused {
+                    agent: "?".into(),
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    body: e.to_string(),
+                })
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[i.min(latencies.len() - 1)].as_secs_f64() * 1000.0
+    };
+    let (rss, peak) = config.collector_pid.map(rss_mib).unwrap_or((None, None));
+    Ok(LoadgenReport {
+        agents: config.agents,
+        events_acked: acked,
+        duplicates: dups,
+        batches: latencies.len() as u64,
+        busy,
+        elapsed_secs: elapsed,
+        events_per_sec: acked as f64 / elapsed.max(1e-9),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: pct(1.0),
+        collector_rss_mib: rss,
+        collector_peak_rss_mib: peak,
+        setup_secs,
+    })
+}

@@ -1,0 +1,132 @@
+//! `palisade-agent run`: open the spool, start the sources and the shipper, stop cleanly.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_wire::client::Client;
+use palisade_wire::tls::{self, Role, TlsFiles};
+use tokio::sync::watch;
+
+use crate::config::AgentConfig;
+use crate::ship::{self, ShipCounters};
+use crate::sources;
+use crate::spool::{Spool, SpoolError};
+
+/// Errors that stop the agent from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// TLS material unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Spool unusable.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// Collector URL unusable.
+    #[error(transparent)]
+    Client(#[from] palisade_wire::client::ClientError),
+    /// Identity does not fit.
+    #[error("{0}")]
+    Identity(String),
+    /// Filesystem trouble.
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        /// The dir.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Reads the agent id from the certificate and checks it against the config.
+pub fn agent_identity(config: &AgentConfig) -> Result<String, RunError> {
+    let certs = tls::load_certs(&config.tls.cert)?;
+    let first = certs
+        .first()
+        .ok_or_else(|| RunError::Identity("agent certificate file is empty".into()))?;
+    let id = tls::identity(first)?;
+    if id.role != Role::Agent {
+        return Err(RunError::Identity(format!(
+            "certificate {} has role {}, an agent needs role agent",
+            config.tls.cert.display(),
+            id.role
+        )));
+    }
+    if let Some(want) = &config.agent_id {
+        if *want != id.name {
+            return Err(RunError::Identity(format!(
+                "agent_id {want:?} does not match the certificate's CN {:?}",
+                id.name
+            )));
+        }
+    }
+    Ok(id.name)
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let agent_id = agent_identity(&config)?;
+    let client_config = tls::client_config(&TlsFiles {
+        ca: config.tls.ca.clone(),
+        cert: config.tls.cert.clone(),
+        key: config.tls.key.clone(),
+    })?;
+    let client = Client::new(
+        &config.collector,
+        client_config,
+        Duration::from_secs(config.ship.request_timeout_secs),
+    )?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let spool = Arc::new(Spool::open(
+        &config.data_dir.join("spool"),
+        &agent_id,
+        config.spool.max_bytes,
+    )?);
+    let (depth, _) = spool.depth();
+    tracing::info!(agent = %agent_id, collector = %config.collector, spooled = depth, "agent starting");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ship_counters = Arc::new(ShipCounters::default());
+
+    let mut sources = Vec::new();
+    if config.heartbeat.interval_secs > 0 {
+        sources.push(tokio::spawn(sources::run_heartbeats(
+            agent_id.clone(),
+            Duration::from_secs(config.heartbeat.interval_secs),
+            spool.clone(),
+            ship_counters.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if config.synthetic.events > 0 {
+        let s = spool.clone();
+        let id = agent_id.clone();
+        let stop = stop_rx.clone();
+        let (total, rate) = (config.synthetic.events, config.synthetic.rate_per_sec);
+        sources.push(tokio::spawn(async move {
+            sources::run_synthetic(id, total, rate, s, stop).await;
+        }));
+    }
+    let shipper = tokio::spawn(ship::run(
+        spool.clone(),
+        client,
+        agent_id.clone(),
+        config.ship.clone(),
+        ship_counters,
+        stop_rx,
+    ));
+
+    shutdown.await;
+    tracing::info!("agent stopping: sources first, then a last attempt to empty the spool");
+    let _ = stop_tx.send(true);
+    for s in sources {
+        let _ = s.await;
+    }
+    let _ = shipper.await;
+    spool.flush()?;
+    let (left, _) = spool.depth();
+    tracing::info!(spooled = left, "agent stopped");
+    Ok(())
+}
