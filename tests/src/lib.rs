@@ -1,1 +1,368 @@
-//! End-to-end test helpers.
+//! Helpers for end-to-end tests that drive the real binaries on loopback with temp dirs: a PKI
+//! made by `palisade-collector pki`, collectors and agents as child processes (killed with
+//! SIGKILL where a test says so), and the analyst CLI.
+//!
+//! The binaries are looked up next to the test executable's profile directory
+//! (`target/<profile>/`), or in `PALISADE_BIN_DIR`. `scripts/test.sh` builds them first.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("PALISADE_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("current_exe");
+            // target/<profile>/deps/<test-binary>
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("test binary lives in target/<profile>/deps")
+                .to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found; build the binaries first with the same profile (scripts/test.sh does: cargo build --release --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// Runs a binary to completion.
+pub fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name))
+        .args(args)
+        .env_remove("PALISADE_COLLECTOR")
+        .env_remove("PALISADE_PKI_DIR")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
+}
+
+/// Runs a binary and insists it succeeded.
+pub fn run_ok(name: &str, args: &[&str]) -> String {
+    let out = run(name, args);
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed with {}:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A PKI directory with a CA, the collector's certificate, admins, and whatever is issued.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    /// `pki init` in `dir`, plus an `analyst` certificate.
+    pub fn init(dir: &Path) -> Pki {
+        let d = dir.to_str().expect("utf-8 path");
+        run_ok("palisade-collector", &["pki", "init", "--dir", d]);
+        let pki = Pki { dir: dir.to_path_buf() };
+        pki.issue("analyst", "analyst");
+        pki
+    }
+
+    /// Issues a certificate; returns its serial.
+    pub fn issue(&self, role: &str, name: &str) -> String {
+        let out = run_ok(
+            "palisade-collector",
+            &["pki", "issue", "--dir", self.dir.to_str().expect("utf-8"), "--role", role, "--name", name],
+        );
+        out.lines()
+            .find_map(|l| l.strip_prefix("serial"))
+            .map(|s| s.trim().to_string())
+            .expect("serial line")
+    }
+
+    /// Revokes a serial.
+    pub fn revoke(&self, serial: &str) {
+        run_ok(
+            "palisade-collector",
+            &["pki", "revoke", "--dir", self.dir.to_str().expect("utf-8"), "--serial", serial],
+        );
+    }
+
+    /// `<name>.crt`.
+    pub fn cert(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.crt"))
+    }
+
+    /// `<name>.key`.
+    pub fn key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.key"))
+    }
+
+    /// `ca.crt`.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+}
+
+/// A running collector process.
+#[derive(Debug)]
+pub struct Collector {
+    child: Option<Child>,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its config file.
+    pub config: PathBuf,
+    /// The stderr log file.
+    pub log: PathBuf,
+}
+
+impl Collector {
+    /// Writes a config under `dir` (data in `dir/data`) and starts `serve` on `port` (0: any).
+    pub fn start(dir: &Path, pki: &Pki, port: u16, extra_toml: &str) -> Collector {
+        std::fs::create_dir_all(dir).expect("collector dir");
+        let config = dir.join("collector.toml");
+        let toml = format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{extra_toml}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ncrl = \"{}\"\n[server]\ncrl_reload_secs = 1\n",
+            dir.join("data").display(),
+            pki.ca().display(),
+            pki.cert("palisade-collector").display(),
+            pki.key("palisade-collector").display(),
+            pki.dir.join("crl.pem").display(),
+        );
+        std::fs::write(&config, &toml).expect("write collector config");
+        let c = Self::spawn(config, dir.join("collector.log"));
+        // Pin the port it got, so a restart comes back where agents expect it.
+        let pinned = toml.replacen(
+            &format!("listen = \"127.0.0.1:{port}\""),
+            &format!("listen = \"127.0.0.1:{}\"", c.port()),
+            1,
+        );
+        std::fs::write(&c.config, pinned).expect("pin collector port");
+        c
+    }
+
+    /// Starts again with the same config (same port, same store).
+    pub fn restart(&mut self) {
+        self.kill();
+        let again = Self::spawn(self.config.clone(), self.log.clone());
+        *self = again;
+    }
+
+    fn spawn(config: PathBuf, log: PathBuf) -> Collector {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("collector log");
+        let mut child = Command::new(bin("palisade-collector"))
+            .args(["serve", "--config", config.to_str().expect("utf-8")])
+            .env("PALISADE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn collector");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("palisade-collector listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "collector did not start; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        Collector {
+            child: Some(child),
+            url,
+            config,
+            log,
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in url")
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and wait (bounded) for a clean exit; returns whether it exited by itself.
+    pub fn terminate(&mut self) -> bool {
+        terminate(&mut self.child)
+    }
+
+    /// The collector's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs an analyst CLI command against this collector as `identity` from `pki`.
+    pub fn cli(&self, pki: &Pki, identity: &str, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        let dir = pki.dir.to_str().expect("utf-8");
+        all.extend(["--collector", &self.url, "--pki-dir", dir, "--as", identity]);
+        run("palisade-collector", &all)
+    }
+
+    /// Lists events as parsed JSON (ndjson), oldest first.
+    pub fn events(&self, pki: &Pki, filters: &[&str]) -> Vec<serde_json::Value> {
+        let mut args = vec!["events", "--since", "1d", "--limit", "1000000", "--oldest-first", "--output-format", "ndjson"];
+        args.extend_from_slice(filters);
+        let out = self.cli(pki, "analyst", &args);
+        let code = out.status.code();
+        assert!(
+            code == Some(0) || code == Some(1),
+            "events failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("ndjson line"))
+            .collect()
+    }
+}
+
+fn terminate(child: &mut Option<Child>) -> bool {
+    let Some(mut c) = child.take() else { return true };
+    let _ = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    false
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running agent process.
+#[derive(Debug)]
+pub struct Agent {
+    child: Option<Child>,
+    /// Its config.
+    pub config: PathBuf,
+    /// Its log.
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Writes a config for agent `name` under `dir` pointed at `url`, and starts it.
+    /// `extra_toml` is appended (e.g. a `[synthetic]` table).
+    pub fn start(dir: &Path, pki: &Pki, name: &str, url: &str, extra_toml: &str) -> Agent {
+        std::fs::create_dir_all(dir).expect("agent dir");
+        let config = dir.join(format!("{name}.toml"));
+        // Tests want quick reconnects; a test's own [ship] table takes over entirely.
+        let ship = if extra_toml.contains("[ship]") { "" } else { "[ship]\nmax_backoff_ms = 1000\n" };
+        let toml = format!(
+            "collector = \"{url}\"\ndata_dir = \"{}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{ship}{extra_toml}\n",
+            dir.join(format!("{name}-data")).display(),
+            pki.ca().display(),
+            pki.cert(name).display(),
+            pki.key(name).display(),
+        );
+        std::fs::write(&config, toml).expect("write agent config");
+        let log = dir.join(format!("{name}.log"));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("agent log");
+        let child = Command::new(bin("palisade-agent"))
+            .args(["run", "--config", config.to_str().expect("utf-8")])
+            .env("PALISADE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn agent");
+        Agent {
+            child: Some(child),
+            config,
+            log,
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited by itself.
+    pub fn terminate(&mut self) -> bool {
+        terminate(&mut self.child)
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `check` every 200 ms until it returns Some or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Events stored according to `status --output-format json`.
+pub fn stored_events(collector: &Collector, pki: &Pki) -> Option<u64> {
+    let out = collector.cli(pki, "analyst", &["status", "--output-format", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["store"]["events"].as_u64()
+}
