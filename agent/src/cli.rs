@@ -63,7 +63,9 @@ pub enum Command {
         config: PathBuf,
     },
     /// Benchmark a collector with simulated agents over real mutual TLS.
-    #[command(after_long_help = "Each simulated agent NN needs <pki-dir>/<prefix>NN.crt/.key (role agent):\n  for i in $(seq -w 0 15); do palisade-collector pki issue --dir pki --role agent --name loadgen-$i; done\n  palisade-agent loadgen --collector https://127.0.0.1:7443 --pki-dir pki --agents 16")]
+    #[command(
+        after_long_help = "Each simulated agent NN needs <pki-dir>/<prefix>NN.crt/.key (role agent):\n  for i in $(seq -w 0 15); do palisade-collector pki issue --dir pki --role agent --name loadgen-$i; done\n  palisade-agent loadgen --collector https://127.0.0.1:7443 --pki-dir pki --agents 16"
+    )]
     Loadgen(LoadgenArgs),
 }
 
@@ -145,14 +147,33 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             }))?;
             match a.output_format {
                 OutputFormat::Text => {
-                    let mib = |v: Option<f64>| v.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into());
+                    let mib = |v: Option<f64>| {
+                        v.map(|m| format!("{m:.0} MiB"))
+                            .unwrap_or_else(|| "n/a".into())
+                    };
                     println!("agents            {}", report.agents);
-                    println!("events acked      {} ({} duplicates)", report.events_acked, report.duplicates);
-                    println!("batches           {} ({} busy/503 retried)", report.batches, report.busy);
-                    println!("elapsed           {:.2} s (setup {:.2} s not counted)", report.elapsed_secs, report.setup_secs);
+                    println!(
+                        "events acked      {} ({} duplicates)",
+                        report.events_acked, report.duplicates
+                    );
+                    println!(
+                        "batches           {} ({} busy/503 retried)",
+                        report.batches, report.busy
+                    );
+                    println!(
+                        "elapsed           {:.2} s (setup {:.2} s not counted)",
+                        report.elapsed_secs, report.setup_secs
+                    );
                     println!("durable events/s  {:.0}", report.events_per_sec);
-                    println!("ack latency       p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms", report.p50_ms, report.p99_ms, report.max_ms);
-                    println!("collector RSS     {} (peak {})", mib(report.collector_rss_mib), mib(report.collector_peak_rss_mib));
+                    println!(
+                        "ack latency       p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                        report.p50_ms, report.p99_ms, report.max_ms
+                    );
+                    println!(
+                        "collector RSS     {} (peak {})",
+                        mib(report.collector_rss_mib),
+                        mib(report.collector_peak_rss_mib)
+                    );
                 }
                 _ => println!("{}", serde_json::to_string(&report).unwrap_or_default()),
             }

@@ -161,7 +161,12 @@ impl AgentConfig {
             message: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut c.data_dir, &mut c.tls.ca, &mut c.tls.cert, &mut c.tls.key] {
+        for p in [
+            &mut c.data_dir,
+            &mut c.tls.ca,
+            &mut c.tls.cert,
+            &mut c.tls.key,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -176,7 +181,10 @@ impl AgentConfig {
     /// Range checks serde cannot express.
     pub fn check(&self) -> Result<(), String> {
         if !self.collector.starts_with("https://") {
-            return Err(format!("collector {:?} must be an https:// URL", self.collector));
+            return Err(format!(
+                "collector {:?} must be an https:// URL",
+                self.collector
+            ));
         }
         let s = &self.ship;
         if s.max_batch_events == 0 || s.max_batch_bytes == 0 {

@@ -159,7 +159,12 @@ pub async fn run(config: LoadgenConfig) -> Result<LoadgenReport, LoadgenError> {
             tls::client_config(&files)?,
             Duration::from_secs(120),
         )?;
-        let frames = frames_for(&name, first_seq, config.events_per_agent, config.batch_events)?;
+        let frames = frames_for(
+            &name,
+            first_seq,
+            config.events_per_agent,
+            config.batch_events,
+        )?;
         work.push((name, client, frames));
     }
     let setup_secs = setup.elapsed().as_secs_f64();
@@ -174,12 +179,20 @@ pub async fn run(config: LoadgenConfig) -> Result<LoadgenReport, LoadgenError> {
                 loop {
                     let t = Instant::now();
                     let resp = client
-                        .request(Method::POST, "/v1/ingest", "application/x-palisade-batch", frame.clone())
+                        .request(
+                            Method::POST,
+                            "/v1/ingest",
+                            "application/x-palisade-batch",
+                            frame.clone(),
+                        )
                         .await?;
                     if resp.status == StatusCode::SERVICE_UNAVAILABLE {
                         busy += 1;
                         let secs = resp.retry_after_secs.unwrap_or(1);
-                        tokio::time::sleep(Duration::from_millis(secs * 1000 / 4 + fastrand::u64(0..100))).await;
+                        tokio::time::sleep(Duration::from_millis(
+                            secs * 1000 / 4 + fastrand::u64(0..100),
+                        ))
+                        .await;
                         continue;
                     }
                     if resp.status != StatusCode::OK {
@@ -190,8 +203,12 @@ pub async fn run(config: LoadgenConfig) -> Result<LoadgenReport, LoadgenError> {
                         });
                     }
                     latencies.push(t.elapsed());
-                    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
-                    acked += v.get("accepted").and_then(|a| a.as_u64()).unwrap_or(n as u64);
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&resp.body).unwrap_or_default();
+                    acked += v
+                        .get("accepted")
+                        .and_then(|a| a.as_u64())
+                        .unwrap_or(n as u64);
                     dups += v.get("duplicates").and_then(|a| a.as_u64()).unwrap_or(0);
                     break;
                 }

@@ -74,7 +74,11 @@ enum Sent {
     Quarantine,
 }
 
-async fn read_oldest(spool: &Arc<Spool>, max_events: usize, max_bytes: usize) -> Option<Vec<Spooled>> {
+async fn read_oldest(
+    spool: &Arc<Spool>,
+    max_events: usize,
+    max_bytes: usize,
+) -> Option<Vec<Spooled>> {
     let s = spool.clone();
     match tokio::task::spawn_blocking(move || s.peek(max_events, max_bytes)).await {
         Ok(Ok(p)) => Some(p),
@@ -111,12 +115,16 @@ pub async fn run(
         if drain_deadline.is_some_and(|d| Instant::now() >= d) {
             let (left, _) = spool.depth();
             if left > 0 {
-                tracing::warn!(events = left, "stopping with events still spooled; they ship on next start");
+                tracing::warn!(
+                    events = left,
+                    "stopping with events still spooled; they ship on next start"
+                );
             }
             return;
         }
         let draining = drain_deadline.is_some();
-        let Some(mut pending) = read_oldest(&spool, max_events, config.max_batch_bytes).await else {
+        let Some(mut pending) = read_oldest(&spool, max_events, config.max_batch_bytes).await
+        else {
             tokio::time::sleep(backoff.next_delay()).await;
             continue;
         };
@@ -151,7 +159,9 @@ pub async fn run(
                 let s = spool.clone();
                 match tokio::task::spawn_blocking(move || s.ack(&seqs)).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "cannot delete acknowledged events; they will be re-sent"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot delete acknowledged events; they will be re-sent")
+                    }
                     Err(e) => tracing::error!(error = %e, "spool ack task failed"),
                 }
                 None
@@ -160,7 +170,11 @@ pub async fn run(
             Sent::Failed => Some(backoff.next_delay()),
             Sent::Split => {
                 max_events = (pending.len() / 2).max(1);
-                tracing::warn!(events = pending.len(), next = max_events, "batch too large for the collector; splitting");
+                tracing::warn!(
+                    events = pending.len(),
+                    next = max_events,
+                    "batch too large for the collector; splitting"
+                );
                 None
             }
             Sent::Quarantine => {
@@ -168,7 +182,9 @@ pub async fn run(
                     .quarantined
                     .fetch_add(pending.len() as u64, Ordering::Relaxed);
                 let s = spool.clone();
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.quarantine(&pending)).await {
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || s.quarantine(&pending)).await
+                {
                     tracing::error!(error = %e, "cannot quarantine refused events");
                 }
                 None
@@ -221,7 +237,13 @@ async fn send(
                 .events
                 .fetch_add(pending.len() as u64, Ordering::Relaxed);
             counters.duplicates.fetch_add(dups, Ordering::Relaxed);
-            tracing::debug!(first, last, events = pending.len(), duplicates = dups, "batch acknowledged");
+            tracing::debug!(
+                first,
+                last,
+                events = pending.len(),
+                duplicates = dups,
+                "batch acknowledged"
+            );
             Sent::Acked
         }
         Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE => {
@@ -231,7 +253,9 @@ async fn send(
             Sent::Busy(Duration::from_secs(secs) + jitter)
         }
         Ok(r) if r.status == StatusCode::PAYLOAD_TOO_LARGE && pending.len() > 1 => Sent::Split,
-        Ok(r) if r.status == StatusCode::BAD_REQUEST || r.status == StatusCode::PAYLOAD_TOO_LARGE => {
+        Ok(r)
+            if r.status == StatusCode::BAD_REQUEST || r.status == StatusCode::PAYLOAD_TOO_LARGE =>
+        {
             tracing::error!(first, last, status = %r.status, reason = %r.text(), "collector refused the batch as malformed; quarantined");
             Sent::Quarantine
         }

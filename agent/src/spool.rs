@@ -171,7 +171,9 @@ impl Spool {
             let Some((k, v)) = self.events.pop_min().map_err(err("drop oldest"))? else {
                 break;
             };
-            let seq = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes).unwrap_or(0);
+            let seq = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
             first.get_or_insert(seq);
             last = seq;
             st.bytes = st.bytes.saturating_sub(v.len() as u64);
@@ -244,7 +246,11 @@ impl Spool {
         let mut st = self.lock();
         let mut n = 0;
         for seq in seqs {
-            if let Some(v) = self.events.remove(seq.to_be_bytes()).map_err(err("delete"))? {
+            if let Some(v) = self
+                .events
+                .remove(seq.to_be_bytes())
+                .map_err(err("delete"))?
+            {
                 st.bytes = st.bytes.saturating_sub(v.len() as u64);
                 st.count = st.count.saturating_sub(1);
                 n += 1;
@@ -257,7 +263,10 @@ impl Spool {
     /// Moves events the collector refused as malformed out of the queue into `quarantine`,
     /// where they stay for inspection instead of blocking delivery forever.
     pub fn quarantine(&self, items: &[Spooled]) -> Result<(), SpoolError> {
-        let q = self.db.open_tree("quarantine").map_err(err("open quarantine"))?;
+        let q = self
+            .db
+            .open_tree("quarantine")
+            .map_err(err("open quarantine"))?;
         for it in items {
             q.insert(it.seq.to_be_bytes(), it.json.clone())
                 .map_err(err("quarantine"))?;
@@ -335,7 +344,11 @@ mod tests {
             .map(|g| g.palisade.as_ref().unwrap()["dropped"].as_u64().unwrap())
             .sum();
         let non_gap = all.len() as u64 - gaps.len() as u64;
-        assert_eq!(dropped + non_gap, 1000, "every event is either kept or counted");
+        assert_eq!(
+            dropped + non_gap,
+            1000,
+            "every event is either kept or counted"
+        );
         assert_eq!(s.counters.dropped.load(Ordering::Relaxed), 1000 - non_gap);
     }
 

@@ -107,13 +107,18 @@ pub async fn handle(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incom
     let method = req.method().clone();
     let known = matches!(
         (&method, path.as_str()),
-        (&Method::POST, "/v1/ingest")
-            | (&Method::GET, "/v1/status" | "/v1/agents" | "/v1/events")
+        (&Method::POST, "/v1/ingest") | (&Method::GET, "/v1/status" | "/v1/agents" | "/v1/events")
     );
     if !known {
-        let exists = matches!(path.as_str(), "/v1/ingest" | "/v1/status" | "/v1/agents" | "/v1/events");
+        let exists = matches!(
+            path.as_str(),
+            "/v1/ingest" | "/v1/status" | "/v1/agents" | "/v1/events"
+        );
         return if exists {
-            error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} not allowed on {path}"))
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} not allowed on {path}"),
+            )
         } else {
             error(StatusCode::NOT_FOUND, format!("no such endpoint {path}"))
         };
@@ -121,7 +126,10 @@ pub async fn handle(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incom
     if !allowed(&path, who.role) {
         tracing::warn!(identity = %who, %method, %path, "refused: role not allowed");
         if path == "/v1/ingest" {
-            state.metrics.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state
+                .metrics
+                .rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         return error(
             StatusCode::FORBIDDEN,
@@ -167,13 +175,19 @@ async fn ingest(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incoming>
     let body = match Limited::new(req.into_body(), max).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            return if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 reject(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("batch larger than the {max}-byte limit"),
                 )
             } else {
-                reject(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}"))
+                reject(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read request body: {e}"),
+                )
             };
         }
     };
@@ -290,9 +304,13 @@ pub fn parse_query(query: &str, now: Timestamp) -> Result<Query, String> {
             "kind" => q.kind = Some(v.parse::<EventKind>()?),
             "severity" => q.min_severity = Some(v.parse::<Severity>()?),
             "limit" => {
-                let n: usize = v.parse().map_err(|_| format!("limit {v:?} is not a number"))?;
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| format!("limit {v:?} is not a number"))?;
                 if n > MAX_EVENTS_PER_QUERY {
-                    return Err(format!("limit {n} is above the maximum {MAX_EVENTS_PER_QUERY}"));
+                    return Err(format!(
+                        "limit {n} is above the maximum {MAX_EVENTS_PER_QUERY}"
+                    ));
                 }
                 q.limit = n;
             }
@@ -343,7 +361,11 @@ mod tests {
     #[test]
     fn query_parsing() {
         let now = Timestamp(1_000_000_000_000);
-        let q = parse_query("since=10s&agent=a%2Db&kind=heartbeat&limit=5&order=asc", now).unwrap();
+        let q = parse_query(
+            "since=10s&agent=a%2Db&kind=heartbeat&limit=5&order=asc",
+            now,
+        )
+        .unwrap();
         assert_eq!(q.since, Timestamp(990_000_000_000));
         assert_eq!(q.agent.as_deref(), Some("a-b"));
         assert_eq!(q.kind, Some(EventKind::Heartbeat));

@@ -97,7 +97,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the collector (HTTPS ingest and analyst API).
-    #[command(after_long_help = "Examples:\n  palisade-collector serve --config collector.toml\n  palisade-collector serve --config collector.toml --listen 127.0.0.1:0")]
+    #[command(
+        after_long_help = "Examples:\n  palisade-collector serve --config collector.toml\n  palisade-collector serve --config collector.toml --listen 127.0.0.1:0"
+    )]
     Serve(ServeArgs),
     /// Check a config file without running anything.
     Validate {
@@ -109,10 +111,14 @@ pub enum Command {
     #[command(subcommand)]
     Pki(PkiCommand),
     /// Show agents, their last heartbeat, events stored and store size.
-    #[command(after_long_help = "Examples:\n  palisade-collector status --pki-dir pki --as analyst\n  palisade-collector status --output-format json")]
+    #[command(
+        after_long_help = "Examples:\n  palisade-collector status --pki-dir pki --as analyst\n  palisade-collector status --output-format json"
+    )]
     Status(StatusArgs),
     /// List stored events.
-    #[command(after_long_help = "Examples:\n  palisade-collector events --since 15m\n  palisade-collector events --since 2026-11-21T00:00:00Z --until 1h --agent probe-1 --kind gap\n  palisade-collector events --severity high --limit 20 --output-format ndjson\n\nExit codes: 0 events listed, 1 none matched, 2 error.")]
+    #[command(
+        after_long_help = "Examples:\n  palisade-collector events --since 15m\n  palisade-collector events --since 2026-11-21T00:00:00Z --until 1h --agent probe-1 --kind gap\n  palisade-collector events --severity high --limit 20 --output-format ndjson\n\nExit codes: 0 events listed, 1 none matched, 2 error."
+    )]
     Events(EventsArgs),
 }
 
@@ -187,7 +193,11 @@ pub enum PkiCommand {
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
     /// Collector URL.
-    #[arg(long, env = "PALISADE_COLLECTOR", default_value = "https://127.0.0.1:7443")]
+    #[arg(
+        long,
+        env = "PALISADE_COLLECTOR",
+        default_value = "https://127.0.0.1:7443"
+    )]
     pub collector: String,
     /// PKI directory holding ca.crt and <as>.crt/.key (instead of --ca/--cert/--key).
     #[arg(long, env = "PALISADE_PKI_DIR")]
@@ -468,33 +478,41 @@ async fn status(args: StatusArgs) -> Result<Outcome, CliError> {
     })?;
     let mut out = std::io::stdout().lock();
     let written = match args.output_format {
-        OutputFormat::Json | OutputFormat::Ndjson => out
-            .write_all(&body)
-            .and_then(|_| writeln!(out)),
+        OutputFormat::Json | OutputFormat::Ndjson => {
+            out.write_all(&body).and_then(|_| writeln!(out))
+        }
         OutputFormat::Text => write_status_text(&mut out, &report, client.addr()),
     };
     finish_output(written)?;
     Ok(Outcome::Found)
 }
 
-fn write_status_text(
-    out: &mut impl Write,
-    r: &StatusReport,
-    addr: &str,
-) -> std::io::Result<()> {
+fn write_status_text(out: &mut impl Write, r: &StatusReport, addr: &str) -> std::io::Result<()> {
     let now = Timestamp::now();
-    writeln!(out, "collector      https://{addr}  (version {}, up {}s)", r.version, r.uptime_secs)?;
+    writeln!(
+        out,
+        "collector      https://{addr}  (version {}, up {}s)",
+        r.version, r.uptime_secs
+    )?;
     writeln!(out, "events stored  {}", r.store.events)?;
     writeln!(out, "store size     {}", human_bytes(r.store.size_bytes))?;
     let days = match (r.store.days.first(), r.store.days.last()) {
         (Some(a), Some(b)) => format!("{} day(s), {a} .. {b}", r.store.days.len()),
         _ => "none".into(),
     };
-    writeln!(out, "days held      {days}  (retention {} days)", r.retention_days)?;
+    writeln!(
+        out,
+        "days held      {days}  (retention {} days)",
+        r.retention_days
+    )?;
     writeln!(
         out,
         "ingest         {} batches, {} events, {} duplicates dropped, {} refused, {} busy (503)",
-        r.ingest.batches, r.ingest.accepted, r.ingest.duplicates, r.ingest.rejected, r.ingest.queue_full
+        r.ingest.batches,
+        r.ingest.accepted,
+        r.ingest.duplicates,
+        r.ingest.rejected,
+        r.ingest.queue_full
     )?;
     writeln!(out, "agents         {}", r.agents.len())?;
     if !r.agents.is_empty() {
@@ -510,7 +528,9 @@ fn write_status_text(
                 a.id,
                 a.host.as_deref().unwrap_or("-"),
                 ago(now, a.last_seen),
-                a.last_heartbeat.map(|t| ago(now, t)).unwrap_or_else(|| "never".into()),
+                a.last_heartbeat
+                    .map(|t| ago(now, t))
+                    .unwrap_or_else(|| "never".into()),
                 a.events,
                 a.last_sequence,
                 a.dropped
@@ -529,7 +549,9 @@ fn query_string(args: &EventsArgs, now: Timestamp) -> Result<String, CliError> {
     }
     if let Some(a) = &args.agent {
         if !palisade_wire::event::valid_agent_id(a) {
-            return Err(CliError::Usage(format!("--agent {a:?} is not a valid agent id")));
+            return Err(CliError::Usage(format!(
+                "--agent {a:?} is not a valid agent id"
+            )));
         }
         q.push_str(&format!("&agent={a}"));
     }
@@ -539,7 +561,11 @@ fn query_string(args: &EventsArgs, now: Timestamp) -> Result<String, CliError> {
     if let Some(s) = args.severity {
         q.push_str(&format!("&severity={}", s.name()));
     }
-    q.push_str(if args.oldest_first { "&order=asc" } else { "&order=desc" });
+    q.push_str(if args.oldest_first {
+        "&order=asc"
+    } else {
+        "&order=desc"
+    });
     Ok(q)
 }
 
@@ -559,6 +585,10 @@ async fn events(args: EventsArgs) -> Result<Outcome, CliError> {
     })();
     finish_output(written)?;
     // A closed pipe still means events were found.
-    let found = n > 0 || body.iter().any(|&b| b == b'\n');
-    Ok(if found { Outcome::Found } else { Outcome::NothingFound })
+    let found = n > 0 || body.contains(&b'\n');
+    Ok(if found {
+        Outcome::Found
+    } else {
+        Outcome::NothingFound
+    })
 }

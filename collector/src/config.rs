@@ -229,7 +229,11 @@ mod tests {
     fn relative_paths_follow_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "data_dir = \"d\"\n[tls]\nca = \"a\"\ncert = \"/b\"\nkey = \"c\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "data_dir = \"d\"\n[tls]\nca = \"a\"\ncert = \"/b\"\nkey = \"c\"\n",
+        )
+        .unwrap();
         let c = CollectorConfig::load(&p).unwrap();
         assert_eq!(c.data_dir, dir.path().join("d"));
         assert_eq!(c.tls.cert, PathBuf::from("/b"));

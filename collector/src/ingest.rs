@@ -147,7 +147,9 @@ fn writer(
                 );
                 for (job, outcome) in group.into_iter().zip(outcomes) {
                     metrics.batches.fetch_add(1, Ordering::Relaxed);
-                    metrics.accepted.fetch_add(outcome.accepted, Ordering::Relaxed);
+                    metrics
+                        .accepted
+                        .fetch_add(outcome.accepted, Ordering::Relaxed);
                     metrics
                         .duplicates
                         .fetch_add(outcome.duplicates, Ordering::Relaxed);

@@ -96,7 +96,10 @@ pub struct Pki {
     dir: PathBuf,
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PkiError + 'a {
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> PkiError + 'a {
     move |source| PkiError::Io {
         action,
         path: path.to_path_buf(),
@@ -229,16 +232,16 @@ impl Pki {
     }
 
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
-        let key_pem =
-            fs::read_to_string(self.ca_key()).map_err(io_err("cannot read CA key", &self.ca_key()))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(rc_err(format!(
-            "CA key {}",
-            self.ca_key().display()
-        )))?;
+        let key_pem = fs::read_to_string(self.ca_key())
+            .map_err(io_err("cannot read CA key", &self.ca_key()))?;
+        let key = KeyPair::from_pem(&key_pem)
+            .map_err(rc_err(format!("CA key {}", self.ca_key().display())))?;
         let cert_pem = fs::read_to_string(self.ca_cert())
             .map_err(io_err("cannot read CA certificate", &self.ca_cert()))?;
-        Issuer::from_ca_cert_pem(&cert_pem, key)
-            .map_err(rc_err(format!("CA certificate {}", self.ca_cert().display())))
+        Issuer::from_ca_cert_pem(&cert_pem, key).map_err(rc_err(format!(
+            "CA certificate {}",
+            self.ca_cert().display()
+        )))
     }
 
     /// Issues a certificate for `name` with `role`, valid `days` days.
@@ -442,7 +445,10 @@ mod tests {
         let pki = Pki::new(dir.path().join("pki"));
         let issued = pki.init(&["soc.example".into()], 30).unwrap();
         assert_eq!(issued.len(), 4);
-        let key_mode = fs::metadata(pki.dir().join("ca.key")).unwrap().permissions().mode();
+        let key_mode = fs::metadata(pki.dir().join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(key_mode & 0o777, 0o600);
         let a = pki.issue(Role::Agent, "probe-1", &[], 30).unwrap();
         let mode = fs::metadata(&a.key).unwrap().permissions().mode();
@@ -451,7 +457,10 @@ mod tests {
         assert_eq!(id.name, "probe-1");
         assert_eq!(id.role, Role::Agent);
         assert_eq!(id.serial, a.serial);
-        assert!(pki.issue(Role::Agent, "probe-1", &[], 30).is_err(), "duplicate name");
+        assert!(
+            pki.issue(Role::Agent, "probe-1", &[], 30).is_err(),
+            "duplicate name"
+        );
         let r = pki.revoke(&a.serial.to_uppercase()).unwrap();
         assert_eq!(r.name, "probe-1");
         assert!(pki.revoke(&a.serial).is_err(), "double revoke");

@@ -50,14 +50,18 @@ pub struct TlsReloader {
 
 impl std::fmt::Debug for TlsReloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsReloader").field("crl", &self.crl).finish_non_exhaustive()
+        f.debug_struct("TlsReloader")
+            .field("crl", &self.crl)
+            .finish_non_exhaustive()
     }
 }
 
 impl TlsReloader {
     /// Loads the config once; fails if the material is bad.
     pub fn new(files: TlsFiles, crl: Option<PathBuf>) -> Result<Self, tls::TlsError> {
-        let mtime = crl.as_ref().and_then(|p| p.metadata().ok()?.modified().ok());
+        let mtime = crl
+            .as_ref()
+            .and_then(|p| p.metadata().ok()?.modified().ok());
         let config = tls::server_config(&files, crl.as_deref())?;
         Ok(TlsReloader {
             files,
@@ -174,7 +178,12 @@ async fn connection(
             return;
         }
     };
-    let identity = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+    let identity = match stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    {
         Some(cert) => match tls::identity(cert) {
             Ok(id) => Arc::new(id),
             Err(e) => {

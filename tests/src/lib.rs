@@ -76,7 +76,9 @@ impl Pki {
     pub fn init(dir: &Path) -> Pki {
         let d = dir.to_str().expect("utf-8 path");
         run_ok("palisade-collector", &["pki", "init", "--dir", d]);
-        let pki = Pki { dir: dir.to_path_buf() };
+        let pki = Pki {
+            dir: dir.to_path_buf(),
+        };
         pki.issue("analyst", "analyst");
         pki
     }
@@ -85,7 +87,16 @@ impl Pki {
     pub fn issue(&self, role: &str, name: &str) -> String {
         let out = run_ok(
             "palisade-collector",
-            &["pki", "issue", "--dir", self.dir.to_str().expect("utf-8"), "--role", role, "--name", name],
+            &[
+                "pki",
+                "issue",
+                "--dir",
+                self.dir.to_str().expect("utf-8"),
+                "--role",
+                role,
+                "--name",
+                name,
+            ],
         );
         out.lines()
             .find_map(|l| l.strip_prefix("serial"))
@@ -97,7 +108,14 @@ impl Pki {
     pub fn revoke(&self, serial: &str) {
         run_ok(
             "palisade-collector",
-            &["pki", "revoke", "--dir", self.dir.to_str().expect("utf-8"), "--serial", serial],
+            &[
+                "pki",
+                "revoke",
+                "--dir",
+                self.dir.to_str().expect("utf-8"),
+                "--serial",
+                serial,
+            ],
         );
     }
 
@@ -238,7 +256,16 @@ impl Collector {
 
     /// Lists events as parsed JSON (ndjson), oldest first.
     pub fn events(&self, pki: &Pki, filters: &[&str]) -> Vec<serde_json::Value> {
-        let mut args = vec!["events", "--since", "1d", "--limit", "1000000", "--oldest-first", "--output-format", "ndjson"];
+        let mut args = vec![
+            "events",
+            "--since",
+            "1d",
+            "--limit",
+            "1000000",
+            "--oldest-first",
+            "--output-format",
+            "ndjson",
+        ];
         args.extend_from_slice(filters);
         let out = self.cli(pki, "analyst", &args);
         let code = out.status.code();
@@ -255,7 +282,9 @@ impl Collector {
 }
 
 fn terminate(child: &mut Option<Child>) -> bool {
-    let Some(mut c) = child.take() else { return true };
+    let Some(mut c) = child.take() else {
+        return true;
+    };
     let _ = Command::new("kill")
         .args(["-TERM", &c.id().to_string()])
         .status();
@@ -294,7 +323,11 @@ impl Agent {
         std::fs::create_dir_all(dir).expect("agent dir");
         let config = dir.join(format!("{name}.toml"));
         // Tests want quick reconnects; a test's own [ship] table takes over entirely.
-        let ship = if extra_toml.contains("[ship]") { "" } else { "[ship]\nmax_backoff_ms = 1000\n" };
+        let ship = if extra_toml.contains("[ship]") {
+            ""
+        } else {
+            "[ship]\nmax_backoff_ms = 1000\n"
+        };
         let toml = format!(
             "collector = \"{url}\"\ndata_dir = \"{}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{ship}{extra_toml}\n",
             dir.join(format!("{name}-data")).display(),

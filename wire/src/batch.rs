@@ -166,7 +166,11 @@ pub fn encode(
     }
     let (first, last) = match (events.first(), events.last()) {
         (Some(f), Some(l)) => (f.0, l.0),
-        _ => return Err(BatchError::BadHeader("a batch needs at least one event".into())),
+        _ => {
+            return Err(BatchError::BadHeader(
+                "a batch needs at least one event".into(),
+            ))
+        }
     };
     let raw_len: usize = events.iter().map(|(_, j)| j.len() + 1).sum();
     let mut raw = Vec::with_capacity(raw_len);
@@ -263,7 +267,10 @@ pub struct Header {
 }
 
 /// Reads and checks the header; returns it with the compressed payload.
-pub fn decode_header<'a>(frame: &'a [u8], limits: &Limits) -> Result<(Header, &'a [u8]), BatchError> {
+pub fn decode_header<'a>(
+    frame: &'a [u8],
+    limits: &Limits,
+) -> Result<(Header, &'a [u8]), BatchError> {
     if frame.len() > limits.max_frame_bytes {
         return Err(BatchError::TooLarge {
             what: "frame",
@@ -313,9 +320,7 @@ pub fn decode_header<'a>(frame: &'a [u8], limits: &Limits) -> Result<(Header, &'
             limit: limits.max_raw_bytes,
         });
     }
-    if last_sequence < first_sequence
-        || last_sequence - first_sequence < u64::from(count) - 1
-    {
+    if last_sequence < first_sequence || last_sequence - first_sequence < u64::from(count) - 1 {
         return Err(BatchError::BadHeader(format!(
             "sequences {first_sequence}..={last_sequence} cannot hold {count} events"
         )));
@@ -353,9 +358,9 @@ pub fn decode(frame: &[u8], limits: &Limits) -> Result<Batch, BatchError> {
             actual: actual.to_hex().to_string(),
         });
     }
-    let body = raw.strip_suffix(b"\n").ok_or_else(|| {
-        BatchError::BadHeader("payload does not end with a newline".into())
-    })?;
+    let body = raw
+        .strip_suffix(b"\n")
+        .ok_or_else(|| BatchError::BadHeader("payload does not end with a newline".into()))?;
     let mut events = Vec::with_capacity(header.count as usize);
     let mut prev: Option<u64> = None;
     for (index, line) in body.split(|&b| b == b'\n').enumerate() {
@@ -365,7 +370,10 @@ pub fn decode(frame: &[u8], limits: &Limits) -> Result<Batch, BatchError> {
             reason,
         };
         if index >= header.count as usize {
-            return Err(bad(format!("more events than the header's count {}", header.count)));
+            return Err(bad(format!(
+                "more events than the header's count {}",
+                header.count
+            )));
         }
         let event: Event =
             serde_json::from_slice(line).map_err(|e| bad(format!("invalid event JSON: {e}")))?;
@@ -431,7 +439,11 @@ mod tests {
 
     fn frame(agent: &str, seqs: &[u64]) -> Vec<u8> {
         let lines = sample(agent, seqs);
-        let pairs: Vec<(u64, &[u8])> = seqs.iter().copied().zip(lines.iter().map(|l| &l[..])).collect();
+        let pairs: Vec<(u64, &[u8])> = seqs
+            .iter()
+            .copied()
+            .zip(lines.iter().map(|l| &l[..]))
+            .collect();
         encode(agent, &pairs, 3).unwrap()
     }
 
@@ -449,7 +461,10 @@ mod tests {
     fn every_truncation_is_an_error_not_a_panic() {
         let f = frame("a1", &[1, 2]);
         for n in 0..f.len() {
-            assert!(decode(&f[..n], &Limits::default()).is_err(), "prefix {n} accepted");
+            assert!(
+                decode(&f[..n], &Limits::default()).is_err(),
+                "prefix {n} accepted"
+            );
         }
     }
 
@@ -487,7 +502,10 @@ mod tests {
         let lines = sample("other", &[1]);
         let f = encode("a1", &[(1, &lines[0][..])], 3).unwrap();
         let err = decode(&f, &Limits::default()).unwrap_err();
-        assert!(err.to_string().contains("differs from the batch's agent"), "{err}");
+        assert!(
+            err.to_string().contains("differs from the batch's agent"),
+            "{err}"
+        );
     }
 
     #[test]

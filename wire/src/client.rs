@@ -87,7 +87,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,7 +114,8 @@ impl Client {
         let (host, port) = authority
             .rsplit_once(':')
             .ok_or_else(|| bad("needs an explicit port"))?;
-        port.parse::<u16>().map_err(|_| bad("port is not a number"))?;
+        port.parse::<u16>()
+            .map_err(|_| bad("port is not a number"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let server_name = ServerName::try_from(host.to_string())
             .map_err(|_| bad("host is neither a DNS name nor an IP address"))?;
@@ -170,7 +173,11 @@ impl Client {
         body: Bytes,
     ) -> Result<Response, ClientError> {
         let timeout = self.timeout;
-        let result = tokio::time::timeout(timeout, self.exchange(method, path_and_query, content_type, body)).await;
+        let result = tokio::time::timeout(
+            timeout,
+            self.exchange(method, path_and_query, content_type, body),
+        )
+        .await;
         match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {

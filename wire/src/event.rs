@@ -162,7 +162,9 @@ impl Severity {
 
     /// The severity with numeric value `n`, if any.
     pub fn from_number(n: u64) -> Option<Self> {
-        Severity::ALL.into_iter().find(|s| u64::from(s.number()) == n)
+        Severity::ALL
+            .into_iter()
+            .find(|s| u64::from(s.number()) == n)
     }
 }
 
@@ -308,7 +310,10 @@ impl FromStr for EventKind {
             .find(|k| k.name() == short)
             .ok_or_else(|| {
                 let names: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown event kind {s:?} (expected one of {})", names.join(", "))
+                format!(
+                    "unknown event kind {s:?} (expected one of {})",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -615,7 +620,10 @@ mod tests {
     #[test]
     fn time_specs() {
         let now = Timestamp(10_000 * 1_000_000_000);
-        assert_eq!(parse_time_spec("15m", now).unwrap(), Timestamp(9_100 * 1_000_000_000));
+        assert_eq!(
+            parse_time_spec("15m", now).unwrap(),
+            Timestamp(9_100 * 1_000_000_000)
+        );
         assert_eq!(parse_time_spec("now", now).unwrap(), now);
         assert_eq!(
             parse_time_spec("1970-01-01T00:00:01Z", now).unwrap(),

@@ -26,7 +26,9 @@ impl FromStr for OutputFormat {
             "text" => Ok(OutputFormat::Text),
             "json" => Ok(OutputFormat::Json),
             "ndjson" => Ok(OutputFormat::Ndjson),
-            _ => Err(format!("unknown output format {s:?} (expected text, json or ndjson)")),
+            _ => Err(format!(
+                "unknown output format {s:?} (expected text, json or ndjson)"
+            )),
         }
     }
 }
@@ -147,7 +149,10 @@ mod tests {
     #[test]
     fn json_is_a_valid_array_even_when_empty() {
         let mut buf = Vec::new();
-        EventWriter::new(&mut buf, OutputFormat::Json).unwrap().finish().unwrap();
+        EventWriter::new(&mut buf, OutputFormat::Json)
+            .unwrap()
+            .finish()
+            .unwrap();
         assert_eq!(serde_json::from_slice::<Vec<Event>>(&buf).unwrap().len(), 0);
         let mut buf = Vec::new();
         let mut w = EventWriter::new(&mut buf, OutputFormat::Json).unwrap();

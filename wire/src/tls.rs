@@ -161,12 +161,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(ca)? {
-        roots
-            .add(cert)
-            .map_err(|e| TlsError::Rustls {
-                context: format!("CA certificate {}", ca.display()),
-                source: e,
-            })?;
+        roots.add(cert).map_err(|e| TlsError::Rustls {
+            context: format!("CA certificate {}", ca.display()),
+            source: e,
+        })?;
     }
     Ok(roots)
 }

@@ -126,7 +126,10 @@ impl SledStore {
             .tree_names()
             .into_iter()
             .filter_map(|n| {
-                let name = std::str::from_utf8(&n).ok()?.strip_prefix("ev/")?.to_string();
+                let name = std::str::from_utf8(&n)
+                    .ok()?
+                    .strip_prefix("ev/")?
+                    .to_string();
                 let ts: Timestamp = format!("{name}T00:00:00Z").parse().ok()?;
                 Some((day_index(ts.nanos()), name))
             })
@@ -430,7 +433,11 @@ mod tests {
                 e.to_json()
             })
             .collect();
-        let pairs: Vec<(u64, &[u8])> = seqs.iter().copied().zip(lines.iter().map(|l| &l[..])).collect();
+        let pairs: Vec<(u64, &[u8])> = seqs
+            .iter()
+            .copied()
+            .zip(lines.iter().map(|l| &l[..]))
+            .collect();
         decode(&encode(agent, &pairs, 1).unwrap(), &Limits::default()).unwrap()
     }
 
@@ -463,7 +470,9 @@ mod tests {
         let out = s.write(&[&a, &a]).unwrap();
         assert_eq!(out[0].accepted, 3);
         assert_eq!(out[1].duplicates, 3);
-        let out = s.write(&[&batch("a", &[3, 4], t, EventKind::Heartbeat)]).unwrap();
+        let out = s
+            .write(&[&batch("a", &[3, 4], t, EventKind::Heartbeat)])
+            .unwrap();
         assert_eq!((out[0].accepted, out[0].duplicates), (1, 1));
         assert_eq!(all(&s, None).len(), 4);
         assert_eq!(all(&s, Some(EventKind::Heartbeat)).len(), 1);
@@ -481,8 +490,10 @@ mod tests {
         let new = old + 200 * NANOS_PER_DAY;
         {
             let s = SledStore::open(dir.path(), 8 << 20).unwrap();
-            s.write(&[&batch("a", &[1], old, EventKind::Synthetic)]).unwrap();
-            s.write(&[&batch("a", &[2], new, EventKind::Synthetic)]).unwrap();
+            s.write(&[&batch("a", &[1], old, EventKind::Synthetic)])
+                .unwrap();
+            s.write(&[&batch("a", &[2], new, EventKind::Synthetic)])
+                .unwrap();
         }
         let s = SledStore::open(dir.path(), 8 << 20).unwrap();
         assert_eq!(all(&s, None).len(), 2);
@@ -497,8 +508,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 8 << 20).unwrap();
         let t = 1_700_000_000_000_000_000;
-        s.write(&[&batch("a", &[1, 2, 3], t, EventKind::Synthetic), &batch("b", &[1], t, EventKind::Synthetic)])
-            .unwrap();
+        s.write(&[
+            &batch("a", &[1, 2, 3], t, EventKind::Synthetic),
+            &batch("b", &[1], t, EventKind::Synthetic),
+        ])
+        .unwrap();
         let q = Query {
             since: Timestamp(0),
             until: Timestamp(i64::MAX),

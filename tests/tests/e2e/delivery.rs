@@ -17,7 +17,10 @@ fn assert_exactly_once(events: &[serde_json::Value], n: u64) {
         assert!(indexes.insert(i), "synthetic event {i} stored twice");
     }
     let missing: Vec<u64> = (0..n).filter(|i| !indexes.contains(i)).take(10).collect();
-    assert!(missing.is_empty(), "missing synthetic events, first ones: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "missing synthetic events, first ones: {missing:?}"
+    );
     assert_eq!(events.len() as u64, n);
 }
 
@@ -58,8 +61,16 @@ fn collector_sigkilled_while_agent_sends_100k_events_loses_and_duplicates_nothin
     .unwrap_or_else(|| {
         panic!(
             "not all events arrived ({} stored); agent log tail:\n{}",
-            collector.events(&pki, &["--agent", "probe-k", "--kind", "synthetic"]).len(),
-            agent.log_text().lines().rev().take(20).collect::<Vec<_>>().join("\n")
+            collector
+                .events(&pki, &["--agent", "probe-k", "--kind", "synthetic"])
+                .len(),
+            agent
+                .log_text()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     });
     assert_exactly_once(&events, N);
@@ -84,7 +95,10 @@ fn agent_started_before_the_collector_delivers_everything_once_it_appears() {
         &pki,
         "probe-d",
         &url,
-        &format!("[heartbeat]\ninterval_secs = 5\n[synthetic]\nevents = {}\nrate_per_sec = {RATE}\n", SECS * RATE),
+        &format!(
+            "[heartbeat]\ninterval_secs = 5\n[synthetic]\nevents = {}\nrate_per_sec = {RATE}\n",
+            SECS * RATE
+        ),
     );
     // 60 s of production with nobody listening.
     std::thread::sleep(Duration::from_secs(SECS));
@@ -98,8 +112,18 @@ fn agent_started_before_the_collector_delivers_everything_once_it_appears() {
         let e = collector.events(&pki, &["--agent", "probe-d", "--kind", "synthetic"]);
         (e.len() as u64 >= SECS * RATE).then_some(e)
     })
-    .unwrap_or_else(|| panic!("events did not all arrive; agent log:\n{}", agent.log_text()));
+    .unwrap_or_else(|| {
+        panic!(
+            "events did not all arrive; agent log:\n{}",
+            agent.log_text()
+        )
+    });
     assert_exactly_once(&events, SECS * RATE);
     // Heartbeats produced while the collector was down arrive too.
-    assert!(collector.events(&pki, &["--agent", "probe-d", "--kind", "heartbeat"]).len() >= 10);
+    assert!(
+        collector
+            .events(&pki, &["--agent", "probe-d", "--kind", "heartbeat"])
+            .len()
+            >= 10
+    );
 }

@@ -1,6 +1,9 @@
 //! End-to-end tests: real binaries, real certificates, real sled files, loopback only.
 //! One test binary so cargo runs the scenarios in parallel.
 
+// Test helpers outside #[test] fns may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod delivery;
 mod listing;
 mod refusals;

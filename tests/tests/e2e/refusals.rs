@@ -19,18 +19,33 @@ fn files(pki: &Pki, ca: &Pki, name: &str) -> TlsFiles {
     }
 }
 
-fn post(url: &str, tls: rustls::ClientConfig, path: &str, body: Vec<u8>) -> Result<Response, ClientError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+fn post(
+    url: &str,
+    tls: rustls::ClientConfig,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Response, ClientError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut c = Client::new(url, tls, Duration::from_secs(10))?;
-        c.request(Method::POST, path, "application/x-palisade-batch", Bytes::from(body)).await
+        c.request(
+            Method::POST,
+            path,
+            "application/x-palisade-batch",
+            Bytes::from(body),
+        )
+        .await
     })
 }
 
 fn frame(agent: &str, first_seq: u64, n: u64) -> Vec<u8> {
     let lines: Vec<(u64, Vec<u8>)> = (first_seq..first_seq + n)
         .map(|s| {
-            let mut e = Event::new(agent, EventKind::Synthetic, Severity::Info).with_message(format!("forged {s}"));
+            let mut e = Event::new(agent, EventKind::Synthetic, Severity::Info)
+                .with_message(format!("forged {s}"));
             e.seal(s);
             (s, e.to_json())
         })
@@ -51,10 +66,23 @@ fn every_refusal_is_clear_and_changes_nothing_stored() {
     let revoked_agent_serial = pki.issue("agent", "probe-revoked");
     let revoked_analyst_serial = pki.issue("analyst", "analyst-2");
     let other = Pki::init(&tmp.path().join("other-pki"));
-    let collector = Collector::start(&tmp.path().join("collector"), &pki, 0, "[ingest]\nmax_batch_bytes = 65536\n");
-    let mut agent = Agent::start(&tmp.path().join("agent"), &pki, "probe-r", &collector.url, "[heartbeat]\ninterval_secs = 0\n[synthetic]\nevents = 50\n");
-    wait_for(Duration::from_secs(60), || (snapshot(&collector, &pki).len() == 50).then_some(()))
-        .expect("the agent's 50 events arrive");
+    let collector = Collector::start(
+        &tmp.path().join("collector"),
+        &pki,
+        0,
+        "[ingest]\nmax_batch_bytes = 65536\n",
+    );
+    let mut agent = Agent::start(
+        &tmp.path().join("agent"),
+        &pki,
+        "probe-r",
+        &collector.url,
+        "[heartbeat]\ninterval_secs = 0\n[synthetic]\nevents = 50\n",
+    );
+    wait_for(Duration::from_secs(60), || {
+        (snapshot(&collector, &pki).len() == 50).then_some(())
+    })
+    .expect("the agent's 50 events arrive");
     assert!(agent.terminate());
     let before = snapshot(&collector, &pki);
     let url = collector.url.clone();
@@ -65,45 +93,84 @@ fn every_refusal_is_clear_and_changes_nothing_stored() {
         for c in palisade_wire::tls::load_certs(&pki.ca()).unwrap() {
             roots.add(c).unwrap();
         }
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth()
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
     };
     let r = post(&url, ca_only, "/v1/ingest", frame("probe-r", 1000, 1));
-    assert!(r.is_err(), "no client certificate must be refused, got {r:?}");
+    assert!(
+        r.is_err(),
+        "no client certificate must be refused, got {r:?}"
+    );
 
     // A certificate from another CA (trusting our server so only the client side is wrong).
-    let out = collector.cli(&other, "analyst", &["status", "--ca", pki.ca().to_str().unwrap()]);
+    let out = collector.cli(
+        &other,
+        "analyst",
+        &["status", "--ca", pki.ca().to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("127.0.0.1"), "error names the collector: {err}");
-    let foreign = post(&url, client_config(&files(&other, &pki, "security-admin")).unwrap(), "/v1/ingest", frame("security-admin", 1, 1));
-    assert!(foreign.is_err(), "foreign CA must be refused, got {foreign:?}");
+    assert!(
+        err.contains("127.0.0.1"),
+        "error names the collector: {err}"
+    );
+    let foreign = post(
+        &url,
+        client_config(&files(&other, &pki, "security-admin")).unwrap(),
+        "/v1/ingest",
+        frame("security-admin", 1, 1),
+    );
+    assert!(
+        foreign.is_err(),
+        "foreign CA must be refused, got {foreign:?}"
+    );
 
     // Revoked certificates: accepted before, refused after `pki revoke` (no restart).
     let ok = collector.cli(&pki, "analyst-2", &["status"]);
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     pki.revoke(&revoked_analyst_serial);
     pki.revoke(&revoked_agent_serial);
     wait_for(Duration::from_secs(15), || {
         (collector.cli(&pki, "analyst-2", &["status"]).status.code() == Some(2)).then_some(())
     })
     .expect("revoked analyst refused after the CRL reload");
-    let r = post(&url, client_config(&files(&pki, &pki, "probe-revoked")).unwrap(), "/v1/ingest", frame("probe-revoked", 1, 5));
+    let r = post(
+        &url,
+        client_config(&files(&pki, &pki, "probe-revoked")).unwrap(),
+        "/v1/ingest",
+        frame("probe-revoked", 1, 5),
+    );
     assert!(r.is_err(), "revoked agent must be refused, got {r:?}");
 
     // An agent certificate on the analyst API.
     let out = collector.cli(&pki, "probe-r", &["status"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("403") && err.contains("role agent may not"), "{err}");
+    assert!(
+        err.contains("403") && err.contains("role agent may not"),
+        "{err}"
+    );
     let out = collector.cli(&pki, "probe-r", &["events"]);
     assert_eq!(out.status.code(), Some(2));
 
     // An analyst certificate posting a batch.
-    let r = post(&url, client_config(&files(&pki, &pki, "analyst")).unwrap(), "/v1/ingest", frame("analyst", 1, 5)).unwrap();
+    let r = post(
+        &url,
+        client_config(&files(&pki, &pki, "analyst")).unwrap(),
+        "/v1/ingest",
+        frame("analyst", 1, 5),
+    )
+    .unwrap();
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.text().contains("role analyst may not"), "{}", r.text());
 
@@ -111,11 +178,21 @@ fn every_refusal_is_clear_and_changes_nothing_stored() {
     // A batch claiming another agent's id.
     let r = post(&url, agent_tls(), "/v1/ingest", frame("probe-other", 1, 5)).unwrap();
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert!(r.text().contains("may not send batches for agent"), "{}", r.text());
+    assert!(
+        r.text().contains("may not send batches for agent"),
+        "{}",
+        r.text()
+    );
 
     // Truncated, corrupt, oversized, garbage.
     let good = frame("probe-r", 5000, 20);
-    let r = post(&url, agent_tls(), "/v1/ingest", good[..good.len() - 7].to_vec()).unwrap();
+    let r = post(
+        &url,
+        agent_tls(),
+        "/v1/ingest",
+        good[..good.len() - 7].to_vec(),
+    )
+    .unwrap();
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.text().contains("truncated"), "{}", r.text());
     let mut corrupt = good.clone();
@@ -131,13 +208,19 @@ fn every_refusal_is_clear_and_changes_nothing_stored() {
     let r = post(&url, agent_tls(), "/v1/ingest", bad_hash).unwrap();
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.text().contains("blake3 mismatch"), "{}", r.text());
-    let big: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let r = post(&url, agent_tls(), "/v1/ingest", big).unwrap();
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(r.text().contains("65536"), "{}", r.text());
     let r = post(&url, agent_tls(), "/v1/ingest", b"hello".to_vec()).unwrap();
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.text().contains("magic") || r.text().contains("truncated"), "{}", r.text());
+    assert!(
+        r.text().contains("magic") || r.text().contains("truncated"),
+        "{}",
+        r.text()
+    );
 
     // Nothing stored changed, and the collector counted the refusals and logged why.
     let after = snapshot(&collector, &pki);
@@ -146,7 +229,10 @@ fn every_refusal_is_clear_and_changes_nothing_stored() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["ingest"]["rejected"].as_u64().unwrap() >= 7, "{v}");
     let log = collector.log_text();
-    assert!(log.contains("TLS handshake refused") || log.contains("no client certificate"), "{log}");
+    assert!(
+        log.contains("TLS handshake refused") || log.contains("no client certificate"),
+        "{log}"
+    );
     assert!(log.contains("batch refused"), "{log}");
 
     // A good batch on the same connection path still works afterwards.
