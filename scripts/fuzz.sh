@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for N seconds each (default 30). Needs cargo-fuzz (installed here when
+# missing). Uses a nightly toolchain with AddressSanitizer when one is installed; otherwise the
+# stable toolchain without a sanitizer (RUSTC_BOOTSTRAP lets cargo-fuzz pass its -Z flags).
+# Crashes land in fuzz/artifacts/<target>/; turn each into a regression test.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+secs="${1:-30}"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+cd "$PALISADE_ROOT/fuzz"
+# The fuzz workspace keeps its own target dir: sanitizer flags would invalidate the main one.
+export CARGO_TARGET_DIR="${PALISADE_FUZZ_TARGET_DIR:-$HOME/.cache/palisade-fuzz-target}"
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    fuzz=(cargo +nightly fuzz)
+    san=()
+else
+    export RUSTC_BOOTSTRAP=1
+    fuzz=(cargo fuzz)
+    san=(--sanitizer none)
+fi
+"${fuzz[@]}" build "${san[@]}"
+mkdir -p corpus
+for target in $("${fuzz[@]}" list); do
+    mkdir -p "corpus/$target"
+    echo "==> fuzzing $target for ${secs}s" >&2
+    "${fuzz[@]}" run "${san[@]}" "$target" "corpus/$target" -- -max_total_time="$secs" -rss_limit_mb=2048 2>&1 \
+        | grep -E '^(#[0-9]+ +DONE|Done|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written)' || true
+    if [ -n "$(ls -A "artifacts/$target" 2>/dev/null)" ]; then
+        echo "fuzz target $target found a crash: see fuzz/artifacts/$target" >&2
+        exit 1
+    fi
+done
+echo "fuzzing: no crashes" >&2

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The quickstart: sets everything up under one folder and runs the main job.
+#   - installs missing system packages (libpcap headers, pkg-config) and builds (release);
+#   - creates a dev PKI, collector and agent configs and data dirs under DIR (default ./palisade-demo);
+#   - starts the collector and an agent on loopback, shows the analyst the first events,
+#     then refreshes the picture every 10 s until Ctrl-C, which stops everything cleanly.
+# Usage: scripts/quickstart.sh [--once] [DIR]     (--once: show the first events and stop)
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+once=0
+if [ "${1:-}" = "--once" ]; then once=1; shift; fi
+DIR="$(mkdir -p "${1:-palisade-demo}" && cd "${1:-palisade-demo}" && pwd)"
+PORT="${PALISADE_PORT:-7443}"
+
+ensure_rust
+ensure_system_packages
+build_release
+C="$PALISADE_BIN/palisade-collector"
+A="$PALISADE_BIN/palisade-agent"
+R="$PALISADE_BIN/palisade-replicator"
+
+if [ ! -f "$DIR/pki/ca.crt" ]; then
+    echo "==> creating a dev PKI in $DIR/pki" >&2
+    "$C" pki init --dir "$DIR/pki" >/dev/null
+    "$C" pki issue --dir "$DIR/pki" --role analyst --name analyst >/dev/null
+    "$C" pki issue --dir "$DIR/pki" --role agent --name demo-probe >/dev/null
+fi
+cat > "$DIR/collector.toml" <<TOML
+# Collector config written by scripts/quickstart.sh (see README, "Configuration").
+listen = "127.0.0.1:$PORT"
+data_dir = "collector-data"
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/palisade-collector.crt"
+key = "pki/palisade-collector.key"
+crl = "pki/crl.pem"
+TOML
+cat > "$DIR/agent.toml" <<TOML
+# Agent config written by scripts/quickstart.sh (see README, "Configuration").
+collector = "https://127.0.0.1:$PORT"
+data_dir = "agent-data"
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/demo-probe.crt"
+key = "pki/demo-probe.key"
+[heartbeat]
+interval_secs = 5
+TOML
+
+pids=()
+stop() {
+    trap - INT TERM EXIT
+    echo >&2; echo "==> stopping agent and collector" >&2
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    echo "==> stopped; data, logs and certificates stay in $DIR" >&2
+}
+trap stop INT TERM EXIT
+
+echo "==> starting collector on https://127.0.0.1:$PORT (log: $DIR/collector.log)" >&2
+"$C" serve --config "$DIR/collector.toml" >"$DIR/collector.out" 2>"$DIR/collector.log" &
+pids+=($!)
+for _ in $(seq 1 100); do
+    grep -q "listening on" "$DIR/collector.out" 2>/dev/null && break
+    kill -0 "${pids[0]}" 2>/dev/null || { cat "$DIR/collector.log" >&2; exit 2; }
+    sleep 0.1
+done
+echo "==> starting agent demo-probe (log: $DIR/agent.log)" >&2
+"$A" run --config "$DIR/agent.toml" 2>"$DIR/agent.log" &
+pids+=($!)
+
+analyst=(--collector "https://127.0.0.1:$PORT" --pki-dir "$DIR/pki" --as analyst)
+for _ in $(seq 1 100); do
+    "$C" events --since 5m --kind heartbeat --limit 1 "${analyst[@]}" --output-format ndjson >/dev/null 2>&1 && break
+    sleep 0.2
+done
+show() {
+    echo
+    echo "################ what the analyst sees: palisade-collector status"
+    "$C" status "${analyst[@]}"
+    echo
+    echo "################ palisade-collector events --since 15m --limit 10"
+    "$C" events --since 15m --limit 10 "${analyst[@]}" || true
+}
+show
+echo
+echo "################ palisade-replicator status"
+"$R" status
+echo
+echo "Try it yourself (same flags):  $C events --since 1h --kind heartbeat ${analyst[*]}"
+[ "$once" -eq 1 ] && exit 0
+echo "Refreshing every 10 s; Ctrl-C stops everything."
+while sleep 10; do show; done
