@@ -1,7 +1,8 @@
 //! Event storage behind a small trait, so a second backend can replace sled if it ever fails our
 //! crash tests. The sled backend is in [`sled_store`].
 
-mod keys;
+mod segment;
+mod seqset;
 pub mod sled_store;
 
 use palisade_wire::batch::Batch;

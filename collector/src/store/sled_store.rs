@@ -1,9 +1,21 @@
-//! The sled backend: one set of trees per UTC day (retention is `drop_tree`), plus `agents` and
-//! `meta`. Writes go primary tree first, indexes next, the agent/dedup index last, then one
-//! `flush` (fsync) for the whole group; so if sled recovers a prefix of writes after a crash, a
-//! dedup entry never exists without its event, and nothing is acknowledged before the flush.
+//! The sled backend. One tree per UTC day (`d/YYYY-MM-DD`, so retention is `drop_tree`) holding:
+//!
+//! ```text
+//! S | ts_min | agent | first_seq   -> segment (see `segment`): a run of one agent's events
+//! D | agent                       -> the agent's stored sequence numbers that day (`SeqSet`)
+//! C                               -> events stored that day (u64)
+//! ```
+//! plus an `agents` tree (what `status` shows). A group commit writes each day's segments,
+//! sequence sets and count in one atomic `apply_batch`, then one `flush` (fsync) for the group:
+//! a segment and the dedup record that covers it are durable together or not at all, and
+//! nothing is acknowledged before the flush.
+//!
+//! Why segments rather than a key per event: the first layout (one primary key and four index
+//! keys per event) reached 10.7k events/s at 2.2 GB RSS on the 2-core bench; sled's cost is per
+//! key, so storing runs of events per key is what makes the throughput bar reachable.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -11,55 +23,33 @@ use palisade_wire::batch::Batch;
 use palisade_wire::{EventKind, Timestamp};
 use serde::Deserialize;
 
-use super::keys;
+use super::segment::{self, Builder, MAX_SPAN_NANOS};
+use super::seqset::SeqSet;
 use super::{AgentRecord, BatchOutcome, EventStore, Query, StoreError, StoreStats};
 
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
-const EVENTS_TOTAL: &[u8] = b"events_total";
+const COUNT_KEY: &[u8] = b"C";
+/// Segments are written with a fast zstd level: the writer thread is the ingest bottleneck.
+const SEGMENT_ZSTD_LEVEL: i32 = 1;
 
 fn sled_err(context: impl Into<String>) -> impl FnOnce(sled::Error) -> StoreError {
     let context = context.into();
     move |source| StoreError::Sled { context, source }
 }
 
-#[derive(Clone)]
-struct DayTrees {
-    ev: sled::Tree,
-    ag: sled::Tree,
-    kd: sled::Tree,
-    sv: sled::Tree,
-    si: sled::Tree,
-}
-
-#[derive(Default)]
-struct DayBatch {
-    ev: sled::Batch,
-    ag: sled::Batch,
-    kd: sled::Batch,
-    sv: sled::Batch,
-    si: sled::Batch,
-}
-
-/// The sled event store.
-pub struct SledStore {
-    db: sled::Db,
-    agents: sled::Tree,
-    meta: sled::Tree,
-    days: Mutex<HashMap<i64, DayTrees>>,
-}
-
-impl std::fmt::Debug for SledStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").finish_non_exhaustive()
+fn corrupt(tree: &str, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        tree: tree.to_string(),
+        reason: reason.into(),
     }
-}
-
-fn day_name(day_index: i64) -> String {
-    Timestamp(day_index.saturating_mul(NANOS_PER_DAY)).day()
 }
 
 fn day_index(ts: i64) -> i64 {
     ts.div_euclid(NANOS_PER_DAY)
+}
+
+fn day_name(index: i64) -> String {
+    Timestamp(index.saturating_mul(NANOS_PER_DAY)).day()
 }
 
 fn u64_of(v: Option<sled::IVec>) -> u64 {
@@ -68,58 +58,141 @@ fn u64_of(v: Option<sled::IVec>) -> u64 {
         .unwrap_or(0)
 }
 
-/// Just the fields filtering needs, parsed from stored JSON.
-#[derive(Deserialize)]
-struct SeverityOnly {
-    event: SeverityInner,
+fn seqset_key(agent: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + agent.len());
+    k.push(b'D');
+    k.extend_from_slice(agent.as_bytes());
+    k
 }
+
+/// The sled event store.
+pub struct SledStore {
+    db: sled::Db,
+    agents: sled::Tree,
+    days: Mutex<HashMap<i64, sled::Tree>>,
+    /// Sequence sets by (day, agent); only the writer changes them, after a successful flush.
+    seqsets: Mutex<HashMap<(i64, String), SeqSet>>,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").finish_non_exhaustive()
+    }
+}
+
+/// The fields a query filters and orders on, parsed from stored JSON.
 #[derive(Deserialize)]
-struct SeverityInner {
-    severity: u8,
+struct Light {
+    #[serde(rename = "@timestamp")]
+    timestamp: Timestamp,
+    event: LightEvent,
+}
+
+#[derive(Deserialize)]
+struct LightEvent {
+    dataset: EventKind,
+    severity: palisade_wire::Severity,
+    sequence: u64,
+}
+
+/// A query match, ordered by (time, agent, sequence).
+#[derive(PartialEq, Eq)]
+struct Hit {
+    ts: i64,
+    agent: String,
+    seq: u64,
+    json: Vec<u8>,
+}
+
+impl Ord for Hit {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (self.ts, &self.agent, self.seq).cmp(&(o.ts, &o.agent, o.seq))
+    }
+}
+
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+/// The best `limit` hits seen so far: the earliest (ascending) or the latest (descending).
+enum Best {
+    Earliest(BinaryHeap<Hit>),
+    Latest(BinaryHeap<Reverse<Hit>>),
+}
+
+impl Best {
+    fn push(&mut self, hit: Hit, limit: usize) {
+        match self {
+            Best::Earliest(h) => {
+                h.push(hit);
+                if h.len() > limit {
+                    h.pop();
+                }
+            }
+            Best::Latest(h) => {
+                h.push(Reverse(hit));
+                if h.len() > limit {
+                    h.pop();
+                }
+            }
+        }
+    }
+
+    /// Whether a segment starting at `ts_min` can still contribute, given segments arrive in
+    /// `ts_min` order (ascending for Earliest, descending for Latest).
+    fn wants(&self, ts_min: i64, limit: usize) -> bool {
+        match self {
+            Best::Earliest(h) => h.len() < limit || h.peek().is_some_and(|w| ts_min <= w.ts),
+            Best::Latest(h) => {
+                h.len() < limit
+                    || h.peek()
+                        .is_some_and(|w| ts_min.saturating_add(MAX_SPAN_NANOS) >= w.0.ts)
+            }
+        }
+    }
+
+    fn into_sorted(self) -> Vec<Hit> {
+        match self {
+            Best::Earliest(h) => h.into_sorted_vec(),
+            Best::Latest(h) => h.into_sorted_vec().into_iter().map(|r| r.0).collect(),
+        }
+    }
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir` with a cache of `cache_bytes`.
+    /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(sled_err(format!("cannot open {}", dir.display())))?;
         let agents = db.open_tree("agents").map_err(sled_err("open agents"))?;
-        let meta = db.open_tree("meta").map_err(sled_err("open meta"))?;
         Ok(SledStore {
             db,
             agents,
-            meta,
             days: Mutex::new(HashMap::new()),
+            seqsets: Mutex::new(HashMap::new()),
         })
     }
 
-    fn day(&self, index: i64) -> Result<DayTrees, StoreError> {
+    fn day(&self, index: i64) -> Result<sled::Tree, StoreError> {
         let mut days = self.days.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = days.get(&index) {
             return Ok(t.clone());
         }
-        let name = day_name(index);
-        let open = |prefix: &str| {
-            self.db
-                .open_tree(format!("{prefix}/{name}"))
-                .map_err(sled_err(format!("open {prefix}/{name}")))
-        };
-        let trees = DayTrees {
-            ev: open("ev")?,
-            ag: open("ag")?,
-            kd: open("kd")?,
-            sv: open("sv")?,
-            si: open("si")?,
-        };
-        days.insert(index, trees.clone());
-        Ok(trees)
+        let name = format!("d/{}", day_name(index));
+        let tree = self
+            .db
+            .open_tree(&name)
+            .map_err(sled_err(format!("open {name}")))?;
+        days.insert(index, tree.clone());
+        Ok(tree)
     }
 
-    /// Day indexes that have an event tree, ascending.
+    /// Days that have a tree, ascending.
     fn stored_days(&self) -> Vec<(i64, String)> {
         let mut out: Vec<(i64, String)> = self
             .db
@@ -128,7 +201,7 @@ impl SledStore {
             .filter_map(|n| {
                 let name = std::str::from_utf8(&n)
                     .ok()?
-                    .strip_prefix("ev/")?
+                    .strip_prefix("d/")?
                     .to_string();
                 let ts: Timestamp = format!("{name}T00:00:00Z").parse().ok()?;
                 Some((day_index(ts.nanos()), name))
@@ -138,20 +211,55 @@ impl SledStore {
         out
     }
 
-    fn matches(&self, q: &Query, pk: &[u8], value: &[u8]) -> bool {
-        if let Some(agent) = &q.agent {
-            match keys::split_primary(pk) {
-                Some((_, a, _)) if a == agent => {}
-                _ => return false,
-            }
+    /// The stored sequence set of (day, agent), from the cache or the day tree.
+    fn seqset(&self, day: i64, agent: &str) -> Result<SeqSet, StoreError> {
+        if let Some(s) = self
+            .seqsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(day, agent.to_string()))
+        {
+            return Ok(s.clone());
         }
-        if let Some(min) = q.min_severity {
-            match serde_json::from_slice::<SeverityOnly>(value) {
-                Ok(s) if s.event.severity >= min.number() => {}
-                _ => return false,
+        let tree = self.day(day)?;
+        match tree
+            .get(seqset_key(agent))
+            .map_err(sled_err("read seqset"))?
+        {
+            Some(v) => {
+                SeqSet::decode(&v).map_err(|e| corrupt(&day_name(day), format!("{agent}: {e}")))
             }
+            None => Ok(SeqSet::default()),
         }
-        true
+    }
+
+    fn update_agents(&self, deltas: HashMap<&str, AgentDelta>) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        for (agent, delta) in deltas {
+            let mut rec = match self.agents.get(agent).map_err(sled_err("read agents"))? {
+                Some(v) => serde_json::from_slice(&v)
+                    .map_err(|e| corrupt("agents", format!("record of {agent}: {e}")))?,
+                None => AgentRecord {
+                    id: agent.to_string(),
+                    first_seen: now,
+                    ..Default::default()
+                },
+            };
+            rec.last_seen = now;
+            rec.events += delta.events;
+            rec.duplicates += delta.duplicates;
+            rec.dropped += delta.dropped;
+            rec.last_sequence = rec.last_sequence.max(delta.last_sequence);
+            rec.last_heartbeat = rec.last_heartbeat.max(delta.last_heartbeat);
+            if delta.host.is_some() {
+                rec.host = delta.host;
+            }
+            let json = serde_json::to_vec(&rec).map_err(|e| corrupt("agents", e.to_string()))?;
+            self.agents
+                .insert(agent, json)
+                .map_err(sled_err("write agents"))?;
+        }
+        Ok(())
     }
 }
 
@@ -169,10 +277,11 @@ struct AgentDelta {
 impl EventStore for SledStore {
     fn write(&self, batches: &[&Batch]) -> Result<Vec<BatchOutcome>, StoreError> {
         let mut outcomes = Vec::with_capacity(batches.len());
-        let mut seen: HashSet<(&str, u64)> = HashSet::new();
-        let mut pending: BTreeMap<i64, DayBatch> = BTreeMap::new();
+        let mut staged: HashMap<(i64, String), SeqSet> = HashMap::new();
+        let mut open: HashMap<(i64, &str), Builder> = HashMap::new();
+        let mut done: Vec<(i64, &str, Builder)> = Vec::new();
+        let mut counts: HashMap<i64, u64> = HashMap::new();
         let mut deltas: HashMap<&str, AgentDelta> = HashMap::new();
-        let mut accepted_total = 0u64;
         for batch in batches {
             let agent = batch.agent_id.as_str();
             let mut outcome = BatchOutcome {
@@ -184,33 +293,33 @@ impl EventStore for SledStore {
                 let ev = &received.event;
                 let seq = ev.event.sequence;
                 let ts = ev.timestamp.nanos();
-                let index = day_index(ts);
-                let trees = self.day(index)?;
-                let akey = keys::by_agent(agent, seq);
-                let stored = match trees.ag.get(&akey).map_err(sled_err("read ag"))? {
-                    // The event itself must be there too (see the module comment).
-                    Some(pk) => trees.ev.contains_key(pk).map_err(sled_err("read ev"))?,
-                    None => false,
-                };
-                if stored || !seen.insert((agent, seq)) {
+                let day = day_index(ts);
+                let set_key = (day, agent.to_string());
+                if !staged.contains_key(&set_key) {
+                    let set = self.seqset(day, agent)?;
+                    staged.insert(set_key.clone(), set);
+                }
+                let fresh = staged.get_mut(&set_key).is_some_and(|set| set.insert(seq));
+                if !fresh {
                     outcome.duplicates += 1;
                     continue;
                 }
                 outcome.accepted += 1;
-                let pk = keys::primary(ts, agent, seq);
-                let day = pending.entry(index).or_default();
-                day.ev.insert(pk.as_slice(), received.raw.as_slice());
-                day.kd
-                    .insert(keys::prefixed(&[ev.kind().code()], &pk), &[] as &[u8]);
-                day.sv.insert(
-                    keys::prefixed(&[ev.event.severity.number()], &pk),
-                    &[] as &[u8],
-                );
-                if let Some(ip) = ev.source.as_ref().and_then(|s| s.ip) {
-                    day.si
-                        .insert(keys::prefixed(&keys::ip_bytes(ip), &pk), &[] as &[u8]);
+                *counts.entry(day).or_default() += 1;
+                let builder = open
+                    .entry((day, agent))
+                    .or_insert_with(|| Builder::new(ts, seq));
+                if !builder.fits(ts) {
+                    let full = std::mem::replace(builder, Builder::new(ts, seq));
+                    done.push((day, agent, full));
                 }
-                day.ag.insert(akey, pk);
+                builder.push(
+                    ts,
+                    seq,
+                    ev.kind().code(),
+                    ev.event.severity.number(),
+                    &received.raw,
+                );
                 match ev.kind() {
                     EventKind::Heartbeat => {
                         delta.last_heartbeat = delta.last_heartbeat.max(Some(ev.timestamp));
@@ -232,69 +341,45 @@ impl EventStore for SledStore {
             delta.events += outcome.accepted;
             delta.duplicates += outcome.duplicates;
             delta.last_sequence = delta.last_sequence.max(batch.last_sequence);
-            accepted_total += outcome.accepted;
             outcomes.push(outcome);
         }
+        done.extend(open.into_iter().map(|((day, agent), b)| (day, agent, b)));
 
-        // Primary trees first, then secondary indexes, then the dedup index.
-        let mut trees = Vec::with_capacity(pending.len());
-        for (index, day) in pending {
-            trees.push((self.day(index)?, day));
+        // One atomic batch per day: segments, the sequence sets covering them, the day count.
+        let mut per_day: HashMap<i64, sled::Batch> = HashMap::new();
+        for (day, agent, builder) in done {
+            let key = segment::key(builder.header.ts_min, agent, builder.header.first_seq);
+            let value = builder
+                .finish(SEGMENT_ZSTD_LEVEL)
+                .map_err(|e| corrupt(&day_name(day), format!("cannot compress segment: {e}")))?;
+            per_day.entry(day).or_default().insert(key, value);
         }
-        for (t, d) in trees.iter_mut() {
-            t.ev.apply_batch(std::mem::take(&mut d.ev))
-                .map_err(sled_err("write events"))?;
-        }
-        for (t, d) in trees.iter_mut() {
-            t.kd.apply_batch(std::mem::take(&mut d.kd))
-                .map_err(sled_err("write kind index"))?;
-            t.sv.apply_batch(std::mem::take(&mut d.sv))
-                .map_err(sled_err("write severity index"))?;
-            t.si.apply_batch(std::mem::take(&mut d.si))
-                .map_err(sled_err("write source-ip index"))?;
-        }
-        for (t, d) in trees.iter_mut() {
-            t.ag.apply_batch(std::mem::take(&mut d.ag))
-                .map_err(sled_err("write agent index"))?;
-        }
-
-        let now = Timestamp::now();
-        for (agent, delta) in deltas {
-            let mut rec = match self.agents.get(agent).map_err(sled_err("read agents"))? {
-                Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    tree: "agents".into(),
-                    reason: format!("record of {agent}: {e}"),
-                })?,
-                None => AgentRecord {
-                    id: agent.to_string(),
-                    first_seen: now,
-                    ..Default::default()
-                },
-            };
-            rec.last_seen = now;
-            rec.events += delta.events;
-            rec.duplicates += delta.duplicates;
-            rec.dropped += delta.dropped;
-            rec.last_sequence = rec.last_sequence.max(delta.last_sequence);
-            rec.last_heartbeat = rec.last_heartbeat.max(delta.last_heartbeat);
-            if delta.host.is_some() {
-                rec.host = delta.host;
+        for ((day, agent), set) in &staged {
+            if counts.contains_key(day) {
+                per_day
+                    .entry(*day)
+                    .or_default()
+                    .insert(seqset_key(agent), set.encode());
             }
-            let json = serde_json::to_vec(&rec).map_err(|e| StoreError::Corrupt {
-                tree: "agents".into(),
-                reason: e.to_string(),
-            })?;
-            self.agents
-                .insert(agent, json)
-                .map_err(sled_err("write agents"))?;
         }
-        if accepted_total > 0 {
-            let total = u64_of(self.meta.get(EVENTS_TOTAL).map_err(sled_err("read meta"))?);
-            self.meta
-                .insert(EVENTS_TOTAL, &(total + accepted_total).to_be_bytes())
-                .map_err(sled_err("write meta"))?;
+        for (day, batch) in per_day.iter_mut() {
+            let tree = self.day(*day)?;
+            let before = u64_of(tree.get(COUNT_KEY).map_err(sled_err("read day count"))?);
+            let added = counts.get(day).copied().unwrap_or(0);
+            batch.insert(COUNT_KEY, &(before + added).to_be_bytes());
         }
+        for (day, batch) in per_day {
+            self.day(day)?
+                .apply_batch(batch)
+                .map_err(sled_err(format!("write {}", day_name(day))))?;
+        }
+        self.update_agents(deltas)?;
         self.db.flush().map_err(sled_err("flush"))?;
+        // Durable: the staged sequence sets become the truth.
+        let mut cache = self.seqsets.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, set) in staged {
+            cache.insert(k, set);
+        }
         Ok(outcomes)
     }
 
@@ -302,64 +387,87 @@ impl EventStore for SledStore {
         if q.limit == 0 || q.until <= q.since {
             return Ok(0);
         }
-        let first = day_index(q.since.nanos());
-        let last = day_index(q.until.nanos().saturating_sub(1));
-        let mut days: Vec<i64> = self
+        let (since, until) = (q.since.nanos(), q.until.nanos());
+        let first = day_index(since);
+        let last = day_index(until.saturating_sub(1));
+        let mut days: Vec<(i64, String)> = self
             .stored_days()
             .into_iter()
-            .map(|(i, _)| i)
-            .filter(|i| (first..=last).contains(i))
+            .filter(|(i, _)| (first..=last).contains(i))
             .collect();
         if q.newest_first {
             days.reverse();
         }
-        let lo = keys::ts_bytes(q.since.nanos());
-        let hi = keys::ts_bytes(q.until.nanos());
-        let mut n = 0usize;
-        for index in days {
-            let trees = self.day(index)?;
-            let mut visit = |pk: &[u8], value: &[u8]| -> bool {
-                if !self.matches(q, pk, value) {
-                    return true;
-                }
-                n += 1;
-                sink(value) && n < q.limit
+        let mut best = if q.newest_first {
+            Best::Latest(BinaryHeap::new())
+        } else {
+            Best::Earliest(BinaryHeap::new())
+        };
+        let lo = segment::key_floor(since.saturating_sub(MAX_SPAN_NANOS));
+        let hi = segment::key_floor(until);
+        'days: for (index, name) in days {
+            let tree = self.day(index)?;
+            let range = tree.range(lo.as_slice()..hi.as_slice());
+            let iter: Box<dyn Iterator<Item = _>> = if q.newest_first {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
             };
-            match q.kind {
-                Some(kind) => {
-                    let code = [kind.code()];
-                    let range = keys::prefixed(&code, &lo)..keys::prefixed(&code, &hi);
-                    let iter = trees.kd.range(range);
-                    let iter: Box<dyn Iterator<Item = _>> = if q.newest_first {
-                        Box::new(iter.rev())
-                    } else {
-                        Box::new(iter)
-                    };
-                    for item in iter {
-                        let (k, _) = item.map_err(sled_err("scan kind index"))?;
-                        let pk = &k[1..];
-                        let Some(value) = trees.ev.get(pk).map_err(sled_err("read ev"))? else {
-                            continue;
-                        };
-                        if !visit(pk, &value) {
-                            return Ok(n);
-                        }
+            for item in iter {
+                let (k, v) = item.map_err(sled_err(format!("scan {name}")))?;
+                let h = segment::header(&v).map_err(|e| corrupt(&name, e))?;
+                if !best.wants(h.ts_min, q.limit) {
+                    break 'days;
+                }
+                if h.ts_max < since || h.ts_min >= until {
+                    continue;
+                }
+                let agent =
+                    segment::key_agent(&k).ok_or_else(|| corrupt(&name, "bad segment key"))?;
+                if q.agent.as_deref().is_some_and(|a| a != agent) {
+                    continue;
+                }
+                if let Some(kind) = q.kind {
+                    if h.kinds & (1u32 << kind.code()) == 0 {
+                        continue;
                     }
                 }
-                None => {
-                    let iter = trees.ev.range(lo.as_slice()..hi.as_slice());
-                    let iter: Box<dyn Iterator<Item = _>> = if q.newest_first {
-                        Box::new(iter.rev())
-                    } else {
-                        Box::new(iter)
-                    };
-                    for item in iter {
-                        let (pk, value) = item.map_err(sled_err("scan events"))?;
-                        if !visit(&pk, &value) {
-                            return Ok(n);
-                        }
+                if let Some(min) = q.min_severity {
+                    if u32::from(h.severities) >> min.number() == 0 {
+                        continue;
                     }
                 }
+                let raw = segment::events(&v).map_err(|e| corrupt(&name, e))?;
+                for line in raw.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    let light: Light = serde_json::from_slice(line)
+                        .map_err(|e| corrupt(&name, format!("stored event: {e}")))?;
+                    let ts = light.timestamp.nanos();
+                    if ts < since || ts >= until {
+                        continue;
+                    }
+                    if q.kind.is_some_and(|k| k != light.event.dataset) {
+                        continue;
+                    }
+                    if q.min_severity.is_some_and(|m| light.event.severity < m) {
+                        continue;
+                    }
+                    best.push(
+                        Hit {
+                            ts,
+                            agent: agent.to_string(),
+                            seq: light.event.sequence,
+                            json: line.to_vec(),
+                        },
+                        q.limit,
+                    );
+                }
+            }
+        }
+        let mut n = 0;
+        for hit in best.into_sorted() {
+            n += 1;
+            if !sink(&hit.json) {
+                break;
             }
         }
         Ok(n)
@@ -370,19 +478,30 @@ impl EventStore for SledStore {
             .iter()
             .map(|item| {
                 let (k, v) = item.map_err(sled_err("scan agents"))?;
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    tree: "agents".into(),
-                    reason: format!("record of {}: {e}", String::from_utf8_lossy(&k)),
+                serde_json::from_slice(&v).map_err(|e| {
+                    corrupt(
+                        "agents",
+                        format!("record of {}: {e}", String::from_utf8_lossy(&k)),
+                    )
                 })
             })
             .collect()
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
+        let days = self.stored_days();
+        let mut events = 0;
+        for (index, _) in &days {
+            events += u64_of(
+                self.day(*index)?
+                    .get(COUNT_KEY)
+                    .map_err(sled_err("read count"))?,
+            );
+        }
         Ok(StoreStats {
-            events: u64_of(self.meta.get(EVENTS_TOTAL).map_err(sled_err("read meta"))?),
+            events,
             size_bytes: self.db.size_on_disk().map_err(sled_err("size"))?,
-            days: self.stored_days().into_iter().map(|(_, n)| n).collect(),
+            days: days.into_iter().map(|(_, n)| n).collect(),
         })
     }
 
@@ -393,21 +512,17 @@ impl EventStore for SledStore {
             if index >= cutoff {
                 continue;
             }
-            let trees = self.day(index)?;
-            let removed = trees.ev.len() as u64;
             self.days
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&index);
-            for prefix in ["ag", "kd", "sv", "si", "ev"] {
-                self.db
-                    .drop_tree(format!("{prefix}/{name}"))
-                    .map_err(sled_err(format!("drop {prefix}/{name}")))?;
-            }
-            let total = u64_of(self.meta.get(EVENTS_TOTAL).map_err(sled_err("read meta"))?);
-            self.meta
-                .insert(EVENTS_TOTAL, &total.saturating_sub(removed).to_be_bytes())
-                .map_err(sled_err("write meta"))?;
+            self.seqsets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(d, _), _| *d != index);
+            self.db
+                .drop_tree(format!("d/{name}"))
+                .map_err(sled_err(format!("drop d/{name}")))?;
             dropped.push(name);
         }
         if !dropped.is_empty() {
@@ -423,12 +538,12 @@ mod tests {
     use palisade_wire::batch::{decode, encode, Limits};
     use palisade_wire::{Event, Severity};
 
-    fn batch(agent: &str, seqs: &[u64], ts: i64, kind: EventKind) -> Batch {
+    fn batch_at(agent: &str, seqs: &[u64], ts: impl Fn(u64) -> i64, kind: EventKind) -> Batch {
         let lines: Vec<Vec<u8>> = seqs
             .iter()
             .map(|&s| {
                 let mut e = Event::new(agent, kind, Severity::Low);
-                e.timestamp = Timestamp(ts + s as i64);
+                e.timestamp = Timestamp(ts(s));
                 e.seal(s);
                 e.to_json()
             })
@@ -441,15 +556,24 @@ mod tests {
         decode(&encode(agent, &pairs, 1).unwrap(), &Limits::default()).unwrap()
     }
 
-    fn all(store: &SledStore, kind: Option<EventKind>) -> Vec<Event> {
+    fn batch(agent: &str, seqs: &[u64], t0: i64, kind: EventKind) -> Batch {
+        batch_at(agent, seqs, |s| t0 + s as i64, kind)
+    }
+
+    fn query(
+        store: &SledStore,
+        kind: Option<EventKind>,
+        limit: usize,
+        newest_first: bool,
+    ) -> Vec<Event> {
         let q = Query {
             since: Timestamp(0),
             until: Timestamp(i64::MAX),
             agent: None,
             kind,
             min_severity: None,
-            limit: usize::MAX,
-            newest_first: false,
+            limit,
+            newest_first,
         };
         let mut out = Vec::new();
         store
@@ -461,21 +585,22 @@ mod tests {
         out
     }
 
+    const T: i64 = 1_700_000_000_000_000_000;
+
     #[test]
     fn duplicates_are_dropped_within_and_across_writes() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 8 << 20).unwrap();
-        let t = 1_700_000_000_000_000_000;
-        let a = batch("a", &[1, 2, 3], t, EventKind::Synthetic);
+        let a = batch("a", &[1, 2, 3], T, EventKind::Synthetic);
         let out = s.write(&[&a, &a]).unwrap();
         assert_eq!(out[0].accepted, 3);
         assert_eq!(out[1].duplicates, 3);
         let out = s
-            .write(&[&batch("a", &[3, 4], t, EventKind::Heartbeat)])
+            .write(&[&batch("a", &[3, 4], T, EventKind::Heartbeat)])
             .unwrap();
         assert_eq!((out[0].accepted, out[0].duplicates), (1, 1));
-        assert_eq!(all(&s, None).len(), 4);
-        assert_eq!(all(&s, Some(EventKind::Heartbeat)).len(), 1);
+        assert_eq!(query(&s, None, usize::MAX, false).len(), 4);
+        assert_eq!(query(&s, Some(EventKind::Heartbeat), 10, false).len(), 1);
         assert_eq!(s.stats().unwrap().events, 4);
         let agents = s.agents().unwrap();
         assert_eq!(agents[0].events, 4);
@@ -484,7 +609,7 @@ mod tests {
     }
 
     #[test]
-    fn survives_reopen_and_retention_drops_old_days() {
+    fn dedup_survives_reopen_and_retention_drops_old_days() {
         let dir = tempfile::tempdir().unwrap();
         let old = 1_600_000_000_000_000_000;
         let new = old + 200 * NANOS_PER_DAY;
@@ -496,39 +621,71 @@ mod tests {
                 .unwrap();
         }
         let s = SledStore::open(dir.path(), 8 << 20).unwrap();
-        assert_eq!(all(&s, None).len(), 2);
+        let again = s
+            .write(&[&batch("a", &[2], new, EventKind::Synthetic)])
+            .unwrap();
+        assert_eq!(again[0].duplicates, 1, "dedup state is durable");
+        assert_eq!(query(&s, None, 100, false).len(), 2);
         let dropped = s.apply_retention(Timestamp(new), 180).unwrap();
         assert_eq!(dropped.len(), 1);
-        assert_eq!(all(&s, None).len(), 1);
+        assert_eq!(query(&s, None, 100, false).len(), 1);
         assert_eq!(s.stats().unwrap().events, 1);
     }
 
     #[test]
-    fn newest_first_with_limit_and_agent_filter() {
+    fn ordering_and_limits_across_agents_segments_and_days() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 8 << 20).unwrap();
-        let t = 1_700_000_000_000_000_000;
+        // Agent a: one event per 20 minutes for 3 days (forces span splits and day splits);
+        // agent b interleaved 7 minutes later.
+        let step = 20 * 60 * 1_000_000_000i64;
+        let seqs: Vec<u64> = (1..=216).collect();
         s.write(&[
-            &batch("a", &[1, 2, 3], t, EventKind::Synthetic),
-            &batch("b", &[1], t, EventKind::Synthetic),
+            &batch_at("a", &seqs, |q| T + q as i64 * step, EventKind::Synthetic),
+            &batch_at(
+                "b",
+                &seqs,
+                |q| T + q as i64 * step + 7 * 60 * 1_000_000_000,
+                EventKind::Synthetic,
+            ),
         ])
         .unwrap();
+        let all = query(&s, None, usize::MAX, false);
+        assert_eq!(all.len(), 432);
+        assert!(all.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+        let newest = query(&s, None, 5, true);
+        let expect: Vec<_> = all
+            .iter()
+            .rev()
+            .take(5)
+            .map(|e| (e.agent.id.clone(), e.event.sequence))
+            .collect();
+        let got: Vec<_> = newest
+            .iter()
+            .map(|e| (e.agent.id.clone(), e.event.sequence))
+            .collect();
+        assert_eq!(got, expect);
+        let oldest = query(&s, None, 3, false);
+        assert_eq!(oldest[0].event.sequence, 1);
+        assert_eq!(oldest[0].agent.id, "a");
+        assert_eq!(oldest[1].agent.id, "b");
+        // A window in the middle, one agent.
         let q = Query {
-            since: Timestamp(0),
-            until: Timestamp(i64::MAX),
-            agent: Some("a".into()),
+            since: Timestamp(T + 100 * step),
+            until: Timestamp(T + 110 * step),
+            agent: Some("b".into()),
             kind: None,
             min_severity: None,
-            limit: 2,
-            newest_first: true,
+            limit: 1000,
+            newest_first: false,
         };
-        let mut seqs = Vec::new();
-        s.query(&q, &mut |v| {
-            let e: Event = serde_json::from_slice(v).unwrap();
-            seqs.push(e.event.sequence);
+        let mut n = 0;
+        s.query(&q, &mut |_| {
+            n += 1;
             true
         })
         .unwrap();
-        assert_eq!(seqs, vec![3, 2]);
+        assert_eq!(n, 10);
+        assert!(s.stats().unwrap().days.len() >= 3);
     }
 }
