@@ -210,6 +210,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_config_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/agent.example.toml");
+        let c = AgentConfig::load(&p).unwrap();
+        assert_eq!(c.ship.max_batch_events, ShipConfig::default().max_batch_events);
+        assert_eq!(c.heartbeat.interval_secs, 10);
+        assert_eq!(c.synthetic.events, 0);
+    }
+
+    #[test]
     fn example_parses_and_typos_are_caught() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.toml");

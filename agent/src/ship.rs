@@ -269,3 +269,26 @@ async fn send(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_caps_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let mut bases = Vec::new();
+        for _ in 0..8 {
+            let d = b.next_delay();
+            bases.push(d);
+        }
+        // Each delay lies in [base/2, base] for base 100, 200, 400, 800, 1000, 1000, ...
+        let expect = [100u64, 200, 400, 800, 1000, 1000, 1000, 1000];
+        for (d, base) in bases.iter().zip(expect) {
+            let ms = d.as_millis() as u64;
+            assert!(ms >= base / 2 && ms <= base, "{ms} not in [{}, {base}]", base / 2);
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

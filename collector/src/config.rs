@@ -226,6 +226,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/collector.example.toml");
+        let c = CollectorConfig::load(&p).unwrap();
+        assert_eq!(c.retention.days, 180);
+        assert_eq!(c.ingest.max_batch_bytes, IngestConfig::default().max_batch_bytes);
+        assert!(c.tls.crl.is_some());
+    }
+
+    #[test]
     fn relative_paths_follow_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
