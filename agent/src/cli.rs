@@ -21,6 +21,9 @@ pub enum CliError {
     /// Load generator trouble.
     #[error(transparent)]
     Loadgen(#[from] LoadgenError),
+    /// Replay trouble.
+    #[error(transparent)]
+    Replay(#[from] crate::replay::ReplayError),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -62,11 +65,41 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the network pipeline over a pcap/pcapng file and print or ship what it finds.
+    #[command(
+        after_long_help = "Examples:\n  palisade-agent replay capture.pcap --output-format text\n  palisade-agent replay capture.pcapng --kind alert --output-format ndjson > alerts.ndjson\n  palisade-agent replay capture.pcap --config agent.toml          # spool and ship to the collector\n  palisade-agent replay capture.pcap --speed realtime --filter 'tcp port 80' --output-format text\n\nWindows and timeouts use the capture's own timestamps, so results are reproducible.\nA summary (packets, flows, alerts, packets/s) goes to stderr.\nExit codes when printing: 0 events printed, 1 none, 2 error."
+    )]
+    Replay(ReplayArgs),
     /// Benchmark a collector with simulated agents over real mutual TLS.
     #[command(
         after_long_help = "Each simulated agent NN needs <pki-dir>/<prefix>NN.crt/.key (role agent):\n  for i in $(seq -w 0 15); do palisade-collector pki issue --dir pki --role agent --name loadgen-$i; done\n  palisade-agent loadgen --collector https://127.0.0.1:7443 --pki-dir pki --agents 16"
     )]
     Loadgen(LoadgenArgs),
+}
+
+/// `replay` flags.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The capture file (pcap or pcapng).
+    pub file: PathBuf,
+    /// `max` (as fast as possible) or `realtime` (the capture's pace).
+    #[arg(long, default_value = "max")]
+    pub speed: crate::replay::Speed,
+    /// Print events to stdout in this format instead of shipping them.
+    #[arg(long)]
+    pub output_format: Option<OutputFormat>,
+    /// Agent config: detector and flow settings, and where to ship when not printing.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// BPF filter applied to the file (tcpdump syntax).
+    #[arg(long, default_value = "")]
+    pub filter: String,
+    /// Only print events of this kind (`alert`, `flow`).
+    #[arg(long)]
+    pub kind: Option<palisade_wire::EventKind>,
+    /// Agent id stamped on events when printing without a config.
+    #[arg(long, default_value = "replay")]
+    pub agent_id: String,
 }
 
 /// `loadgen` flags.
@@ -135,6 +168,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             println!("{}: ok (agent id {id})", config.display());
             Ok(0)
         }
+        Command::Replay(a) => replay(a),
         Command::Loadgen(a) => {
             let report = runtime()?.block_on(crate::loadgen::run(LoadgenConfig {
                 collector: a.collector,
@@ -180,4 +214,118 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             Ok(0)
         }
     }
+}
+
+fn replay(a: ReplayArgs) -> Result<u8, CliError> {
+    use palisade_wire::output::{is_broken_pipe, EventWriter};
+    let config = a.config.as_deref().map(AgentConfig::load).transpose()?;
+    let (flow, detect) = match &config {
+        Some(c) => (c.flow.clone(), c.detect.clone()),
+        None => {
+            let mut detect = crate::pipeline::DetectConfig::default();
+            // Without a config the IOC lists come from ./signatures/net when it exists.
+            if !detect.ioc.dir.is_dir() {
+                eprintln!(
+                    "replay: no IOC lists at {} (give --config with [detect.ioc] dir); IOC matching is off",
+                    detect.ioc.dir.display()
+                );
+                detect.ioc.enabled = false;
+            }
+            detect.ioc.watch = false;
+            (Default::default(), detect)
+        }
+    };
+    let Some(format) = a.output_format else {
+        let Some(config) = config else {
+            return Err(CliError::Other(
+                "replay needs --output-format (print) or --config (ship to the collector)".into(),
+            ));
+        };
+        return replay_to_collector(a, config);
+    };
+    // Printing needs no certificate: the id comes from the config or --agent-id.
+    let agent_id = config
+        .as_ref()
+        .and_then(|c| c.agent_id.clone())
+        .unwrap_or_else(|| a.agent_id.clone());
+    let stdout = std::io::stdout().lock();
+    let mut w = EventWriter::new(stdout, format).map_err(|e| CliError::Other(e.to_string()))?;
+    let mut printed = 0u64;
+    let mut sink = |e: palisade_wire::Event| {
+        if a.kind.is_some_and(|k| k != e.kind()) {
+            return Ok(());
+        }
+        printed += 1;
+        w.write_event(&e)
+    };
+    let result = crate::replay::replay(
+        &a.file, &a.filter, a.speed, &flow, &detect, &agent_id, &mut sink,
+    );
+    let report = match result {
+        Ok(r) => r,
+        Err(crate::replay::ReplayError::Sink(e)) if is_broken_pipe(&e) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    match w.finish() {
+        Err(e) if !is_broken_pipe(&e) => {
+            return Err(CliError::Other(format!("cannot write output: {e}")))
+        }
+        _ => {}
+    }
+    print_summary(&report);
+    Ok(if printed > 0 { 0 } else { 1 })
+}
+
+fn print_summary(r: &crate::replay::ReplayReport) {
+    eprintln!(
+        "replay: {} packets ({} malformed), {:.1} MB, {} flows, {} alerts in {:.2} s: {:.0} packets/s, {:.2} Gbit/s; detectors: {}",
+        r.packets,
+        r.malformed,
+        r.bytes as f64 / 1e6,
+        r.flows,
+        r.alerts,
+        r.elapsed_secs,
+        r.packets_per_sec,
+        r.gbit_per_sec,
+        r.detectors.join(", ")
+    );
+}
+
+fn replay_to_collector(a: ReplayArgs, config: AgentConfig) -> Result<u8, CliError> {
+    let agent_id = crate::run::agent_identity(&config)?;
+    let spool = crate::run::open_spool(&config, &agent_id)?;
+    let mut pending = Vec::with_capacity(1000);
+    let mut spool_err = None;
+    let mut sink = |e: palisade_wire::Event| {
+        if a.kind.is_some_and(|k| k != e.kind()) {
+            return Ok(());
+        }
+        pending.push(e);
+        if pending.len() >= 1000 {
+            if let Err(err) = spool.append(std::mem::take(&mut pending)) {
+                spool_err = Some(err.to_string());
+                return Err(std::io::Error::other("spool append failed"));
+            }
+        }
+        Ok(())
+    };
+    let result = crate::replay::replay(
+        &a.file,
+        &a.filter,
+        a.speed,
+        &config.flow,
+        &config.detect,
+        &agent_id,
+        &mut sink,
+    );
+    if let Some(e) = spool_err {
+        return Err(CliError::Other(format!("cannot spool events: {e}")));
+    }
+    let report = result?;
+    spool
+        .append(pending)
+        .map_err(|e| CliError::Other(format!("cannot spool events: {e}")))?;
+    print_summary(&report);
+    runtime()?.block_on(crate::run::drain(&config, spool, &agent_id))?;
+    Ok(0)
 }

@@ -147,6 +147,15 @@ pub struct AgentConfig {
     /// Synthetic test source.
     #[serde(default)]
     pub synthetic: SyntheticConfig,
+    /// Live packet capture (off unless `interface` is set).
+    #[serde(default)]
+    pub capture: crate::capture::CaptureConfig,
+    /// Flow table.
+    #[serde(default)]
+    pub flow: crate::flow::FlowConfig,
+    /// Network detectors (`[detect.port_scan]`, `[detect.ioc]`, …).
+    #[serde(default)]
+    pub detect: crate::pipeline::DetectConfig,
 }
 
 impl AgentConfig {
@@ -213,7 +222,10 @@ mod tests {
     fn the_example_config_parses() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/agent.example.toml");
         let c = AgentConfig::load(&p).unwrap();
-        assert_eq!(c.ship.max_batch_events, ShipConfig::default().max_batch_events);
+        assert_eq!(
+            c.ship.max_batch_events,
+            ShipConfig::default().max_batch_events
+        );
         assert_eq!(c.heartbeat.interval_secs, 10);
         assert_eq!(c.synthetic.events, 0);
     }

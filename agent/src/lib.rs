@@ -2,9 +2,17 @@
 //! batches over mutual TLS and deletes only what the collector acknowledged. [`sources`] produce
 //! events (heartbeats now; network capture and integrity checks in later slices).
 
+pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod detect;
+pub mod flow;
+pub mod decode;
+pub mod live;
 pub mod loadgen;
+pub mod packet;
+pub mod pipeline;
+pub mod replay;
 pub mod run;
 pub mod ship;
 pub mod sources;

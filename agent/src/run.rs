@@ -1,6 +1,7 @@
 //! `palisade-agent run`: open the spool, start the sources and the shipper, stop cleanly.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use palisade_wire::tls::{self, Role, TlsFiles};
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
+use crate::pipeline::{NetCounters, Pipeline};
 use crate::ship::{self, ShipCounters};
 use crate::sources;
 use crate::spool::{Spool, SpoolError};
@@ -28,6 +30,12 @@ pub enum RunError {
     /// Identity does not fit.
     #[error("{0}")]
     Identity(String),
+    /// Live capture could not start.
+    #[error(transparent)]
+    Capture(#[from] crate::capture::CaptureError),
+    /// The network pipeline could not be built.
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
     /// Filesystem trouble.
     #[error("cannot create data dir {path}: {source}")]
     DataDir {
@@ -63,33 +71,113 @@ pub fn agent_identity(config: &AgentConfig) -> Result<String, RunError> {
     Ok(id.name)
 }
 
-/// Runs the agent until `shutdown` resolves.
-pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let agent_id = agent_identity(&config)?;
+/// Opens the agent's spool under its data dir.
+pub fn open_spool(config: &AgentConfig, agent_id: &str) -> Result<Arc<Spool>, RunError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    Ok(Arc::new(Spool::open(
+        &config.data_dir.join("spool"),
+        agent_id,
+        config.spool.max_bytes,
+    )?))
+}
+
+fn client(config: &AgentConfig) -> Result<Client, RunError> {
     let client_config = tls::client_config(&TlsFiles {
         ca: config.tls.ca.clone(),
         cert: config.tls.cert.clone(),
         key: config.tls.key.clone(),
     })?;
-    let client = Client::new(
+    Ok(Client::new(
         &config.collector,
         client_config,
         Duration::from_secs(config.ship.request_timeout_secs),
-    )?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
-    let spool = Arc::new(Spool::open(
-        &config.data_dir.join("spool"),
-        &agent_id,
-        config.spool.max_bytes,
-    )?);
+    )?)
+}
+
+/// Ships what is in the spool until it is empty or `ship.drain_timeout_secs` pass (used after
+/// `replay --config`).
+pub async fn drain(
+    config: &AgentConfig,
+    spool: Arc<Spool>,
+    agent_id: &str,
+) -> Result<(), RunError> {
+    let client = client(config)?;
+    let (_tx, rx) = watch::channel(true);
+    ship::run(
+        spool.clone(),
+        client,
+        agent_id.to_string(),
+        config.ship.clone(),
+        Arc::new(ShipCounters::default()),
+        rx,
+    )
+    .await;
+    spool.flush()?;
+    let (left, _) = spool.depth();
+    if left > 0 {
+        tracing::warn!(
+            events = left,
+            "events still spooled; `palisade-agent run` ships them"
+        );
+    }
+    Ok(())
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let agent_id = agent_identity(&config)?;
+    let client = client(&config)?;
+    let spool = open_spool(&config, &agent_id)?;
+    // Open the interface before anything else runs, so a missing privilege stops start-up
+    // with a clear error instead of a silent probe.
+    let capture = if config.capture.interface.is_empty() {
+        None
+    } else {
+        let source = crate::capture::Source::live(&config.capture)?;
+        let counters = Arc::new(NetCounters::default());
+        let pipeline = Pipeline::new(
+            &config.flow,
+            &config.detect,
+            &agent_id,
+            source.linktype(),
+            counters.clone(),
+        )?;
+        tracing::info!(
+            interface = %config.capture.interface,
+            detectors = ?pipeline.detector_names(),
+            "live capture open"
+        );
+        Some((source, pipeline, counters))
+    };
     let (depth, _) = spool.depth();
     tracing::info!(agent = %agent_id, collector = %config.collector, spooled = depth, "agent starting");
     let (stop_tx, stop_rx) = watch::channel(false);
     let ship_counters = Arc::new(ShipCounters::default());
 
+    let stop_capture = Arc::new(AtomicBool::new(false));
+    let mut net_counters = None;
+    let mut capture_thread = None;
+    if let Some((source, pipeline, counters)) = capture {
+        net_counters = Some(counters.clone());
+        capture_thread = Some(
+            crate::live::spawn(
+                source,
+                pipeline,
+                counters,
+                spool.clone(),
+                agent_id.clone(),
+                config.capture.clone(),
+                stop_capture.clone(),
+            )
+            .map_err(|source| RunError::DataDir {
+                path: "capture thread".into(),
+                source,
+            })?,
+        );
+    }
     let mut sources = Vec::new();
     if config.heartbeat.interval_secs > 0 {
         sources.push(tokio::spawn(sources::run_heartbeats(
@@ -97,6 +185,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             Duration::from_secs(config.heartbeat.interval_secs),
             spool.clone(),
             ship_counters.clone(),
+            net_counters,
             stop_rx.clone(),
         )));
     }
@@ -121,6 +210,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     shutdown.await;
     tracing::info!("agent stopping: sources first, then a last attempt to empty the spool");
     let _ = stop_tx.send(true);
+    stop_capture.store(true, Ordering::Relaxed);
+    if let Some(t) = capture_thread {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     for s in sources {
         let _ = s.await;
     }

@@ -286,7 +286,11 @@ mod tests {
         let expect = [100u64, 200, 400, 800, 1000, 1000, 1000, 1000];
         for (d, base) in bases.iter().zip(expect) {
             let ms = d.as_millis() as u64;
-            assert!(ms >= base / 2 && ms <= base, "{ms} not in [{}, {base}]", base / 2);
+            assert!(
+                ms >= base / 2 && ms <= base,
+                "{ms} not in [{}, {base}]",
+                base / 2
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));

@@ -10,6 +10,7 @@ use palisade_wire::{Event, EventKind, Severity};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::pipeline::NetCounters;
 use crate::ship::ShipCounters;
 use crate::spool::Spool;
 
@@ -43,7 +44,13 @@ async fn append(spool: &Arc<Spool>, events: Vec<Event>) -> bool {
 }
 
 /// Builds one heartbeat event.
-pub fn heartbeat(agent_id: &str, started: Instant, spool: &Spool, ship: &ShipCounters) -> Event {
+pub fn heartbeat(
+    agent_id: &str,
+    started: Instant,
+    spool: &Spool,
+    ship: &ShipCounters,
+    net: Option<&NetCounters>,
+) -> Event {
     let (depth, bytes) = spool.depth();
     let c = &spool.counters;
     let host = hostname();
@@ -62,6 +69,23 @@ pub fn heartbeat(agent_id: &str, started: Instant, spool: &Spool, ship: &ShipCou
                 "quarantined": ship.quarantined.load(Ordering::Relaxed),
             },
         }));
+    if let (Some(n), Some(details)) = (net, e.palisade.as_mut()) {
+        let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        details["network"] = json!({
+            "packets": r(&n.packets),
+            "bytes": r(&n.bytes),
+            "malformed": r(&n.malformed),
+            "alerts": r(&n.alerts),
+            "flows": r(&n.flows),
+            "active_flows": r(&n.active_flows),
+            "flows_evicted": r(&n.flows_evicted),
+            "capture": {
+                "received": r(&n.capture_received),
+                "dropped": r(&n.capture_dropped),
+                "if_dropped": r(&n.capture_if_dropped),
+            },
+        });
+    }
     e.event.action = Some("heartbeat".into());
     e.event.category = vec!["host".into()];
     e.event.kind_type = vec!["info".into()];
@@ -81,6 +105,7 @@ pub async fn run_heartbeats(
     interval: Duration,
     spool: Arc<Spool>,
     ship: Arc<ShipCounters>,
+    net: Option<Arc<NetCounters>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let started = Instant::now();
@@ -91,7 +116,7 @@ pub async fn run_heartbeats(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let e = heartbeat(&agent_id, started, &spool, &ship);
+        let e = heartbeat(&agent_id, started, &spool, &ship, net.as_deref());
         append(&spool, vec![e]).await;
     }
 }

@@ -6,4 +6,5 @@
 
 mod delivery;
 mod listing;
+mod network;
 mod refusals;

@@ -1,0 +1,465 @@
+//! The network probe end to end: generated captures replayed through `palisade-agent replay`
+//! (every detector, positive and negative), and live capture on loopback with alerts arriving
+//! at the collector.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use palisade_agent::capture::craft::{self, Endpoint, ACK, FIN, PSH, RST, SYN};
+use palisade_agent::capture::writer::PcapWriter;
+use palisade_tests::{bin, wait_for, Agent, Collector, Pki};
+
+const T0: i64 = 1_700_000_000 * 1_000_000_000;
+const MS: i64 = 1_000_000;
+const SEC: i64 = 1_000_000_000;
+
+fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
+    Ipv4Addr::new(a, b, c, d)
+}
+
+fn signatures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../signatures/net")
+}
+
+/// A valid mainland resident ID number (GB 11643 check digit computed here).
+fn id_number(base17: &str) -> String {
+    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = base17
+        .chars()
+        .zip(W)
+        .map(|(c, w)| c.to_digit(10).unwrap() * w)
+        .sum();
+    let check = b"10X98765432"[(sum % 11) as usize] as char;
+    format!("{base17}{check}")
+}
+
+/// A Luhn-valid card number: `prefix` plus its check digit.
+fn card_number(prefix: &str) -> String {
+    let sum: u32 = prefix
+        .chars()
+        .rev()
+        .enumerate()
+        .map(|(i, c)| {
+            let d = c.to_digit(10).unwrap();
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{prefix}{}", (10 - sum % 10) % 10)
+}
+
+const PHONES: [&str; 6] = [
+    "13812345678",
+    "13987654321",
+    "15011112222",
+    "18600001111",
+    "17722223333",
+    "19933334444",
+];
+
+/// An ordinary HTTP exchange with a full handshake and close.
+fn http_flow(w: &mut PcapWriter, t: i64, c: Endpoint, s: Endpoint, request: &[u8]) {
+    w.write(t, &craft::tcp(c, s, SYN, 100, 0, b"")).unwrap();
+    w.write(t + MS, &craft::tcp(s, c, SYN | ACK, 500, 101, b""))
+        .unwrap();
+    w.write(t + 2 * MS, &craft::tcp(c, s, ACK, 101, 501, b""))
+        .unwrap();
+    w.write(t + 3 * MS, &craft::tcp(c, s, PSH | ACK, 101, 501, request))
+        .unwrap();
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    w.write(
+        t + 5 * MS,
+        &craft::tcp(s, c, PSH | ACK, 501, 101 + request.len() as u32, resp),
+    )
+    .unwrap();
+    w.write(
+        t + 6 * MS,
+        &craft::tcp(
+            c,
+            s,
+            FIN | ACK,
+            101 + request.len() as u32,
+            501 + resp.len() as u32,
+            b"",
+        ),
+    )
+    .unwrap();
+    w.write(
+        t + 7 * MS,
+        &craft::tcp(
+            s,
+            c,
+            FIN | ACK,
+            501 + resp.len() as u32,
+            102 + request.len() as u32,
+            b"",
+        ),
+    )
+    .unwrap();
+    w.write(
+        t + 8 * MS,
+        &craft::tcp(
+            c,
+            s,
+            ACK,
+            102 + request.len() as u32,
+            502 + resp.len() as u32,
+            b"",
+        ),
+    )
+    .unwrap();
+}
+
+fn benign(w: &mut PcapWriter, t: i64) {
+    for i in 0..20u16 {
+        let c = Endpoint::new(ip(10, 1, 0, 10 + (i % 5) as u8), 50_000 + i);
+        let s = Endpoint::new(ip(10, 1, 0, 20), 80);
+        let req = format!("GET /page/{i} HTTP/1.1\r\nHost: www.gov.cn\r\nUser-Agent: test\r\n\r\n");
+        http_flow(w, t + i64::from(i) * 7 * SEC, c, s, req.as_bytes());
+        let q = craft::dns_query(i, "www.gov.cn", 1);
+        w.write(
+            t + i64::from(i) * 7 * SEC + 100 * MS,
+            &craft::udp(
+                Endpoint::new(ip(10, 1, 0, 10), 40_000 + i),
+                Endpoint::new(ip(10, 1, 0, 53), 53),
+                &q,
+            ),
+        )
+        .unwrap();
+    }
+    let mac = craft::mac_for(ip(10, 1, 0, 1).into());
+    w.write(
+        t + 3 * SEC,
+        &craft::arp(
+            2,
+            mac,
+            ip(10, 1, 0, 1),
+            craft::mac_for(ip(10, 1, 0, 10).into()),
+            ip(10, 1, 0, 10),
+        ),
+    )
+    .unwrap();
+}
+
+fn attacks(w: &mut PcapWriter, t: i64) {
+    let victim = ip(10, 1, 0, 20);
+    // 1. Vertical SYN scan: 300 ports in 3 s, answered by RSTs.
+    for port in 1..=300u16 {
+        let a = Endpoint::new(ip(10, 1, 0, 66), 61_000);
+        let v = Endpoint::new(victim, port);
+        let ts = t + i64::from(port) * 10 * MS;
+        w.write(ts, &craft::tcp(a, v, SYN, 1, 0, b"")).unwrap();
+        w.write(ts + MS, &craft::tcp(v, a, RST | ACK, 0, 2, b""))
+            .unwrap();
+    }
+    // 2. SYN flood: 12,000 SYNs from spoofed sources to one port in 2.4 s (5,000/s).
+    for i in 0..12_000u32 {
+        let src = Endpoint::new(
+            ip(172, 16, (i / 250) as u8, (i % 250) as u8 + 1),
+            1024 + (i % 60_000) as u16,
+        );
+        w.write(
+            t + 10 * SEC + i64::from(i) * 200_000,
+            &craft::tcp(src, Endpoint::new(victim, 443), SYN, i, 0, b""),
+        )
+        .unwrap();
+    }
+    // 3. ARP spoofing: the gateway's IP moves to another MAC.
+    let gw = ip(10, 1, 0, 1);
+    let real = craft::mac_for(gw.into());
+    let evil = [0x02, 0xba, 0xd0, 0x00, 0x00, 0x66];
+    let host = ip(10, 1, 0, 10);
+    w.write(
+        t + 20 * SEC,
+        &craft::arp(2, real, gw, craft::mac_for(host.into()), host),
+    )
+    .unwrap();
+    w.write(
+        t + 21 * SEC,
+        &craft::arp(2, evil, gw, craft::mac_for(host.into()), host),
+    )
+    .unwrap();
+    // 4. DNS tunnelling: 200 high-entropy subdomains of one domain.
+    let mut state = 0x9e37_79b9_u32;
+    for i in 0..200u16 {
+        let label: String = (0..40)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                b"abcdefghijklmnopqrstuvwxyz0123456789"[(state % 36) as usize] as char
+            })
+            .collect();
+        let q = craft::dns_query(i, &format!("{label}.t.tunnelco.example"), 16);
+        w.write(
+            t + 30 * SEC + i64::from(i) * 100 * MS,
+            &craft::udp(
+                Endpoint::new(ip(10, 1, 0, 30), 30_000 + i),
+                Endpoint::new(ip(10, 1, 0, 53), 53),
+                &q,
+            ),
+        )
+        .unwrap();
+    }
+    // 5. IOC: a lookup of a listed command-and-control domain.
+    let q = craft::dns_query(7, "beacon.c2.example.net", 1);
+    w.write(
+        t + 60 * SEC,
+        &craft::udp(
+            Endpoint::new(ip(10, 1, 0, 31), 33_333),
+            Endpoint::new(ip(10, 1, 0, 53), 53),
+            &q,
+        ),
+    )
+    .unwrap();
+    // 6. Sensitive data in clear text: an ID number, a card and a list of phone numbers
+    //    posted over HTTP.
+    let body = format!(
+        "name=zhang&id={}&card={}&contacts={}",
+        id_number("11010519491231002"),
+        card_number("622202020011223344"),
+        PHONES.join(",")
+    );
+    let req = format!(
+        "POST /apply HTTP/1.1\r\nHost: portal.example.gov.cn\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_flow(
+        w,
+        t + 70 * SEC,
+        Endpoint::new(ip(10, 1, 0, 40), 55_555),
+        Endpoint::new(ip(10, 9, 0, 80), 80),
+        req.as_bytes(),
+    );
+    // 7. Beaconing: a connection to the same host:port every 60 s (±0.5 s), 20 times.
+    for i in 0..20i64 {
+        let jitter = if i % 2 == 0 { 500 * MS } else { -400 * MS };
+        let ts = t + 100 * SEC + i * 60 * SEC + jitter;
+        let c = Endpoint::new(ip(10, 1, 0, 50), 40_000 + i as u16);
+        let s = Endpoint::new(ip(198, 18, 0, 9), 8443);
+        w.write(ts, &craft::tcp(c, s, SYN, 1, 0, b"")).unwrap();
+        w.write(ts + 20 * MS, &craft::tcp(s, c, SYN | ACK, 1, 2, b""))
+            .unwrap();
+        w.write(ts + 40 * MS, &craft::tcp(c, s, ACK, 2, 2, b""))
+            .unwrap();
+        w.write(ts + 60 * MS, &craft::tcp(c, s, FIN | ACK, 2, 2, b""))
+            .unwrap();
+        w.write(ts + 80 * MS, &craft::tcp(s, c, FIN | ACK, 2, 3, b""))
+            .unwrap();
+    }
+}
+
+fn replay(pcap: &Path, dir: &Path) -> (Option<i32>, Vec<serde_json::Value>, String) {
+    let config = dir.join("replay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "collector = \"https://127.0.0.1:1\"\ndata_dir = \"{}\"\n[tls]\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n[detect.ioc]\ndir = \"{}\"\nwatch = false\n",
+            dir.join("data").display(),
+            signatures().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin("palisade-agent"))
+        .args([
+            "replay",
+            pcap.to_str().unwrap(),
+            "--output-format",
+            "ndjson",
+            "--kind",
+            "alert",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson"))
+        .collect();
+    (
+        out.status.code(),
+        events,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn rule_ids(events: &[serde_json::Value]) -> BTreeSet<String> {
+    events
+        .iter()
+        .filter_map(|e| e["rule"]["id"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn replay_finds_every_attack_and_nothing_in_benign_traffic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let benign_pcap = tmp.path().join("benign.pcap");
+    let mut w = PcapWriter::create(&benign_pcap).unwrap();
+    benign(&mut w, T0);
+    w.finish().unwrap();
+    let (code, events, stderr) = replay(&benign_pcap, tmp.path());
+    assert_eq!(
+        code,
+        Some(1),
+        "benign traffic raised alerts: {:?}\n{stderr}",
+        rule_ids(&events)
+    );
+    assert!(stderr.contains("packets"), "summary on stderr: {stderr}");
+
+    let attack_pcap = tmp.path().join("attack.pcap");
+    let mut w = PcapWriter::create(&attack_pcap).unwrap();
+    benign(&mut w, T0);
+    attacks(&mut w, T0 + 200 * SEC);
+    w.finish().unwrap();
+    let (code, events, stderr) = replay(&attack_pcap, tmp.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    let ids = rule_ids(&events);
+    for want in [
+        "palisade.net.port_scan.vertical",
+        "palisade.net.flood.syn",
+        "palisade.net.arp_spoof.mac_change",
+        "palisade.net.ioc.domain",
+        "palisade.net.pii.id_card",
+        "palisade.net.pii.mobile",
+        "palisade.net.pii.bank_card",
+        "palisade.net.beacon.periodic",
+    ] {
+        assert!(ids.contains(want), "{want} missing from {ids:?}\n{stderr}");
+    }
+    assert!(
+        ids.iter()
+            .any(|i| i.starts_with("palisade.net.dns_tunnel.")),
+        "{ids:?}"
+    );
+    // Alerts carry the 5-tuple, rule, severity and evidence; PII is masked.
+    let scan = events
+        .iter()
+        .find(|e| e["rule"]["id"] == "palisade.net.port_scan.vertical")
+        .unwrap();
+    assert_eq!(scan["source"]["ip"], "10.1.0.66");
+    assert_eq!(scan["destination"]["ip"], "10.1.0.20");
+    assert!(scan["event"]["severity"].as_u64().unwrap() >= 3);
+    assert!(scan["palisade"]["evidence"].is_object());
+    let all = serde_json::to_string(&events).unwrap();
+    assert!(
+        !all.contains(&id_number("11010519491231002")),
+        "a full ID number leaked into an event"
+    );
+    for phone in PHONES {
+        assert!(
+            !all.contains(phone),
+            "a full phone number leaked into an event"
+        );
+    }
+    assert!(
+        !all.contains(&card_number("622202020011223344")),
+        "a full card number leaked"
+    );
+    // Reproducible: the same capture gives the same alerts.
+    let (_, again, _) = replay(&attack_pcap, tmp.path());
+    assert_eq!(rule_ids(&again), ids);
+    assert_eq!(again.len(), events.len());
+}
+
+#[test]
+fn malformed_and_truncated_packets_are_counted_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pcap = tmp.path().join("junk.pcap");
+    let mut w = PcapWriter::create(&pcap).unwrap();
+    let good = craft::tcp(
+        Endpoint::new(ip(10, 0, 0, 1), 1),
+        Endpoint::new(ip(10, 0, 0, 2), 2),
+        SYN,
+        1,
+        0,
+        b"",
+    );
+    for cut in 0..good.len() {
+        w.write(T0 + cut as i64 * MS, &good[..cut]).unwrap();
+    }
+    w.write(T0 + SEC, &[0xff; 300]).unwrap();
+    w.finish().unwrap();
+    let out = std::process::Command::new(bin("palisade-agent"))
+        .args(["replay", pcap.to_str().unwrap(), "--output-format", "json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0) | Some(1)), "{stderr}");
+    assert!(stderr.contains("malformed"), "{stderr}");
+    let _: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("valid json array");
+}
+
+#[test]
+fn live_capture_on_loopback_sends_a_scan_alert_to_the_collector() {
+    if !is_root() {
+        println!("skipped: live capture needs root or CAP_NET_RAW, and this test runs as uid != 0");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::init(&tmp.path().join("pki"));
+    pki.issue("agent", "probe-live");
+    let collector = Collector::start(&tmp.path().join("collector"), &pki, 0, "");
+    let _agent = Agent::start(
+        &tmp.path().join("agent"),
+        &pki,
+        "probe-live",
+        &collector.url,
+        &format!(
+            "[heartbeat]\ninterval_secs = 1\n[capture]\ninterface = \"lo\"\nbpf_filter = \"host 127.0.0.2\"\nimmediate = true\n[detect.ioc]\ndir = \"{}\"\n",
+            signatures().display()
+        ),
+    );
+    // Wait until the agent is up (its heartbeat arrives), then scan 127.0.0.2 for real.
+    wait_for(Duration::from_secs(30), || {
+        (!collector.events(&pki, &["--kind", "heartbeat"]).is_empty()).then_some(())
+    })
+    .expect("agent heartbeat");
+    for port in 20_000..20_300u16 {
+        let _ =
+            TcpStream::connect_timeout(&(ip(127, 0, 0, 2), port).into(), Duration::from_millis(50));
+    }
+    let alert = wait_for(Duration::from_secs(30), || {
+        collector
+            .events(&pki, &["--kind", "alert"])
+            .into_iter()
+            .find(|e| e["rule"]["id"] == "palisade.net.port_scan.vertical")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no scan alert at the collector; agent log:\n{}",
+            _agent.log_text()
+        )
+    });
+    assert_eq!(alert["destination"]["ip"], "127.0.0.2");
+    assert_eq!(alert["agent"]["id"], "probe-live");
+    // Heartbeats report the capture's packet counters.
+    wait_for(Duration::from_secs(30), || {
+        collector
+            .events(&pki, &["--kind", "heartbeat"])
+            .into_iter()
+            .find(|hb| hb["palisade"]["network"]["packets"].as_u64().unwrap_or(0) > 0)
+    })
+    .expect("a heartbeat with capture counters");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
