@@ -70,6 +70,24 @@ pub enum Command {
         after_long_help = "Examples:\n  palisade-agent replay capture.pcap --output-format text\n  palisade-agent replay capture.pcapng --kind alert --output-format ndjson > alerts.ndjson\n  palisade-agent replay capture.pcap --config agent.toml          # spool and ship to the collector\n  palisade-agent replay capture.pcap --speed realtime --filter 'tcp port 80' --output-format text\n\nWindows and timeouts use the capture's own timestamps, so results are reproducible.\nA summary (packets, flows, alerts, packets/s) goes to stderr.\nExit codes when printing: 0 events printed, 1 none, 2 error."
     )]
     Replay(ReplayArgs),
+    /// Write a synthetic mixed capture for benchmarks (deterministic for a seed).
+    #[command(
+        after_long_help = "Examples:\n  palisade-agent gen-capture --out /tmp/mixed.pcap --bytes 1000000000 --flows 100000"
+    )]
+    GenCapture {
+        /// Output pcap file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Approximate size of traffic to write, in bytes.
+        #[arg(long, default_value_t = 1_000_000_000)]
+        bytes: u64,
+        /// Distinct client/server pairs cycled through.
+        #[arg(long, default_value_t = 100_000)]
+        flows: u64,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Benchmark a collector with simulated agents over real mutual TLS.
     #[command(
         after_long_help = "Each simulated agent NN needs <pki-dir>/<prefix>NN.crt/.key (role agent):\n  for i in $(seq -w 0 15); do palisade-collector pki issue --dir pki --role agent --name loadgen-$i; done\n  palisade-agent loadgen --collector https://127.0.0.1:7443 --pki-dir pki --agents 16"
@@ -169,6 +187,23 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             Ok(0)
         }
         Command::Replay(a) => replay(a),
+        Command::GenCapture {
+            out,
+            bytes,
+            flows,
+            seed,
+        } => {
+            let r = crate::gencap::generate(&out, bytes, flows, seed)
+                .map_err(|e| CliError::Other(format!("cannot write {}: {e}", out.display())))?;
+            println!(
+                "{}: {} packets, {:.1} MB, {} TCP flows",
+                out.display(),
+                r.packets,
+                r.bytes as f64 / 1e6,
+                r.flows
+            );
+            Ok(0)
+        }
         Command::Loadgen(a) => {
             let report = runtime()?.block_on(crate::loadgen::run(LoadgenConfig {
                 collector: a.collector,

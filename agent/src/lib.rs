@@ -5,9 +5,10 @@
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod decode;
 pub mod detect;
 pub mod flow;
-pub mod decode;
+pub mod gencap;
 pub mod live;
 pub mod loadgen;
 pub mod packet;

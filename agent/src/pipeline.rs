@@ -94,6 +94,7 @@ pub struct Pipeline {
     flows: FlowTable,
     detectors: Vec<Box<dyn Detector>>,
     last_tick: i64,
+    community_id_seed: u16,
     counters: Arc<NetCounters>,
 }
 
@@ -281,6 +282,7 @@ impl Pipeline {
             flows: FlowTable::new(flow.clone(), agent_id),
             detectors: detectors(detect, agent_id)?,
             last_tick: i64::MIN,
+            community_id_seed: flow.community_id_seed,
             counters,
         })
     }
@@ -306,7 +308,7 @@ impl Pipeline {
         if out.len() > before {
             let cid = update
                 .and_then(|u| self.flows.get(u.id))
-                .map(|f| f.community_id(0));
+                .map(|f| f.community_id(self.community_id_seed));
             for e in &mut out[before..] {
                 if let (Some(cid), Some(net)) = (&cid, e.network.as_mut()) {
                     if net.community_id.is_none() {

@@ -230,7 +230,10 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/collector.example.toml");
         let c = CollectorConfig::load(&p).unwrap();
         assert_eq!(c.retention.days, 180);
-        assert_eq!(c.ingest.max_batch_bytes, IngestConfig::default().max_batch_bytes);
+        assert_eq!(
+            c.ingest.max_batch_bytes,
+            IngestConfig::default().max_batch_bytes
+        );
         assert!(c.tls.crl.is_some());
     }
 

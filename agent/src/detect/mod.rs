@@ -45,7 +45,13 @@ pub struct AlertBuilder {
 
 impl AlertBuilder {
     /// A new alert from `agent_id` at capture time `ts`.
-    pub fn new(agent_id: &str, ts: i64, rule_id: &str, rule_name: &str, severity: Severity) -> Self {
+    pub fn new(
+        agent_id: &str,
+        ts: i64,
+        rule_id: &str,
+        rule_name: &str,
+        severity: Severity,
+    ) -> Self {
         let mut event = Event::new(agent_id, EventKind::Alert, severity);
         event.timestamp = Timestamp(ts);
         event.rule = Some(Rule {
