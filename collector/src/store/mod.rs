@@ -1,6 +1,7 @@
 //! Event storage behind a small trait, so a second backend can replace sled if it ever fails our
 //! crash tests. The sled backend is in [`sled_store`].
 
+mod segfile;
 mod segment;
 mod seqset;
 pub mod sled_store;
@@ -22,6 +23,14 @@ pub enum StoreError {
         context: String,
         /// sled's error.
         source: sled::Error,
+    },
+    /// A segment file could not be written or read.
+    #[error("segment file {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
     },
     /// Stored bytes that do not decode.
     #[error("corrupt store record in {tree}: {reason}")]

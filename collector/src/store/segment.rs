@@ -15,7 +15,7 @@ use std::io;
 /// window a segment holding matching events may start.
 pub const MAX_SPAN_NANOS: i64 = 3_600 * 1_000_000_000;
 
-const HEADER_LEN: usize = 1 + 4 + 8 + 8 + 4 + 1 + 8 + 8 + 4;
+pub(crate) const HEADER_LEN: usize = 1 + 4 + 8 + 8 + 4 + 1 + 8 + 8 + 4;
 
 pub(crate) fn ts_bytes(ts: i64) -> [u8; 8] {
     ((ts as u64) ^ (1 << 63)).to_be_bytes()

@@ -1,12 +1,14 @@
 //! The sled backend. One tree per UTC day (`d/YYYY-MM-DD`, so retention is `drop_tree`) holding:
 //!
 //! ```text
-//! S | ts_min | agent | first_seq   -> segment (see `segment`): a run of one agent's events
+//! S | ts_min | agent | first_seq   -> pointer to a segment (see `segment`, `segfile`): a run of
+//!                                    one agent's events; the body is in `segments/<day>.seg`
 //! D | agent                       -> the agent's stored sequence numbers that day (`SeqSet`)
 //! C                               -> events stored that day (u64)
 //! ```
 //! plus an `agents` tree (what `status` shows). A group commit writes each day's segments,
-//! sequence sets and count in one atomic `apply_batch`, then one `flush` (fsync) for the group:
+//! sequence sets and count in one atomic `apply_batch` (after the segment bodies are appended to
+//! their day file and fsynced), then one `flush` (fsync) for the group:
 //! a segment and the dedup record that covers it are durable together or not at all, and
 //! nothing is acknowledged before the flush.
 //!
@@ -23,6 +25,7 @@ use palisade_wire::batch::Batch;
 use palisade_wire::{EventKind, Timestamp};
 use serde::Deserialize;
 
+use super::segfile::SegmentFiles;
 use super::segment::{self, Builder, MAX_SPAN_NANOS};
 use super::seqset::SeqSet;
 use super::{AgentRecord, BatchOutcome, EventStore, Query, StoreError, StoreStats};
@@ -68,6 +71,7 @@ fn seqset_key(agent: &str) -> Vec<u8> {
 /// The sled event store.
 pub struct SledStore {
     db: sled::Db,
+    files: SegmentFiles,
     agents: sled::Tree,
     days: Mutex<HashMap<i64, sled::Tree>>,
     /// Sequence sets by (day, agent); only the writer changes them, after a successful flush.
@@ -164,14 +168,16 @@ impl Best {
 impl SledStore {
     /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let files = SegmentFiles::new(dir.join("segments"))?;
         let db = sled::Config::new()
-            .path(dir)
+            .path(dir.join("index"))
             .cache_capacity(cache_bytes)
             .open()
             .map_err(sled_err(format!("cannot open {}", dir.display())))?;
         let agents = db.open_tree("agents").map_err(sled_err("open agents"))?;
         Ok(SledStore {
             db,
+            files,
             agents,
             days: Mutex::new(HashMap::new()),
             seqsets: Mutex::new(HashMap::new()),
@@ -352,8 +358,11 @@ impl EventStore for SledStore {
             let value = builder
                 .finish(SEGMENT_ZSTD_LEVEL)
                 .map_err(|e| corrupt(&day_name(day), format!("cannot compress segment: {e}")))?;
-            per_day.entry(day).or_default().insert(key, value);
+            let pointer = self.files.append(&day_name(day), &value)?;
+            per_day.entry(day).or_default().insert(key, pointer);
         }
+        // Bodies are durable before any pointer to them is.
+        self.files.sync()?;
         for ((day, agent), set) in &staged {
             if counts.contains_key(day) {
                 per_day
@@ -437,7 +446,8 @@ impl EventStore for SledStore {
                         continue;
                     }
                 }
-                let raw = segment::events(&v).map_err(|e| corrupt(&name, e))?;
+                let body = self.files.read(&name, &v)?;
+                let raw = segment::events(&body).map_err(|e| corrupt(&name, e))?;
                 for line in raw.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                     let light: Light = serde_json::from_slice(line)
                         .map_err(|e| corrupt(&name, format!("stored event: {e}")))?;
@@ -500,7 +510,7 @@ impl EventStore for SledStore {
         }
         Ok(StoreStats {
             events,
-            size_bytes: self.db.size_on_disk().map_err(sled_err("size"))?,
+            size_bytes: self.db.size_on_disk().map_err(sled_err("size"))? + self.files.size(),
             days: days.into_iter().map(|(_, n)| n).collect(),
         })
     }
@@ -523,6 +533,7 @@ impl EventStore for SledStore {
             self.db
                 .drop_tree(format!("d/{name}"))
                 .map_err(sled_err(format!("drop d/{name}")))?;
+            self.files.remove(&name)?;
             dropped.push(name);
         }
         if !dropped.is_empty() {
