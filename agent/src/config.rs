@@ -5,34 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Errors reading or checking a config file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// TOML syntax error or unknown key (with line and column).
-    #[error("invalid config {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// toml's message.
-        message: String,
-    },
-    /// A value out of range.
-    #[error("invalid config {path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-}
+pub use palisade_wire::config::ConfigError;
 
 /// `[tls]`: the agent's certificate (role `agent`, CN = agent id) and the collector's CA.
 #[derive(Clone, Debug, Deserialize)]
@@ -159,32 +132,21 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Reads, parses and checks `path`.
+    /// Reads, parses and checks `path`; relative paths become relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut c: AgentConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        for p in [
-            &mut c.data_dir,
-            &mut c.tls.ca,
-            &mut c.tls.cert,
-            &mut c.tls.key,
-        ] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
-        c.check().map_err(|message| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })?;
-        Ok(c)
+        palisade_wire::config::load_toml(path, |c: &mut AgentConfig, base| {
+            palisade_wire::config::resolve_paths(
+                base,
+                [
+                    &mut c.data_dir,
+                    &mut c.tls.ca,
+                    &mut c.tls.cert,
+                    &mut c.tls.key,
+                    &mut c.detect.ioc.dir,
+                ],
+            );
+            c.check()
+        })
     }
 
     /// Range checks serde cannot express.

@@ -312,24 +312,11 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    palisade_wire::process::runtime()
         .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
+pub use palisade_wire::process::shutdown_signal;
 
 fn serve(args: ServeArgs) -> Result<Outcome, CliError> {
     let mut config = CollectorConfig::load(&args.config)?;

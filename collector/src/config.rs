@@ -6,34 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Errors reading or checking a config file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// TOML syntax error or unknown key (the message carries line and column).
-    #[error("invalid config {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// toml's message, with line and column.
-        message: String,
-    },
-    /// A value out of range.
-    #[error("invalid config {path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-}
+pub use palisade_wire::config::ConfigError;
 
 /// `[tls]`: the collector's certificate and the CA its clients must be signed by.
 #[derive(Clone, Debug, Deserialize)]
@@ -149,37 +122,19 @@ fn default_listen() -> SocketAddr {
 impl CollectorConfig {
     /// Reads, parses and checks `path`; relative paths become relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut config: CollectorConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        config.resolve_paths(base);
-        config.check().map_err(|message| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })?;
-        Ok(config)
-    }
-
-    fn resolve_paths(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
+        palisade_wire::config::load_toml(path, |c: &mut CollectorConfig, base| {
+            let mut paths = vec![
+                &mut c.data_dir,
+                &mut c.tls.ca,
+                &mut c.tls.cert,
+                &mut c.tls.key,
+            ];
+            if let Some(crl) = c.tls.crl.as_mut() {
+                paths.push(crl);
             }
-        };
-        fix(&mut self.data_dir);
-        fix(&mut self.tls.ca);
-        fix(&mut self.tls.cert);
-        fix(&mut self.tls.key);
-        if let Some(crl) = self.tls.crl.as_mut() {
-            fix(crl);
-        }
+            palisade_wire::config::resolve_paths(base, paths);
+            c.check()
+        })
     }
 
     /// Range checks that serde cannot express.

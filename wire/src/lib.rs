@@ -4,8 +4,10 @@
 
 pub mod batch;
 pub mod client;
+pub mod config;
 pub mod event;
 pub mod output;
+pub mod process;
 pub mod tls;
 
 pub use event::{Event, EventKind, Severity, Timestamp};
