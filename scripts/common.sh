@@ -5,8 +5,9 @@ PALISADE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/palisade-target}"
 PALISADE_BIN="$CARGO_TARGET_DIR/release"
 
-# Debian packages the build and the tests need: libpcap headers (network capture), pkg-config.
-PALISADE_APT_PACKAGES=(libpcap-dev pkg-config)
+# Debian packages the build and the tests need: libpcap headers (network capture), pkg-config,
+# and python3-dpkt for the public sample captures the decoder tests read.
+PALISADE_APT_PACKAGES=(libpcap-dev pkg-config python3-dpkt)
 
 ensure_system_packages() {
     local missing=()

@@ -299,6 +299,11 @@ fn replay(a: ReplayArgs) -> Result<u8, CliError> {
 }
 
 fn print_summary(r: &crate::replay::ReplayReport) {
+    if let Some(e) = &r.read_error {
+        eprintln!(
+            "replay: warning: the capture ended early ({e}); results cover the packets before it"
+        );
+    }
     eprintln!(
         "replay: {} packets ({} malformed), {:.1} MB, {} flows, {} alerts in {:.2} s: {:.0} packets/s, {:.2} Gbit/s; detectors: {}",
         r.packets,

@@ -67,6 +67,9 @@ pub struct ReplayReport {
     pub gbit_per_sec: f64,
     /// Detectors that ran.
     pub detectors: Vec<&'static str>,
+    /// A read error that ended the file early (e.g. a truncated capture); everything read
+    /// before it was processed and delivered.
+    pub read_error: Option<String>,
 }
 
 /// Runs `path` through the pipeline; every event goes to `sink` as soon as it is produced.
@@ -87,11 +90,17 @@ pub fn replay(
     let mut first_ts: Option<i64> = None;
     let mut last_ts = 0i64;
     let mut out = Vec::with_capacity(64);
+    let mut read_error = None;
     loop {
-        let raw = match source.next_packet()? {
-            Next::Packet(p) => p,
-            Next::Idle => continue,
-            Next::End => break,
+        let raw = match source.next_packet() {
+            Ok(Next::Packet(p)) => p,
+            Ok(Next::Idle) => continue,
+            Ok(Next::End) => break,
+            // Keep what was read: finish the pipeline on it and report the error.
+            Err(e) => {
+                read_error = Some(e.to_string());
+                break;
+            }
         };
         if speed == Speed::Realtime {
             let first = *first_ts.get_or_insert(raw.ts);
@@ -124,5 +133,6 @@ pub fn replay(
         packets_per_sec: packets as f64 / elapsed,
         gbit_per_sec: bytes as f64 * 8.0 / elapsed / 1e9,
         detectors: pipeline.detector_names(),
+        read_error,
     })
 }

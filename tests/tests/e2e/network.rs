@@ -463,3 +463,63 @@ fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Public captures shipped by Debian's python3-dpkt (installed by the test scripts).
+const DPKT_DATA: &str = "/usr/share/doc/python3-dpkt/examples/data";
+
+fn replay_file(path: &Path) -> (Option<i32>, Vec<serde_json::Value>, String) {
+    let out = std::process::Command::new(bin("palisade-agent"))
+        .args([
+            "replay",
+            path.to_str().unwrap(),
+            "--output-format",
+            "ndjson",
+        ])
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson"))
+        .collect();
+    (
+        out.status.code(),
+        events,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn public_dpkt_captures_decode_into_flows() {
+    let dir = Path::new(DPKT_DATA);
+    if !dir.is_dir() {
+        println!(
+            "skipped: {DPKT_DATA} is missing (apt-get install python3-dpkt; scripts/test.sh does)"
+        );
+        return;
+    }
+    let protocols = |events: &[serde_json::Value]| -> BTreeSet<String> {
+        events
+            .iter()
+            .filter_map(|e| e["network"]["protocol"].as_str().map(String::from))
+            .collect()
+    };
+    let (code, events, stderr) = replay_file(&dir.join("http.pcap"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(protocols(&events).contains("http"), "{stderr}");
+    assert!(stderr.contains("(0 malformed)"), "{stderr}");
+    let (code, events, stderr) = replay_file(&dir.join("dns_icmp.pcap"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(protocols(&events).contains("dns"), "{stderr}");
+    // A packet cut short inside the DNS message is counted as malformed, not fatal.
+    let (code, _, stderr) = replay_file(&dir.join("truncated_dns.pcap"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("(1 malformed)"), "{stderr}");
+    // A capture file cut short: what was read is still processed, and the cause is reported.
+    let (code, events, stderr) = replay_file(&dir.join("truncated_dns_2.pcap"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!events.is_empty(), "{stderr}");
+    assert!(
+        stderr.contains("ended early") && stderr.contains("truncated"),
+        "{stderr}"
+    );
+}
