@@ -328,25 +328,26 @@ impl Pipeline {
     /// Capture time reached `now`: expire flows and detector windows.
     pub fn tick(&mut self, now: i64, out: &mut Vec<Event>) {
         self.last_tick = now;
-        let before = out.len();
-        for d in &mut self.detectors {
-            d.on_tick(now, out);
-        }
-        let alerts = out.len() - before;
-        let flows_before = out.len();
-        self.flows.expire(now, out);
-        self.account(alerts as u64, (out.len() - flows_before) as u64);
+        self.advance(now, false, out);
     }
 
     /// End of input: emit every open flow and final detector state.
     pub fn finish(&mut self, now: i64, out: &mut Vec<Event>) {
+        self.advance(now, true, out);
+    }
+
+    fn advance(&mut self, now: i64, flush_all_flows: bool, out: &mut Vec<Event>) {
         let before = out.len();
         for d in &mut self.detectors {
             d.on_tick(now, out);
         }
         let alerts = out.len() - before;
         let flows_before = out.len();
-        self.flows.flush_all(out);
+        if flush_all_flows {
+            self.flows.flush_all(out);
+        } else {
+            self.flows.expire(now, out);
+        }
         self.account(alerts as u64, (out.len() - flows_before) as u64);
     }
 

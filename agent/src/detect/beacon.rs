@@ -377,31 +377,10 @@ impl Detector for BeaconDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
-
-    const SEC: i64 = 1_000_000_000;
-    const T0: i64 = 1_700_000_000 * SEC;
-
-    fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
-    }
+    use crate::detect::testkit::{ip, tcp, udp, SEC, T0};
 
     fn syn(ts: i64, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> PacketMeta<'static> {
-        let mut p = PacketMeta::empty(ts);
-        p.src_ip = Some(src);
-        p.dst_ip = Some(dst);
-        p.ip_proto = proto::TCP;
-        p.src_port = sport;
-        p.dst_port = dport;
-        p.tcp_flags = tcp_flags::SYN;
-        p
-    }
-
-    fn udp(ts: i64, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> PacketMeta<'static> {
-        let mut p = syn(ts, src, dst, sport, dport);
-        p.ip_proto = proto::UDP;
-        p.tcp_flags = 0;
-        p
+        tcp(ts, src, dst, sport, dport, tcp_flags::SYN)
     }
 
     fn run(det: &mut BeaconDetector, packets: &[PacketMeta<'_>]) -> Vec<Event> {

@@ -127,3 +127,47 @@ pub fn transport_name(proto: u8) -> Option<&'static str> {
         _ => None,
     }
 }
+
+/// Packet builders shared by the detectors' tests.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use crate::packet::{proto, PacketMeta};
+
+    /// One second in nanoseconds.
+    pub const SEC: i64 = 1_000_000_000;
+    /// A capture start time.
+    pub const T0: i64 = 1_700_000_000 * SEC;
+
+    /// An IPv4 address.
+    pub fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    /// A TCP packet with `flags`.
+    pub fn tcp(
+        ts: i64,
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    ) -> PacketMeta<'static> {
+        let mut p = PacketMeta::empty(ts);
+        p.src_ip = Some(src);
+        p.dst_ip = Some(dst);
+        p.ip_proto = proto::TCP;
+        p.src_port = sport;
+        p.dst_port = dport;
+        p.tcp_flags = flags;
+        p
+    }
+
+    /// A UDP packet.
+    pub fn udp(ts: i64, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> PacketMeta<'static> {
+        let mut p = tcp(ts, src, dst, sport, dport, 0);
+        p.ip_proto = proto::UDP;
+        p
+    }
+}

@@ -437,32 +437,7 @@ impl Detector for PortScanDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
-
-    const SEC: i64 = 1_000_000_000;
-    const T0: i64 = 1_700_000_000 * SEC;
-
-    fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
-    }
-
-    fn tcp(
-        ts: i64,
-        src: IpAddr,
-        dst: IpAddr,
-        sport: u16,
-        dport: u16,
-        flags: u8,
-    ) -> PacketMeta<'static> {
-        let mut p = PacketMeta::empty(ts);
-        p.src_ip = Some(src);
-        p.dst_ip = Some(dst);
-        p.ip_proto = proto::TCP;
-        p.src_port = sport;
-        p.dst_port = dport;
-        p.tcp_flags = flags;
-        p
-    }
+    use crate::detect::testkit::{ip, tcp, SEC, T0};
 
     fn evidence(e: &Event) -> &serde_json::Value {
         &e.palisade.as_ref().expect("palisade")["evidence"]
