@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use palisade_wire::{Event, Severity};
 use serde::Deserialize;
+use rustc_hash::FxBuildHasher;
 use serde_json::json;
 
 use super::{AlertBuilder, Detector};
@@ -233,12 +234,20 @@ pub struct ListEntry {
     pub line: usize,
 }
 
+/// A map keyed by list entries. FxHash instead of the keyed std hasher: the contents are the
+/// operator's lists, and lookups with attacker-chosen keys can neither grow the table nor
+/// lengthen its probe chains, while every packet pays for two address lookups per prefix length.
+type ListMap<K> = HashMap<K, ListEntry, FxBuildHasher>;
+
 /// IPs and CIDR blocks, looked up by longest prefix.
 #[derive(Debug, Default)]
 struct IpSet {
     /// Per prefix length present, longest first: network address → entry.
-    v4: Vec<(u8, HashMap<u32, ListEntry>)>,
-    v6: Vec<(u8, HashMap<u128, ListEntry>)>,
+    v4: Vec<(u8, ListMap<u32>)>,
+    v6: Vec<(u8, ListMap<u128>)>,
+    /// One bit per IPv4 /16 that any entry overlaps (empty when there are no IPv4 entries):
+    /// most addresses are ruled out by one bit test instead of a lookup per prefix length.
+    v4_slash16: Vec<u64>,
 }
 
 impl IpSet {
@@ -251,6 +260,11 @@ impl IpSet {
         match ip {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
+                let slash16 = (a >> 16) as usize;
+                let word = self.v4_slash16.get(slash16 / 64).copied().unwrap_or(0);
+                if word & (1 << (slash16 % 64)) == 0 {
+                    return None;
+                }
                 self.v4
                     .iter()
                     .find_map(|(len, map)| map.get(&mask_v4(a, *len)))
@@ -260,6 +274,27 @@ impl IpSet {
                 self.v6
                     .iter()
                     .find_map(|(len, map)| map.get(&mask_v6(a, *len)))
+            }
+        }
+    }
+
+    /// Sets `v4_slash16` from `v4`.
+    fn index_v4(&mut self) {
+        self.v4_slash16.clear();
+        if self.v4.is_empty() {
+            return;
+        }
+        self.v4_slash16.resize(65_536 / 64, 0);
+        for (len, map) in &self.v4 {
+            // A prefix shorter than 16 bits spans 2^(16 - len) consecutive /16s.
+            let span = 1usize << 16u8.saturating_sub(*len);
+            for network in map.keys() {
+                let first = (network >> 16) as usize;
+                for slash16 in first..(first + span).min(65_536) {
+                    if let Some(word) = self.v4_slash16.get_mut(slash16 / 64) {
+                        *word |= 1 << (slash16 % 64);
+                    }
+                }
             }
         }
     }
@@ -385,7 +420,7 @@ fn normalize_ja4(value: &str) -> Result<String, String> {
 /// Domain names with the subdomain rule.
 #[derive(Debug, Default)]
 struct DomainSet {
-    names: HashMap<String, ListEntry>,
+    names: ListMap<String>,
 }
 
 impl DomainSet {
@@ -447,8 +482,8 @@ impl Matcher {
         text: &str,
         max_entries: usize,
     ) -> Result<(), IocError> {
-        let mut v4: BTreeMap<u8, HashMap<u32, ListEntry>> = BTreeMap::new();
-        let mut v6: BTreeMap<u8, HashMap<u128, ListEntry>> = BTreeMap::new();
+        let mut v4: BTreeMap<u8, ListMap<u32>> = BTreeMap::new();
+        let mut v6: BTreeMap<u8, ListMap<u128>> = BTreeMap::new();
         let mut count = 0usize;
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
@@ -506,6 +541,7 @@ impl Matcher {
         if kind == ListKind::Ip {
             self.ip.v4 = v4.into_iter().rev().collect();
             self.ip.v6 = v6.into_iter().rev().collect();
+            self.ip.index_v4();
         }
         Ok(())
     }
@@ -1081,6 +1117,27 @@ mod tests {
             "10.9.0.0/16"
         );
         assert_eq!(m.len(), 4);
+    }
+
+    #[test]
+    fn slash16_index_covers_short_and_long_prefixes() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut m = Matcher::default();
+        m.add_list(ListKind::Ip, Path::new("ip.txt"), "172.16.0.0/12
+9.8.7.6
+", 100)
+            .unwrap();
+        for hit in ["172.16.0.1", "172.31.255.255", "9.8.7.6"] {
+            assert!(m.match_ip(ip(hit)).is_some(), "{hit}");
+        }
+        for miss in ["172.15.255.255", "172.32.0.0", "9.8.7.7", "9.9.7.6"] {
+            assert!(m.match_ip(ip(miss)).is_none(), "{miss}");
+        }
+        let mut all = Matcher::default();
+        all.add_list(ListKind::Ip, Path::new("ip.txt"), "0.0.0.0/0
+", 100)
+            .unwrap();
+        assert!(all.match_ip(ip("255.255.255.255")).is_some());
     }
 
     #[test]

@@ -389,15 +389,7 @@ fn app_protocol(p: &PacketMeta<'_>) -> &'static str {
 /// `max_birth_year` bounds ID birth dates (the capture's year). One pass over the bytes.
 pub fn scan(data: &[u8], max_birth_year: i32, mut found: impl FnMut(PiiKind, &[u8])) {
     let mut i = 0;
-    while let Some(offset) = data
-        .get(i..)
-        .and_then(|rest| rest.iter().position(u8::is_ascii_digit))
-    {
-        let start = i + offset;
-        let mut end = start;
-        while data.get(end).is_some_and(u8::is_ascii_digit) {
-            end += 1;
-        }
+    while let Some((start, end)) = next_long_digit_run(data, i) {
         i = end;
         let before = start.checked_sub(1).and_then(|p| data.get(p)).copied();
         // A letter glued on the left (`abc13812345678`, hex strings) or a decimal point after a
@@ -446,6 +438,40 @@ pub fn scan(data: &[u8], max_birth_year: i32, mut found: impl FnMut(PiiKind, &[u
             _ => {}
         }
     }
+}
+
+/// Every value [`scan`] looks for holds at least this many consecutive digits.
+const MIN_RUN: usize = 11;
+
+/// The next maximal run of at least [`MIN_RUN`] ASCII digits starting at or after `from`, where
+/// `from` is 0 or follows a non-digit. Shorter runs can never match, so instead of testing every
+/// byte this probes the last byte of each `MIN_RUN`-byte window: a non-digit there rules out
+/// the whole window, which makes digit-free payloads cost about one test per 11 bytes.
+fn next_long_digit_run(data: &[u8], from: usize) -> Option<(usize, usize)> {
+    let digit = |at: usize| data.get(at).is_some_and(u8::is_ascii_digit);
+    let mut i = from;
+    while i + MIN_RUN <= data.len() {
+        let probe = i + MIN_RUN - 1;
+        if !digit(probe) {
+            i = probe + 1;
+            continue;
+        }
+        // Positions before `i` are known not to continue a run (see the invariant above).
+        let mut start = probe;
+        while start > i && digit(start - 1) {
+            start -= 1;
+        }
+        let mut end = probe + 1;
+        while digit(end) {
+            end += 1;
+        }
+        if end - start >= MIN_RUN {
+            return Some((start, end));
+        }
+        // `data[end]` is not a digit (or the end), so no longer run starts at or before it.
+        i = end + 1;
+    }
+    None
 }
 
 /// Whether the token continues at `at`: a letter, or a decimal point followed by a digit.
@@ -659,6 +685,42 @@ mod tests {
 
     fn detector() -> PiiDetector {
         PiiDetector::new(PiiConfig::default(), "probe-1").unwrap()
+    }
+
+    #[test]
+    fn long_run_search_finds_every_maximal_run_of_eleven_digits() {
+        // Reference: every maximal digit run, filtered by length.
+        fn naive(data: &[u8]) -> Vec<(usize, usize)> {
+            let mut runs = Vec::new();
+            let mut i = 0;
+            while i < data.len() {
+                if data[i].is_ascii_digit() {
+                    let start = i;
+                    while i < data.len() && data[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    if i - start >= MIN_RUN {
+                        runs.push((start, i));
+                    }
+                }
+                i += 1;
+            }
+            runs
+        }
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..2_000 {
+            let len = rng.usize(0..80);
+            let data: Vec<u8> = (0..len)
+                .map(|_| if rng.u8(0..8) == 0 { b'x' } else { b'0' + rng.u8(0..10) })
+                .collect();
+            let mut fast = Vec::new();
+            let mut i = 0;
+            while let Some((start, end)) = next_long_digit_run(&data, i) {
+                fast.push((start, end));
+                i = end;
+            }
+            assert_eq!(fast, naive(&data), "{}", String::from_utf8_lossy(&data));
+        }
     }
 
     #[test]
