@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use palisade_wire::{Event, Severity};
-use serde::Deserialize;
 use rustc_hash::FxBuildHasher;
+use serde::Deserialize;
 use serde_json::json;
 
 use super::{AlertBuilder, Detector};
@@ -1123,10 +1123,15 @@ mod tests {
     fn slash16_index_covers_short_and_long_prefixes() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let mut m = Matcher::default();
-        m.add_list(ListKind::Ip, Path::new("ip.txt"), "172.16.0.0/12
+        m.add_list(
+            ListKind::Ip,
+            Path::new("ip.txt"),
+            "172.16.0.0/12
 9.8.7.6
-", 100)
-            .unwrap();
+",
+            100,
+        )
+        .unwrap();
         for hit in ["172.16.0.1", "172.31.255.255", "9.8.7.6"] {
             assert!(m.match_ip(ip(hit)).is_some(), "{hit}");
         }
@@ -1134,9 +1139,14 @@ mod tests {
             assert!(m.match_ip(ip(miss)).is_none(), "{miss}");
         }
         let mut all = Matcher::default();
-        all.add_list(ListKind::Ip, Path::new("ip.txt"), "0.0.0.0/0
-", 100)
-            .unwrap();
+        all.add_list(
+            ListKind::Ip,
+            Path::new("ip.txt"),
+            "0.0.0.0/0
+",
+            100,
+        )
+        .unwrap();
         assert!(all.match_ip(ip("255.255.255.255")).is_some());
     }
 

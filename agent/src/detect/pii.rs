@@ -711,7 +711,13 @@ mod tests {
         for _ in 0..2_000 {
             let len = rng.usize(0..80);
             let data: Vec<u8> = (0..len)
-                .map(|_| if rng.u8(0..8) == 0 { b'x' } else { b'0' + rng.u8(0..10) })
+                .map(|_| {
+                    if rng.u8(0..8) == 0 {
+                        b'x'
+                    } else {
+                        b'0' + rng.u8(0..10)
+                    }
+                })
                 .collect();
             let mut fast = Vec::new();
             let mut i = 0;

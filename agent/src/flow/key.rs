@@ -150,7 +150,8 @@ impl FlowKey {
             (0, 0)
         };
         let (src, dst) = (ip_octets(src), ip_octets(dst));
-        let src_is_lo = (src, sport) <= (dst, dport);
+        // Big-endian integers order like the byte arrays, in two compares instead of a memcmp.
+        let src_is_lo = (u128::from_be_bytes(src), sport) <= (u128::from_be_bytes(dst), dport);
         let ((lo_ip, lo_port), (hi_ip, hi_port)) = if src_is_lo {
             ((src, sport), (dst, dport))
         } else {
