@@ -254,6 +254,14 @@ fn replay(a: ReplayArgs) -> Result<u8, CliError> {
                 detect.ioc.enabled = false;
             }
             detect.ioc.watch = false;
+            if !detect.yara.dir.is_dir() {
+                eprintln!(
+                    "replay: no YARA rules at {} (give --config with [detect.yara] dir); payload scanning is off",
+                    detect.yara.dir.display()
+                );
+                detect.yara.enabled = false;
+            }
+            detect.yara.watch = false;
             (Default::default(), detect)
         }
     };

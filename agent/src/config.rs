@@ -143,6 +143,7 @@ impl AgentConfig {
                     &mut c.tls.cert,
                     &mut c.tls.key,
                     &mut c.detect.ioc.dir,
+                    &mut c.detect.yara.dir,
                 ],
             );
             c.check()

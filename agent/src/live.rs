@@ -68,10 +68,21 @@ pub fn spawn(
             let mut last_stats = Instant::now();
             let stats_every = Duration::from_secs(config.stats_interval_secs.max(1));
             let (mut prev_dropped, mut prev_if_dropped) = (0u64, 0u64);
+            let idle_tick = Duration::from_millis(u64::from(config.timeout_ms.max(1)));
+            // Reads do not block (see `Source::live`): when nothing is there, nap briefly; the
+            // kernel ring buffer holds what arrives meanwhile.
+            let nap = idle_tick.min(Duration::from_millis(2));
+            let mut last_idle_tick = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 match source.next_packet() {
                     Ok(Next::Packet(p)) => pipeline.process(p, &mut out),
-                    Ok(Next::Idle) => pipeline.tick(Timestamp::now().nanos(), &mut out),
+                    Ok(Next::Idle) => {
+                        if last_idle_tick.elapsed() >= idle_tick {
+                            last_idle_tick = Instant::now();
+                            pipeline.tick(Timestamp::now().nanos(), &mut out);
+                        }
+                        std::thread::sleep(nap);
+                    }
                     Ok(Next::End) => break,
                     Err(e) => {
                         tracing::error!(error = %e, "live capture failed; network detection stopped");

@@ -112,6 +112,8 @@ pub struct PacketMeta<'a> {
     pub dst_port: u16,
     /// TCP flags (see [`tcp_flags`]); 0 otherwise.
     pub tcp_flags: u8,
+    /// TCP sequence number (for stream reassembly); 0 otherwise.
+    pub tcp_seq: u32,
     /// Transport payload (empty when none or not captured).
     pub payload: &'a [u8],
     /// True for a non-first IPv4/IPv6 fragment (no transport header).
@@ -136,6 +138,7 @@ impl<'a> PacketMeta<'a> {
             src_port: 0,
             dst_port: 0,
             tcp_flags: 0,
+            tcp_seq: 0,
             payload: &[],
             fragment: false,
             app: AppMeta::default(),

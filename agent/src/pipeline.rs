@@ -17,6 +17,7 @@ use crate::detect::flood::{FloodConfig, FloodDetector};
 use crate::detect::ioc::{IocConfig, IocDetector};
 use crate::detect::pii::{PiiConfig, PiiDetector};
 use crate::detect::port_scan::{PortScanConfig, PortScanDetector};
+use crate::detect::yara::{YaraConfig, YaraDetector};
 use crate::detect::Detector;
 use crate::flow::{FlowConfig, FlowTable};
 use crate::packet::{AppMeta, ArpMeta, DnsName, PacketMeta};
@@ -39,6 +40,8 @@ pub struct DetectConfig {
     pub ioc: IocConfig,
     /// Sensitive personal data in clear text.
     pub pii: PiiConfig,
+    /// YARA-X rules over reassembled TCP streams and UDP payloads.
+    pub yara: YaraConfig,
 }
 
 /// Pipeline set-up errors.
@@ -116,10 +119,12 @@ fn detector_err(detector: &'static str) -> impl FnOnce(String) -> PipelineError 
     move |reason| PipelineError::Detector { detector, reason }
 }
 
-/// Builds the enabled detectors from their configs.
+/// Builds the enabled detectors from their configs; `community_id_seed` is the flows' seed (for
+/// alerts raised after the packet that caused them).
 pub fn detectors(
     config: &DetectConfig,
     agent_id: &str,
+    community_id_seed: u16,
 ) -> Result<Vec<Box<dyn Detector>>, PipelineError> {
     let mut d: Vec<Box<dyn Detector>> = Vec::new();
     if config.port_scan.enabled {
@@ -164,6 +169,13 @@ pub fn detectors(
                 .map_err(detector_err("pii"))?,
         ));
     }
+    if config.yara.enabled {
+        d.push(Box::new(
+            YaraDetector::new(config.yara.clone(), agent_id, community_id_seed)
+                .map_err(|e| e.to_string())
+                .map_err(detector_err("yara"))?,
+        ));
+    }
     Ok(d)
 }
 
@@ -200,6 +212,7 @@ pub fn packet_meta<'a>(ts: i64, wire_len: u32, d: Decoded<'a>) -> PacketMeta<'a>
             p.src_port = t.src_port;
             p.dst_port = t.dst_port;
             p.tcp_flags = (t.flags.0 & 0x3f) as u8;
+            p.tcp_seq = t.seq;
             p.payload = t.payload;
         }
         Some(L4::Udp(u)) => {
@@ -280,7 +293,7 @@ impl Pipeline {
             link,
             stats: DecodeStats::default(),
             flows: FlowTable::new(flow.clone(), agent_id),
-            detectors: detectors(detect, agent_id)?,
+            detectors: detectors(detect, agent_id, flow.community_id_seed)?,
             last_tick: i64::MIN,
             community_id_seed: flow.community_id_seed,
             counters,
@@ -333,6 +346,13 @@ impl Pipeline {
 
     /// End of input: emit every open flow and final detector state.
     pub fn finish(&mut self, now: i64, out: &mut Vec<Event>) {
+        let before = out.len();
+        for d in &mut self.detectors {
+            d.on_finish(now, out);
+        }
+        self.counters
+            .alerts
+            .fetch_add((out.len() - before) as u64, Ordering::Relaxed);
         self.advance(now, true, out);
     }
 

@@ -26,7 +26,8 @@ pub struct CaptureConfig {
     pub buffer_bytes: u32,
     /// Deliver packets as they arrive instead of when the buffer fills or the timeout passes.
     pub immediate: bool,
-    /// Read timeout in milliseconds (how often the loop wakes when idle).
+    /// Read timeout in milliseconds: how often the pipeline ticks (expires flows, delivers
+    /// finished scans) while the interface is idle.
     pub timeout_ms: u32,
     /// Seconds between capture-statistics checks (received/dropped, reported in heartbeats).
     pub stats_interval_secs: u64,
@@ -186,7 +187,7 @@ impl Source {
                 }
             }
         };
-        let mut cap = Capture::from_device(what.as_str())
+        let cap = Capture::from_device(what.as_str())
             .map_err(open_err)?
             .snaplen(i32::try_from(config.snaplen).unwrap_or(i32::MAX))
             .promisc(config.promiscuous)
@@ -196,6 +197,11 @@ impl Source {
             .precision(Precision::Nano)
             .open()
             .map_err(open_err)?;
+        // Non-blocking reads: libpcap's read timeout does not fire on an idle interface with
+        // TPACKET_V3 (the kernel only retires a block once a packet arrives), and the pipeline
+        // must still tick when nothing arrives — to expire flows and deliver results of work in
+        // flight (YARA scans). The capture loop sleeps briefly when a read finds nothing.
+        let mut cap = cap.setnonblock().map_err(open_err)?;
         apply_filter(&mut cap, &config.bpf_filter)?;
         let linktype = cap.get_datalink().0;
         Ok(Source {

@@ -12,6 +12,7 @@ pub mod ioc;
 pub mod pii;
 pub mod port_scan;
 pub mod window;
+pub mod yara;
 
 use palisade_wire::event::{Endpoint, Network, Rule};
 use palisade_wire::{Event, EventKind, Severity, Timestamp};
@@ -28,6 +29,11 @@ pub trait Detector: Send {
     /// capture time and once at the end of a replay.
     fn on_tick(&mut self, now: i64, out: &mut Vec<Event>) {
         let _ = (now, out);
+    }
+    /// End of input (a replay's last packet, or shutdown): scan or report whatever is still held,
+    /// and wait for work in flight. Defaults to a last [`Detector::on_tick`].
+    fn on_finish(&mut self, now: i64, out: &mut Vec<Event>) {
+        self.on_tick(now, out);
     }
     /// Entries evicted from bounded state since start (for heartbeats).
     fn evictions(&self) -> u64 {
@@ -85,6 +91,15 @@ impl AlertBuilder {
             protocol: p.app.protocol.map(str::to_string),
             ..Default::default()
         });
+        self
+    }
+
+    /// Sets `network.transport` from an IP protocol number.
+    pub fn transport(mut self, ip_proto: u8) -> Self {
+        self.event
+            .network
+            .get_or_insert_with(Network::default)
+            .transport = transport_name(ip_proto).map(str::to_string);
         self
     }
 

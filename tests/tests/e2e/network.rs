@@ -257,6 +257,15 @@ fn attacks(w: &mut PcapWriter, t: i64) {
         w.write(ts + 80 * MS, &craft::tcp(s, c, FIN | ACK, 2, 3, b""))
             .unwrap();
     }
+    // 8. A web attack in a request body: a webshell upload, matched by the shipped YARA rules.
+    let upload = "POST /upload.php HTTP/1.1\r\nHost: portal\r\nContent-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"logo.php\"\r\n\r\n<?php system($_POST['c']); ?>\r\n--b--\r\n";
+    http_flow(
+        w,
+        t + 1_300 * SEC,
+        Endpoint::new(ip(10, 1, 0, 77), 51_000),
+        Endpoint::new(victim, 80),
+        upload.as_bytes(),
+    );
 }
 
 fn replay(pcap: &Path, dir: &Path) -> (Option<i32>, Vec<serde_json::Value>, String) {
@@ -264,9 +273,10 @@ fn replay(pcap: &Path, dir: &Path) -> (Option<i32>, Vec<serde_json::Value>, Stri
     std::fs::write(
         &config,
         format!(
-            "collector = \"https://127.0.0.1:1\"\ndata_dir = \"{}\"\n[tls]\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n[detect.ioc]\ndir = \"{}\"\nwatch = false\n",
+            "collector = \"https://127.0.0.1:1\"\ndata_dir = \"{}\"\n[tls]\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n[detect.ioc]\ndir = \"{}\"\nwatch = false\n[detect.yara]\ndir = \"{}\"\nwatch = false\n",
             dir.join("data").display(),
-            signatures().display()
+            signatures().display(),
+            signatures().join("../yara").display()
         ),
     )
     .unwrap();
@@ -334,6 +344,7 @@ fn replay_finds_every_attack_and_nothing_in_benign_traffic() {
         "palisade.net.pii.mobile",
         "palisade.net.pii.bank_card",
         "palisade.net.beacon.periodic",
+        "palisade.net.yara.webshell_upload",
     ] {
         assert!(ids.contains(want), "{want} missing from {ids:?}\n{stderr}");
     }
@@ -416,8 +427,9 @@ fn live_capture_on_loopback_sends_a_scan_alert_to_the_collector() {
         "probe-live",
         &collector.url,
         &format!(
-            "[heartbeat]\ninterval_secs = 1\n[capture]\ninterface = \"lo\"\nbpf_filter = \"host 127.0.0.2\"\nimmediate = true\n[detect.ioc]\ndir = \"{}\"\n",
-            signatures().display()
+            "[heartbeat]\ninterval_secs = 1\n[capture]\ninterface = \"lo\"\nbpf_filter = \"host 127.0.0.2\"\nimmediate = true\n[detect.ioc]\ndir = \"{}\"\n[detect.yara]\ndir = \"{}\"\n",
+            signatures().display(),
+            signatures().join("../yara").display()
         ),
     );
     // Wait until the agent is up (its heartbeat arrives), then scan 127.0.0.2 for real.
@@ -443,6 +455,57 @@ fn live_capture_on_loopback_sends_a_scan_alert_to_the_collector() {
     });
     assert_eq!(alert["destination"]["ip"], "127.0.0.2");
     assert_eq!(alert["agent"]["id"], "probe-live");
+    // A real HTTP exchange carrying an attack, split over two writes: reassembled and matched
+    // by the shipped YARA rules.
+    let server = std::net::TcpListener::bind((ip(127, 0, 0, 2), 0)).unwrap();
+    let port = server.local_addr().unwrap().port();
+    let responder = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = server.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        while !got.ends_with(b"\r\n\r\n") {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+    });
+    {
+        use std::io::{Read, Write};
+        let mut c = TcpStream::connect((ip(127, 0, 0, 2), port)).unwrap();
+        c.set_nodelay(true).unwrap();
+        c.write_all(b"GET /download?file=../../../").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        c.write_all(b"../etc/passwd HTTP/1.1\r\nHost: portal\r\n\r\n")
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = c.read_to_end(&mut reply);
+    }
+    responder.join().unwrap();
+    let yara = wait_for(Duration::from_secs(60), || {
+        collector
+            .events(&pki, &["--kind", "alert"])
+            .into_iter()
+            .find(|e| e["rule"]["id"] == "palisade.net.yara.path_traversal")
+    })
+    .unwrap_or_else(|| {
+        let seen: BTreeSet<String> = collector
+            .events(&pki, &["--kind", "alert"])
+            .iter()
+            .filter_map(|e| e["rule"]["id"].as_str().map(String::from))
+            .collect();
+        panic!(
+            "no YARA alert at the collector (alerts there: {seen:?}); agent log:\n{}",
+            _agent.log_text()
+        )
+    });
+    assert_eq!(yara["source"]["ip"], "127.0.0.1");
+    assert_eq!(yara["destination"]["port"], port);
+    assert_eq!(yara["palisade"]["evidence"]["direction"], "to_server");
     // Heartbeats report the capture's packet counters.
     wait_for(Duration::from_secs(30), || {
         collector
@@ -521,5 +584,125 @@ fn public_dpkt_captures_decode_into_flows() {
     assert!(
         stderr.contains("ended early") && stderr.contains("truncated"),
         "{stderr}"
+    );
+}
+
+/// The sample captures that the pcap-parser crate ships in its package (`assets/`), where cargo
+/// unpacked it (it is a dev-dependency of this crate, so it is there once the tests build).
+fn pcap_parser_assets() -> Option<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    let mut found: Vec<PathBuf> = std::fs::read_dir(home.join("registry/src"))
+        .ok()?
+        .flatten()
+        .flat_map(|index| {
+            std::fs::read_dir(index.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("pcap-parser-"))
+                && p.join("assets").is_dir()
+        })
+        .map(|p| p.join("assets"))
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// Packets in a capture as pcap-parser counts them, or why it stopped.
+fn pcap_parser_count(path: &Path) -> Result<u64, String> {
+    use pcap_parser::{create_reader, Block, PcapBlockOwned, PcapError};
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut reader = create_reader(1 << 20, file).map_err(|e| format!("{e:?}"))?;
+    let mut packets = 0u64;
+    loop {
+        match reader.next() {
+            Ok((offset, block)) => {
+                match block {
+                    PcapBlockOwned::Legacy(_) => packets += 1,
+                    PcapBlockOwned::NG(Block::EnhancedPacket(_) | Block::SimplePacket(_)) => {
+                        packets += 1
+                    }
+                    _ => {}
+                }
+                reader.consume(offset);
+            }
+            Err(PcapError::Eof) => return Ok(packets),
+            Err(PcapError::Incomplete(_)) => {
+                reader.refill().map_err(|e| format!("{e:?}"))?;
+            }
+            Err(e) => return Err(format!("{e:?} after {packets} packets")),
+        }
+    }
+}
+
+#[test]
+fn pcap_parser_sample_captures_replay_without_panics_and_agree_on_packet_counts() {
+    let Some(dir) = pcap_parser_assets() else {
+        println!("skipped: the pcap-parser crate's assets are not unpacked under $CARGO_HOME/registry/src (cargo fetch)");
+        return;
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no captures in {}", dir.display());
+    let mut agreed = 0;
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let (code, _, stderr) = replay_file(file);
+        assert!(
+            !stderr.contains("panicked"),
+            "{name}: the agent panicked:\n{stderr}"
+        );
+        let ours = stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("replay: "))
+            .find_map(|l| l.split(' ').next().and_then(|n| n.parse::<u64>().ok()));
+        match (code, pcap_parser_count(file)) {
+            // Both read the file: the same packets.
+            (Some(0 | 1), Ok(theirs)) if ours.is_some() && !stderr.contains("ended early") => {
+                assert_eq!(ours, Some(theirs), "{name}: packet count\n{stderr}");
+                agreed += 1;
+                println!("{name}: {theirs} packets, same count");
+            }
+            // A file libpcap or we refuse (another link type, a block it cannot read): a clear
+            // error that names the reason, never a crash.
+            (Some(2), parsed) => {
+                assert!(
+                    stderr.contains("link type")
+                        || stderr.contains("capture")
+                        || stderr.contains(&name),
+                    "{name}: refused without a reason ({parsed:?}):\n{stderr}"
+                );
+                println!(
+                    "{name}: refused ({}) — pcap-parser: {parsed:?}",
+                    stderr.trim()
+                );
+            }
+            // A damaged file: what was read is reported, with why it ended.
+            (Some(0 | 1), parsed) => {
+                assert!(stderr.contains("replay: "), "{name}:\n{stderr}");
+                println!(
+                    "{name}: partial — pcap-parser: {parsed:?}; ours: {}",
+                    stderr.trim()
+                );
+            }
+            (other, parsed) => panic!("{name}: exit {other:?}, pcap-parser {parsed:?}\n{stderr}"),
+        }
+    }
+    assert!(
+        agreed >= 3,
+        "only {agreed} of {} sample captures were read by both readers",
+        files.len()
     );
 }
