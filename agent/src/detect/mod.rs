@@ -35,6 +35,11 @@ pub trait Detector: Send {
     fn on_finish(&mut self, now: i64, out: &mut Vec<Event>) {
         self.on_tick(now, out);
     }
+    /// Work counters worth reporting at the end of a replay and in heartbeats (e.g. YARA scans,
+    /// bytes and time spent); `None` when the detector has none beyond alerts.
+    fn summary(&self) -> Option<serde_json::Value> {
+        None
+    }
     /// Entries evicted from bounded state since start (for heartbeats).
     fn evictions(&self) -> u64 {
         0

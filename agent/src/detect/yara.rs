@@ -708,6 +708,23 @@ impl Detector for YaraDetector {
     fn evictions(&self) -> u64 {
         self.evictions
     }
+
+    fn summary(&self) -> Option<serde_json::Value> {
+        let s = &self.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Some(json!({
+            "scans": load(&s.scans),
+            "bytes_scanned": load(&s.bytes),
+            "scan_secs": load(&s.scan_nanos) as f64 / 1e9,
+            "timeouts": load(&s.timeouts),
+            "failures": load(&s.failures),
+            "matches": load(&s.matches),
+            "streams": self.streams.len(),
+            "streams_evicted": self.evictions,
+            "rule_reloads": self.rules.reloads(),
+            "rule_reload_failures": self.rules.failures(),
+        }))
+    }
 }
 
 impl Drop for YaraDetector {
