@@ -2,8 +2,11 @@
 # The quickstart: sets everything up under one folder and runs the main job.
 #   - installs missing system packages (libpcap headers, pkg-config) and builds (release);
 #   - creates a dev PKI, collector and agent configs and data dirs under DIR (default ./palisade-demo);
-#   - starts the collector and an agent on loopback, shows the analyst the first events,
-#     then refreshes the picture every 10 s until Ctrl-C, which stops everything cleanly.
+#   - starts the collector and an agent on loopback; a second sensor replays the demo capture
+#     (ordinary traffic of a small segment plus one of each attack) into the collector through
+#     the real spool and mutual-TLS path, with every detector on, including YARA-X;
+#   - shows the analyst what was detected, then refreshes the picture every 10 s until Ctrl-C,
+#     which stops everything cleanly.
 # Usage: scripts/quickstart.sh [--once] [DIR]     (--once: show the first events and stop)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -26,6 +29,7 @@ if [ ! -f "$DIR/pki/ca.crt" ]; then
     "$C" pki issue --dir "$DIR/pki" --role analyst --name analyst >/dev/null
     "$C" pki issue --dir "$DIR/pki" --role agent --name demo-probe >/dev/null
 fi
+[ -f "$DIR/pki/demo-sensor.crt" ] || "$C" pki issue --dir "$DIR/pki" --role agent --name demo-sensor >/dev/null
 cat > "$DIR/collector.toml" <<TOML
 # Collector config written by scripts/quickstart.sh (see README, "Configuration").
 listen = "127.0.0.1:$PORT"
@@ -46,6 +50,19 @@ cert = "pki/demo-probe.crt"
 key = "pki/demo-probe.key"
 [heartbeat]
 interval_secs = 5
+TOML
+cat > "$DIR/sensor.toml" <<TOML
+# Network sensor config written by scripts/quickstart.sh: replays captures into the collector.
+collector = "https://127.0.0.1:$PORT"
+data_dir = "sensor-data"
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/demo-sensor.crt"
+key = "pki/demo-sensor.key"
+[detect.ioc]
+dir = "$PALISADE_ROOT/signatures/net"
+[detect.yara]
+dir = "$PALISADE_ROOT/signatures/yara"
 TOML
 
 pids=()
@@ -75,20 +92,29 @@ for _ in $(seq 1 100); do
     "$C" events --since 5m --kind heartbeat --limit 1 "${analyst[@]}" --output-format ndjson >/dev/null 2>&1 && break
     sleep 0.2
 done
+echo "==> sensor demo-sensor replays the demo capture into the collector (log: $DIR/sensor.log)" >&2
+"$A" demo-capture --out "$DIR/demo.pcap" >/dev/null
+"$A" replay "$DIR/demo.pcap" --config "$DIR/sensor.toml" 2>"$DIR/sensor.log" \
+    || { cat "$DIR/sensor.log" >&2; exit 2; }
+grep '^replay:' "$DIR/sensor.log" >&2 || true
 show() {
     echo
     echo "################ what the analyst sees: palisade-collector status"
     "$C" status "${analyst[@]}"
     echo
-    echo "################ palisade-collector events --since 15m --limit 10"
-    "$C" events --since 15m --limit 10 "${analyst[@]}" || true
+    echo "################ what was detected: palisade-collector events --kind alert --since 1h"
+    "$C" events --kind alert --since 1h --limit 50 --oldest-first "${analyst[@]}" || true
+    echo
+    echo "################ latest events: palisade-collector events --since 15m --limit 5"
+    "$C" events --since 15m --limit 5 "${analyst[@]}" || true
 }
 show
 echo
 echo "################ palisade-replicator status"
 "$R" status
 echo
-echo "Try it yourself (same flags):  $C events --since 1h --kind heartbeat ${analyst[*]}"
+echo "Try it yourself (same flags):  $C events --since 1h --kind alert --severity high ${analyst[*]}"
+echo "Or without a collector:         $A replay $DIR/demo.pcap --kind alert --output-format text"
 [ "$once" -eq 1 ] && exit 0
 echo "Refreshing every 10 s; Ctrl-C stops everything."
 while sleep 10; do show; done

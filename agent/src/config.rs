@@ -143,9 +143,10 @@ impl AgentConfig {
                     &mut c.tls.cert,
                     &mut c.tls.key,
                     &mut c.detect.ioc.dir,
-                    &mut c.detect.yara.dir,
                 ],
             );
+            #[cfg(feature = "yara")]
+            palisade_wire::config::resolve_paths(base, [&mut c.detect.yara.dir]);
             c.check()
         })
     }

@@ -6,6 +6,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod detect;
 pub mod flow;
 pub mod gencap;
@@ -19,5 +20,7 @@ pub mod run;
 pub mod ship;
 pub mod sources;
 pub mod spool;
+pub mod tls_hello;
 pub mod watch;
+#[cfg(feature = "yara")]
 pub mod yara_rules;

@@ -22,9 +22,7 @@ use std::hash::BuildHasher;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_wire::{Event, Severity};
@@ -34,6 +32,7 @@ use serde_json::json;
 
 use super::{AlertBuilder, Detector};
 use crate::packet::PacketMeta;
+use crate::watch::Reloadable;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
@@ -112,17 +111,9 @@ pub enum IocError {
         /// The configured cap.
         max: usize,
     },
-    /// The change watcher could not be set up.
-    #[error("cannot watch IOC list directory {path} for changes: {source}")]
-    Watch {
-        /// The directory.
-        path: PathBuf,
-        /// The watcher's error.
-        source: notify::Error,
-    },
-    /// The reload thread could not be started.
-    #[error("cannot start the IOC list reload thread: {0}")]
-    Thread(io::Error),
+    /// The change watcher or the reload thread could not be set up.
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
     /// A config value is out of range.
     #[error("invalid ioc detector config: {field} {reason}")]
     InvalidConfig {
@@ -621,18 +612,6 @@ fn split_line(raw: &str) -> Result<Option<(&str, Option<&str>)>, String> {
     }
 }
 
-/// What the reload thread shares with the detector.
-#[derive(Debug, Default)]
-struct Shared {
-    /// Bumped after each successful background reload.
-    generation: AtomicU64,
-    /// The newest matcher the reload thread built, until the detector takes it.
-    pending: Mutex<Option<Arc<Matcher>>>,
-    reloads: AtomicU64,
-    failures: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
 /// One list hit found on a packet, before rate-limiting.
 #[derive(Debug)]
 struct Hit {
@@ -649,10 +628,8 @@ pub struct IocDetector {
     config: IocConfig,
     agent_id: String,
     matcher: Arc<Matcher>,
-    seen_generation: u64,
-    shared: Arc<Shared>,
-    /// Dropping it stops the watcher, which ends the reload thread.
-    _watcher: Option<notify::RecommendedWatcher>,
+    /// Background reloads (and their counters); dropping it stops the watcher.
+    lists: Reloadable<Matcher>,
     hasher: RandomState,
     last_alert: HashMap<u64, i64>,
     evictions: u64,
@@ -675,19 +652,24 @@ impl IocDetector {
         }
         let matcher = Matcher::load(&config.dir, config.max_entries_per_list)?;
         tracing::info!(dir = %config.dir.display(), entries = matcher.len(), "IOC lists loaded");
-        let shared = Arc::new(Shared::default());
-        let watcher = if config.enabled && config.watch {
-            Some(start_watch(&config, Arc::clone(&shared))?)
+        let lists = if config.enabled && config.watch {
+            let (dir, max) = (config.dir.clone(), config.max_entries_per_list);
+            Reloadable::watch(
+                &config.dir,
+                "ioc-reload",
+                "IOC lists",
+                Duration::from_millis(config.reload_debounce_ms),
+                is_list_file,
+                move || Matcher::load(&dir, max),
+            )?
         } else {
-            None
+            Reloadable::unwatched()
         };
         Ok(IocDetector {
             config,
             agent_id: agent_id.to_string(),
             matcher: Arc::new(matcher),
-            seen_generation: 0,
-            shared,
-            _watcher: watcher,
+            lists,
             hasher: RandomState::new(),
             last_alert: HashMap::new(),
             evictions: 0,
@@ -698,13 +680,12 @@ impl IocDetector {
     pub fn reload(&mut self) -> Result<(), IocError> {
         match Matcher::load(&self.config.dir, self.config.max_entries_per_list) {
             Ok(m) => {
-                self.matcher = Arc::new(m);
-                self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+                self.lists.publish(m);
+                self.refresh();
                 Ok(())
             }
             Err(e) => {
-                self.shared.failures.fetch_add(1, Ordering::Relaxed);
-                *lock(&self.shared.last_error) = Some(e.to_string());
+                self.lists.record_failure(e.to_string());
                 Err(e)
             }
         }
@@ -717,27 +698,23 @@ impl IocDetector {
 
     /// Successful reloads since start (background and [`IocDetector::reload`]).
     pub fn reloads(&self) -> u64 {
-        self.shared.reloads.load(Ordering::Relaxed)
+        self.lists.reloads()
     }
 
     /// Failed reloads since start; each left the previous lists active.
     pub fn reload_failures(&self) -> u64 {
-        self.shared.failures.load(Ordering::Relaxed)
+        self.lists.failures()
     }
 
     /// The error of the last failed reload, for status output.
     pub fn last_reload_error(&self) -> Option<String> {
-        lock(&self.shared.last_error).clone()
+        self.lists.last_error()
     }
 
     /// Takes a matcher the reload thread published, if any. One atomic load when there is none.
     fn refresh(&mut self) {
-        let generation = self.shared.generation.load(Ordering::Acquire);
-        if generation != self.seen_generation {
-            self.seen_generation = generation;
-            if let Some(m) = lock(&self.shared.pending).take() {
-                self.matcher = m;
-            }
+        if let Some(m) = self.lists.take_update() {
+            self.matcher = m;
         }
     }
 
@@ -902,89 +879,10 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The data is a plain value replaced whole, so a panic elsewhere cannot leave it half-written.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 fn is_list_file(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| ListKind::ALL.iter().any(|k| k.file_name() == n))
-}
-
-fn start_watch(
-    config: &IocConfig,
-    shared: Arc<Shared>,
-) -> Result<notify::RecommendedWatcher, IocError> {
-    use notify::Watcher;
-
-    let dir = config.dir.clone();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        match res {
-            Ok(event) => {
-                if !matches!(event.kind, notify::EventKind::Access(_))
-                    && event.paths.iter().any(|p| is_list_file(p))
-                {
-                    // The reload thread has gone only when the detector is being dropped.
-                    let _ = tx.send(());
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "IOC list watcher reported an error"),
-        }
-    })
-    .map_err(|source| IocError::Watch {
-        path: dir.clone(),
-        source,
-    })?;
-    watcher
-        .watch(&dir, notify::RecursiveMode::NonRecursive)
-        .map_err(|source| IocError::Watch {
-            path: dir.clone(),
-            source,
-        })?;
-    let debounce = Duration::from_millis(config.reload_debounce_ms);
-    let max_entries = config.max_entries_per_list;
-    std::thread::Builder::new()
-        .name("ioc-reload".into())
-        .spawn(move || reload_loop(&rx, &dir, max_entries, debounce, &shared))
-        .map_err(IocError::Thread)?;
-    Ok(watcher)
-}
-
-/// Runs on its own thread until the watcher is dropped: waits for a quiet moment after a change,
-/// then builds and publishes a new matcher, or logs why not and keeps the old one.
-fn reload_loop(
-    rx: &Receiver<()>,
-    dir: &Path,
-    max_entries: usize,
-    debounce: Duration,
-    shared: &Shared,
-) {
-    while rx.recv().is_ok() {
-        loop {
-            match rx.recv_timeout(debounce) {
-                Ok(()) => continue,
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-        }
-        match Matcher::load(dir, max_entries) {
-            Ok(m) => {
-                let entries = m.len();
-                *lock(&shared.pending) = Some(Arc::new(m));
-                shared.generation.fetch_add(1, Ordering::Release);
-                shared.reloads.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(dir = %dir.display(), entries, "IOC lists reloaded");
-            }
-            Err(e) => {
-                shared.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "IOC lists not reloaded; the previous lists stay active");
-                *lock(&shared.last_error) = Some(e.to_string());
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod ioc;
 pub mod pii;
 pub mod port_scan;
 pub mod window;
+#[cfg(feature = "yara")]
 pub mod yara;
 
 use palisade_wire::event::{Endpoint, Network, Rule};
