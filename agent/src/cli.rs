@@ -67,7 +67,7 @@ pub enum Command {
     },
     /// Run the network pipeline over a pcap/pcapng file and print or ship what it finds.
     #[command(
-        after_long_help = "Examples:\n  palisade-agent replay capture.pcap --output-format text\n  palisade-agent replay capture.pcapng --kind alert --output-format ndjson > alerts.ndjson\n  palisade-agent replay capture.pcap --config agent.toml          # spool and ship to the collector\n  palisade-agent replay capture.pcap --speed realtime --filter 'tcp port 80' --output-format text\n\nWindows and timeouts use the capture's own timestamps, so results are reproducible.\nA summary (packets, flows, alerts, packets/s) goes to stderr.\nExit codes when printing: 0 events printed, 1 none, 2 error."
+        after_long_help = "Examples:\n  palisade-agent replay capture.pcap --output-format text\n  palisade-agent replay capture.pcapng --kind alert --output-format ndjson > alerts.ndjson\n  palisade-agent replay capture.pcap --config agent.toml          # spool and ship to the collector\n  palisade-agent replay capture.pcap --speed realtime --filter 'tcp port 80' --output-format text\n  palisade-agent replay capture.pcap --kind alert --disable yara,pii --output-format ndjson\n\nWindows and timeouts use the capture's own timestamps, so results are reproducible.\nA summary (packets, flows, alerts, packets/s, and detector work counters such as YARA-X scan\ntime) goes to stderr. Events filtered out by --kind are still counted in it.\nExit codes when printing: 0 events printed, 1 none, 2 error."
     )]
     Replay(ReplayArgs),
     /// Write a synthetic mixed capture for benchmarks (deterministic for a seed).
@@ -115,6 +115,10 @@ pub struct ReplayArgs {
     /// Only print events of this kind (`alert`, `flow`).
     #[arg(long)]
     pub kind: Option<palisade_wire::EventKind>,
+    /// Turn these detectors off (comma-separated or repeated: port_scan, flood, arp_spoof,
+    /// beacon, dns_tunnel, ioc, pii, yara), overriding the config.
+    #[arg(long, value_delimiter = ',')]
+    pub disable: Vec<String>,
     /// Agent id stamped on events when printing without a config.
     #[arg(long, default_value = "replay")]
     pub agent_id: String,
@@ -238,15 +242,32 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
     }
 }
 
+/// Applies `--disable` to `detect`.
+fn disable_detectors(
+    detect: &mut crate::pipeline::DetectConfig,
+    names: &[String],
+) -> Result<(), CliError> {
+    for name in names {
+        detect
+            .disable(name)
+            .map_err(|e| CliError::Other(format!("--disable: {e}")))?;
+    }
+    Ok(())
+}
+
 fn replay(a: ReplayArgs) -> Result<u8, CliError> {
     use palisade_wire::output::{is_broken_pipe, EventWriter};
-    let config = a.config.as_deref().map(AgentConfig::load).transpose()?;
+    let mut config = a.config.as_deref().map(AgentConfig::load).transpose()?;
+    if let Some(c) = &mut config {
+        disable_detectors(&mut c.detect, &a.disable)?;
+    }
     let (flow, detect) = match &config {
         Some(c) => (c.flow.clone(), c.detect.clone()),
         None => {
             let mut detect = crate::pipeline::DetectConfig::default();
+            disable_detectors(&mut detect, &a.disable)?;
             // Without a config the IOC lists come from ./signatures/net when it exists.
-            if !detect.ioc.dir.is_dir() {
+            if detect.ioc.enabled && !detect.ioc.dir.is_dir() {
                 eprintln!(
                     "replay: no IOC lists at {} (give --config with [detect.ioc] dir); IOC matching is off",
                     detect.ioc.dir.display()
@@ -254,7 +275,7 @@ fn replay(a: ReplayArgs) -> Result<u8, CliError> {
                 detect.ioc.enabled = false;
             }
             detect.ioc.watch = false;
-            if !detect.yara.dir.is_dir() {
+            if detect.yara.enabled && !detect.yara.dir.is_dir() {
                 eprintln!(
                     "replay: no YARA rules at {} (give --config with [detect.yara] dir); payload scanning is off",
                     detect.yara.dir.display()
@@ -281,6 +302,7 @@ fn replay(a: ReplayArgs) -> Result<u8, CliError> {
     let stdout = std::io::stdout().lock();
     let mut w = EventWriter::new(stdout, format).map_err(|e| CliError::Other(e.to_string()))?;
     let mut printed = 0u64;
+    // `replay` only hands over events of `--kind`; the check here is a second guard.
     let mut sink = |e: palisade_wire::Event| {
         if a.kind.is_some_and(|k| k != e.kind()) {
             return Ok(());
@@ -289,7 +311,7 @@ fn replay(a: ReplayArgs) -> Result<u8, CliError> {
         w.write_event(&e)
     };
     let result = crate::replay::replay(
-        &a.file, &a.filter, a.speed, &flow, &detect, &agent_id, &mut sink,
+        &a.file, &a.filter, a.speed, &flow, &detect, &agent_id, a.kind, &mut sink,
     );
     let report = match result {
         Ok(r) => r,
@@ -324,6 +346,9 @@ fn print_summary(r: &crate::replay::ReplayReport) {
         r.gbit_per_sec,
         r.detectors.join(", ")
     );
+    for (name, summary) in &r.detector_summaries {
+        eprintln!("replay: {name}: {summary}");
+    }
 }
 
 fn replay_to_collector(a: ReplayArgs, config: AgentConfig) -> Result<u8, CliError> {
@@ -351,6 +376,7 @@ fn replay_to_collector(a: ReplayArgs, config: AgentConfig) -> Result<u8, CliErro
         &config.flow,
         &config.detect,
         &agent_id,
+        a.kind,
         &mut sink,
     );
     if let Some(e) = spool_err {

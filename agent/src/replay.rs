@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_wire::Event;
+use palisade_wire::{Event, EventKind};
 use serde::Serialize;
 
 use crate::capture::{CaptureError, Next, Source};
@@ -67,12 +67,17 @@ pub struct ReplayReport {
     pub gbit_per_sec: f64,
     /// Detectors that ran.
     pub detectors: Vec<&'static str>,
+    /// Work counters of detectors that report them ([`crate::detect::Detector::summary`]),
+    /// e.g. YARA-X scans, bytes scanned and scan time; taken after the last packet.
+    pub detector_summaries: Vec<(&'static str, serde_json::Value)>,
     /// A read error that ended the file early (e.g. a truncated capture); everything read
     /// before it was processed and delivered.
     pub read_error: Option<String>,
 }
 
 /// Runs `path` through the pipeline; every event goes to `sink` as soon as it is produced.
+/// With `kind`, only events of that kind reach `sink`; the others are still counted in the
+/// report (flow records that would be dropped are not even built).
 #[allow(clippy::too_many_arguments)]
 pub fn replay(
     path: &Path,
@@ -81,11 +86,13 @@ pub fn replay(
     flow: &FlowConfig,
     detect: &DetectConfig,
     agent_id: &str,
+    kind: Option<EventKind>,
     sink: &mut dyn FnMut(Event) -> std::io::Result<()>,
 ) -> Result<ReplayReport, ReplayError> {
     let mut source = Source::file(path, bpf_filter)?;
     let counters = Arc::new(NetCounters::default());
     let mut pipeline = Pipeline::new(flow, detect, agent_id, source.linktype(), counters.clone())?;
+    pipeline.set_kind_filter(kind);
     let started = Instant::now();
     let mut first_ts: Option<i64> = None;
     let mut last_ts = 0i64;
@@ -115,10 +122,14 @@ pub fn replay(
             sink(e).map_err(ReplayError::Sink)?;
         }
     }
-    pipeline.finish(last_ts, &mut out);
-    for e in out.drain(..) {
-        sink(e).map_err(ReplayError::Sink)?;
-    }
+    // The open flows go out in batches: one replay of 100 k flows would otherwise hold all
+    // their records at once.
+    pipeline.finish_batched(last_ts, &mut out, |batch| {
+        batch
+            .drain(..)
+            .try_for_each(&mut *sink)
+            .map_err(ReplayError::Sink)
+    })?;
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     let c = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let packets = c(&counters.packets);
@@ -133,6 +144,7 @@ pub fn replay(
         packets_per_sec: packets as f64 / elapsed,
         gbit_per_sec: bytes as f64 * 8.0 / elapsed / 1e9,
         detectors: pipeline.detector_names(),
+        detector_summaries: pipeline.detector_summaries(),
         read_error,
     })
 }

@@ -297,6 +297,9 @@ pub struct FlowTable {
     /// Flows finished inside `observe` (evicted, or replaced by a new connection on the same
     /// key); their records go out on the next `expire` or `flush_all`.
     pending: Vec<(Flow, EndReason)>,
+    /// Whether records are built; when false they are only counted (`emitted`), for a replay
+    /// that prints alerts only: building ~100 k records to drop them was most of its time.
+    build_records: bool,
     stats: FlowStats,
 }
 
@@ -331,6 +334,7 @@ impl FlowTable {
             idle: [List::default(); CLASSES],
             active: List::default(),
             pending: Vec::new(),
+            build_records: true,
             stats: FlowStats::default(),
         }
     }
@@ -426,7 +430,15 @@ impl FlowTable {
     /// Emits every flow (end of a replay, shutdown) and empties the table. Closed TCP flows
     /// keep their `fin`/`rst` reason; the rest end with `shutdown`.
     pub fn flush_all(&mut self, out: &mut Vec<Event>) {
+        while !self.flush(out, usize::MAX) {}
+    }
+
+    /// Like [`FlowTable::flush_all`], a step at a time: takes at most `max_flows` flows out of
+    /// the table (emitting their records) and returns whether the table is now empty. Lets a
+    /// caller hand 100 k+ records on in bounded batches instead of holding them all at once.
+    pub fn flush(&mut self, out: &mut Vec<Event>, max_flows: usize) -> bool {
         self.drain_pending(out);
+        let mut taken = 0;
         for class in [
             Class::TcpOpening,
             Class::TcpOpen,
@@ -435,6 +447,10 @@ impl FlowTable {
             Class::Other,
         ] {
             while let Some(idx) = self.idle[class as usize].front() {
+                if taken == max_flows {
+                    return false;
+                }
+                taken += 1;
                 let flow = self.remove(idx);
                 let reason = if class == Class::TcpClosing {
                     flow.close_reason()
@@ -444,6 +460,13 @@ impl FlowTable {
                 self.emit(&flow, reason, out);
             }
         }
+        true
+    }
+
+    /// Whether flow records are built (the default) or only counted in
+    /// [`FlowStats::emitted`]: for a consumer that would drop them unread.
+    pub fn set_build_records(&mut self, build: bool) {
+        self.build_records = build;
     }
 
     /// Counters since the table was built.
@@ -581,7 +604,8 @@ impl FlowTable {
         self.pending = pending;
     }
 
-    /// Pushes the record of `flow` unless it is empty or sampled out.
+    /// Emits the record of `flow` unless it is empty or sampled out; when records are not
+    /// built it is only counted.
     fn emit(&mut self, flow: &Flow, reason: EndReason, out: &mut Vec<Event>) {
         if flow.is_empty() {
             return;
@@ -590,7 +614,9 @@ impl FlowTable {
             self.stats.sampled_out += 1;
             return;
         }
-        out.push(record::flow_event(flow, reason, &self.agent_id, self.seed));
+        if self.build_records {
+            out.push(record::flow_event(flow, reason, &self.agent_id, self.seed));
+        }
         self.stats.emitted += 1;
     }
 }
