@@ -226,6 +226,52 @@ pub struct Inspection {
     pub data: Vec<u8>,
 }
 
+/// Entry point for the `stream_reassembly` fuzz target (`fuzz/`).
+pub mod fuzzing {
+    use super::*;
+
+    /// Reads `data` as segments — `[op, seq (4 bytes BE), len, len bytes…]` — and feeds them to a
+    /// [`HalfStream`] with small limits, taking inspections and closing holes as `op` says, and
+    /// checks the invariants: memory stays bounded, inspections never exceed the depth, offsets
+    /// only move forward.
+    pub fn stream_reassembly(data: &[u8]) {
+        let limits = Limits {
+            depth: 2048,
+            max_out_of_order_bytes: 512,
+            overlap: 64,
+        };
+        let mut h = HalfStream::default();
+        let mut rest = data;
+        let mut last_offset = 0;
+        let mut inspected_new = 0usize;
+        while let [op, a, b, c, d, len, tail @ ..] = rest {
+            let seq = u32::from_be_bytes([*a, *b, *c, *d]);
+            let n = usize::from(*len).min(tail.len());
+            let (payload, next) = tail.split_at(n);
+            rest = next;
+            match op % 4 {
+                0 => h.on_syn(seq),
+                1 => {
+                    h.close_holes(&limits);
+                }
+                _ => {
+                    h.on_data(seq, payload, &limits);
+                }
+            }
+            assert!(h.buffered() <= limits.depth + limits.max_out_of_order_bytes + 255);
+            if op & 0x80 != 0 {
+                if let Some(i) = h.take(&limits) {
+                    assert!(i.offset >= last_offset);
+                    assert!(i.carried <= limits.overlap && i.carried <= i.data.len());
+                    inspected_new += i.data.len() - i.carried;
+                    last_offset = i.offset;
+                }
+            }
+            assert!(inspected_new <= limits.depth);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +359,15 @@ mod tests {
         h.on_data(160, &[b'y'; 10], &l);
         assert_eq!(h.gaps(), 1);
         assert_eq!(h.uninspected(), 71);
+    }
+
+    #[test]
+    fn fuzz_entry_point_holds_on_random_input() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..2_000 {
+            let data: Vec<u8> = (0..rng.usize(0..600)).map(|_| rng.u8(..)).collect();
+            fuzzing::stream_reassembly(&data);
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod port_scan;
 pub mod window;
 #[cfg(feature = "yara")]
 pub mod yara;
+pub mod yara_config;
 
 use palisade_wire::event::{Endpoint, Network, Rule};
 use palisade_wire::{Event, EventKind, Severity, Timestamp};
