@@ -10,14 +10,15 @@
 //! Each rule alerts at most once per key per `realert_secs`; the next alert says how many windows
 //! over the threshold were suppressed in between.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use palisade_wire::event::Endpoint;
 use palisade_wire::{Event, Severity};
 use serde_json::json;
 
-use super::window::{rfc3339, secs_to_nanos, AlertGate, BoundedMap, LastSeen, TumblingCount};
+use super::window::{
+    rfc3339, secs_to_nanos, AlertGate, BoundedMap, FastSet, LastSeen, TumblingCount,
+};
 use super::{AlertBuilder, Detector};
 use crate::packet::{tcp_flags, PacketMeta};
 
@@ -94,7 +95,7 @@ struct Destination {
     syn: u64,
     syn_ack: u64,
     ack: u64,
-    sources: HashSet<IpAddr>,
+    sources: FastSet<IpAddr>,
     sources_capped: bool,
     syn_alerted: bool,
     total_alerted: bool,

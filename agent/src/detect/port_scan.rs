@@ -5,14 +5,13 @@
 //! the target answered (SYN-ACK, or UDP back from the probed port) is a working connection, not
 //! a probe, so ordinary clients never accumulate.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use palisade_wire::event::Endpoint;
 use palisade_wire::{Event, Severity};
 use serde_json::json;
 
-use super::window::{secs_to_nanos, AlertGate, BoundedMap, LastSeen, TumblingCount};
+use super::window::{secs_to_nanos, AlertGate, BoundedMap, FastMap, LastSeen, TumblingCount};
 use super::{AlertBuilder, Detector};
 use crate::packet::{proto, tcp_flags, PacketMeta};
 
@@ -127,11 +126,11 @@ struct Probe {
 /// Everything remembered about one probing source.
 #[derive(Debug, Default)]
 struct Source {
-    probes: HashMap<Target, Probe>,
+    probes: FastMap<Target, Probe>,
     /// Distinct (transport, port) probed per target.
-    ports_per_target: HashMap<IpAddr, u32>,
+    ports_per_target: FastMap<IpAddr, u32>,
     /// Distinct targets probed per (transport, port).
-    hosts_per_port: HashMap<(u8, u16), u32>,
+    hosts_per_port: FastMap<(u8, u16), u32>,
     /// ICMP port-unreachable replies sent to this source (supporting evidence for UDP scans).
     unreachable: TumblingCount,
     last_seen: i64,
@@ -207,7 +206,7 @@ impl Source {
     }
 }
 
-fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: K) {
+fn decrement<K: std::hash::Hash + Eq>(map: &mut FastMap<K, u32>, key: K) {
     if let Some(n) = map.get_mut(&key) {
         *n = n.saturating_sub(1);
         if *n == 0 {

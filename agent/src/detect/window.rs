@@ -29,6 +29,15 @@ pub fn rfc3339(ts: i64) -> String {
     Timestamp(ts).to_string()
 }
 
+/// A hash map for keys taken from the wire (addresses, ports): foldhash with a random seed per
+/// map. About as fast as FxHash on these small keys (std's SipHash was ~13 % of a replay in the
+/// port scan and flood detectors), and, unlike FxHash, seeded, so an attacker cannot
+/// precompute keys that all land in one bucket.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A hash set for keys taken from the wire; see [`FastMap`].
+pub type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
 /// State that knows when it was last touched, so a full table can drop the stalest entries.
 pub trait LastSeen {
     /// Capture time (ns) of the most recent packet that touched this entry.
@@ -39,11 +48,12 @@ pub trait LastSeen {
 /// the least recently seen eighth of the entries (amortised O(1) per insert, instead of a full
 /// scan per insert), counting each as an eviction.
 ///
-/// The std SipHash hasher is kept on purpose: keys are addresses an attacker chooses, and a
-/// keyed hash keeps a crafted key set from degrading the table.
+/// Keys are addresses an attacker chooses, so the hash is seeded per map ([`FastMap`]): the
+/// cap bounds memory but not probe lengths, and a crafted set of colliding keys would make
+/// every lookup scan the whole table.
 #[derive(Debug)]
 pub struct BoundedMap<K, V> {
-    map: HashMap<K, V>,
+    map: FastMap<K, V>,
     max_entries: usize,
     evictions: u64,
 }
@@ -52,7 +62,7 @@ impl<K: Hash + Eq + Clone, V: LastSeen> BoundedMap<K, V> {
     /// An empty map holding at most `max_entries` (at least one).
     pub fn new(max_entries: usize) -> Self {
         BoundedMap {
-            map: HashMap::new(),
+            map: FastMap::default(),
             max_entries: max_entries.max(1),
             evictions: 0,
         }
