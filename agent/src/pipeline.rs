@@ -17,10 +17,13 @@ use crate::detect::flood::{FloodConfig, FloodDetector};
 use crate::detect::ioc::{IocConfig, IocDetector};
 use crate::detect::pii::{PiiConfig, PiiDetector};
 use crate::detect::port_scan::{PortScanConfig, PortScanDetector};
-use crate::detect::yara::{YaraConfig, YaraDetector};
+#[cfg(feature = "yara")]
+use crate::detect::yara::YaraDetector;
+use crate::detect::yara_config::YaraConfig;
 use crate::detect::Detector;
 use crate::flow::{FlowConfig, FlowTable};
 use crate::packet::{AppMeta, ArpMeta, DnsName, PacketMeta};
+use crate::tls_hello::{self, HelloAssembler};
 
 /// `[detect.*]`: one table per detector; every detector is on by default.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -146,6 +149,8 @@ pub struct Pipeline {
     last_tick: i64,
     community_id_seed: u16,
     counts: Counts,
+    /// TLS ClientHellos split over several segments, being put back together.
+    hellos: HelloAssembler,
     /// Whether alerts go to `out`; when false they are counted and dropped.
     emit_alerts: bool,
     counters: Arc<NetCounters>,
@@ -164,6 +169,9 @@ impl std::fmt::Debug for Pipeline {
 }
 
 const TICK_NANOS: i64 = 1_000_000_000;
+/// Split ClientHellos collected at once, and how long (capture time) one may take to complete.
+const HELLOS_IN_PROGRESS: usize = 4096;
+const HELLO_TIMEOUT_NANOS: i64 = 10 * TICK_NANOS;
 
 /// Most flows flushed per batch at the end of input (see [`Pipeline::finish_batched`]): a few
 /// MB of records at a time, whatever the table holds.
@@ -224,11 +232,20 @@ pub fn detectors(
         ));
     }
     if config.yara.enabled {
+        #[cfg(feature = "yara")]
         d.push(Box::new(
             YaraDetector::new(config.yara.clone(), agent_id, community_id_seed)
                 .map_err(|e| e.to_string())
                 .map_err(detector_err("yara"))?,
         ));
+        #[cfg(not(feature = "yara"))]
+        {
+            let _ = community_id_seed;
+            return Err(detector_err("yara")(
+                "this build has no YARA-X (cargo feature `yara`); set [detect.yara] enabled = false"
+                    .into(),
+            ));
+        }
     }
     Ok(d)
 }
@@ -351,6 +368,7 @@ impl Pipeline {
             last_tick: i64::MIN,
             community_id_seed: flow.community_id_seed,
             counts: Counts::default(),
+            hellos: HelloAssembler::new(HELLOS_IN_PROGRESS, HELLO_TIMEOUT_NANOS),
             emit_alerts: true,
             counters,
         })
@@ -372,7 +390,16 @@ impl Pipeline {
         self.counts.malformed += u64::from(decoded.malformed.is_some());
         self.counts.packets += 1;
         self.counts.bytes += u64::from(raw.wire_len);
-        let meta = packet_meta(raw.ts, raw.wire_len, decoded);
+        let partial_hello = match &decoded.app {
+            Some(App::TlsClientHelloPartial { needed }) => Some(*needed),
+            _ => None,
+        };
+        let mut meta = packet_meta(raw.ts, raw.wire_len, decoded);
+        if let Some(record) = self.hellos.observe(&meta, partial_hello) {
+            // The last segment of a split ClientHello: the flow and the detectors see the
+            // whole hello's SNI and fingerprints on this packet.
+            tls_hello::fill_app(&mut meta.app, &record);
+        }
         let before = out.len();
         let update = self.flows.observe(&meta);
         for d in &mut self.detectors {
@@ -405,6 +432,7 @@ impl Pipeline {
             d.on_tick(now, out);
         }
         self.take_alerts(out, before);
+        self.hellos.expire(now);
         self.flows.expire(now, out);
         self.publish();
     }

@@ -227,6 +227,61 @@ mod tests {
     }
 
     #[test]
+    fn the_pipeline_matches_the_sni_of_a_split_hello_against_the_ioc_list() {
+        use crate::capture::craft::{self, Endpoint};
+        use crate::capture::RawPacket;
+        use crate::pipeline::{DetectConfig, NetCounters, Pipeline};
+
+        let rec = client_hello("beacon.example.net", 3_000);
+        let c = Endpoint::new(ip(10, 0, 0, 1), 40_000);
+        let s = Endpoint::new(ip(198, 51, 100, 7), 443);
+        let frames = [
+            (T0, craft::tcp(c, s, craft::SYN, 99, 0, b"")),
+            (
+                T0 + 1,
+                craft::tcp(c, s, craft::PSH | craft::ACK, 100, 1, &rec[..1400]),
+            ),
+            (
+                T0 + 2,
+                craft::tcp(c, s, craft::PSH | craft::ACK, 1500, 1, &rec[1400..2800]),
+            ),
+            (
+                T0 + 3,
+                craft::tcp(c, s, craft::PSH | craft::ACK, 2900, 1, &rec[2800..]),
+            ),
+        ];
+        let mut detect = DetectConfig::default();
+        detect.ioc.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../signatures/net");
+        detect.ioc.watch = false;
+        detect.yara.enabled = false;
+        let mut p = Pipeline::new(
+            &Default::default(),
+            &detect,
+            "probe-1",
+            1,
+            std::sync::Arc::new(NetCounters::default()),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        for (ts, frame) in &frames {
+            p.process(
+                RawPacket {
+                    ts: *ts,
+                    wire_len: frame.len() as u32,
+                    data: frame,
+                },
+                &mut out,
+            );
+        }
+        p.finish(T0 + 5 * SEC, &mut out);
+        let ids: Vec<_> = out
+            .iter()
+            .filter_map(|e| e.rule.as_ref().and_then(|r| r.id.clone()))
+            .collect();
+        assert!(ids.iter().any(|i| i == "palisade.net.ioc.sni"), "{ids:?}");
+    }
+
+    #[test]
     fn bounded_by_count_time_and_size() {
         let mut h = HelloAssembler::new(2, 5 * SEC);
         let start = leak(vec![22, 3, 1, 4, 0, 1, 0, 3, 252]);
