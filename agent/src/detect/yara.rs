@@ -13,7 +13,7 @@
 //! that made it); the packet path hands over buffers through a bounded queue and collects
 //! results without waiting. When the queue is full the packet path waits: inspection is never
 //! skipped silently. Each scan has a time bound (`scan_timeout_secs`); a scan that hits it raises
-//! a `yara_scan_timeout` alert naming the flow, so an evasion by slow input is itself visible.
+//! a `palisade.net.yara.scan_timeout` alert naming the flow, so an evasion by slow input is itself visible.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -102,6 +102,7 @@ enum Job {
 struct Done {
     origin: Origin,
     scanned: usize,
+    elapsed_secs: f64,
     result: Result<Vec<RuleMatch>, ScanFailure>,
 }
 
@@ -193,7 +194,11 @@ impl YaraDetector {
         let stats = Arc::new(YaraStats::default());
         let (jobs, job_rx) = std::sync::mpsc::sync_channel(config.queue_depth);
         let (done_tx, done) = std::sync::mpsc::channel();
-        let timeout = Duration::from_secs(config.scan_timeout_secs);
+        // yara-x counts time in whole seconds from a global heartbeat: a deadline of N ticks can
+        // pass anywhere between N-1 and N seconds after the scan starts (a 1 s bound would now and
+        // then stop a 10 µs scan that straddles a tick). One extra tick makes the bound
+        // `scan_timeout_secs`..`scan_timeout_secs + 1` seconds.
+        let timeout = Duration::from_secs(config.scan_timeout_secs + 1);
         let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("yara-scan".into())
@@ -549,7 +554,7 @@ impl YaraDetector {
                 let b = AlertBuilder::new(
                     &self.agent_id,
                     o.ts,
-                    "yara_scan_timeout",
+                    "palisade.net.yara.scan_timeout",
                     "YARA scan hit its time bound",
                     Severity::Medium,
                 );
@@ -562,6 +567,7 @@ impl YaraDetector {
                         "detector": "yara",
                         "scanned_bytes": d.scanned,
                         "timeout_secs": self.config.scan_timeout_secs,
+                        "elapsed_secs": d.elapsed_secs,
                         "direction": direction,
                     }),
                 ));
@@ -713,6 +719,7 @@ fn scan_loop(
                     let d = Done {
                         origin,
                         scanned: data.len(),
+                        elapsed_secs: nanos as f64 / 1e9,
                         result,
                     };
                     if done.send(d).is_err() {

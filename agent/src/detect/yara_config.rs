@@ -39,7 +39,8 @@ pub struct YaraConfig {
     pub memcap_bytes: usize,
     /// A stream idle this long (capture time) is scanned and dropped. Default 30 s.
     pub stream_idle_secs: u64,
-    /// Time bound of one scan, whole seconds (yara-x counts time in seconds). Default 1 s.
+    /// Time bound of one scan, whole seconds: a scan is stopped after between this and one
+    /// second more (yara-x counts time in whole seconds). Default 1 s.
     pub scan_timeout_secs: u64,
     /// Buffers waiting for the scanner thread. Default 256.
     pub queue_depth: usize,

@@ -339,7 +339,8 @@ fn a_scan_that_hits_its_time_bound_raises_an_alert() {
     p.payload = zeros;
     d.on_packet(&p, &mut out);
     d.on_finish(T0 + SEC, &mut out);
-    assert_eq!(rule_ids(&out), vec!["yara_scan_timeout"]);
+    assert_eq!(rule_ids(&out), vec!["palisade.net.yara.scan_timeout"]);
+    assert!(evidence(&out[0])["elapsed_secs"].as_f64().unwrap() >= 1.0);
     assert_eq!(d.stats().timeouts.load(Ordering::Relaxed), 1);
 }
 
