@@ -173,9 +173,14 @@ const TICK_NANOS: i64 = 1_000_000_000;
 const HELLOS_IN_PROGRESS: usize = 4096;
 const HELLO_TIMEOUT_NANOS: i64 = 10 * TICK_NANOS;
 
-/// Most flows flushed per batch at the end of input (see [`Pipeline::finish_batched`]): a few
-/// MB of records at a time, whatever the table holds.
-const FINISH_BATCH_FLOWS: usize = 1024;
+/// Most flow records built per batch when a tick or the end of input ends many flows at once
+/// (see [`Pipeline::finish_batched`]): a few MB of records at a time, whatever the table holds.
+const BATCH_FLOWS: usize = 1024;
+
+/// The `deliver` of the unbatched calls: everything stays in `out` for the caller.
+fn keep_all(_: &mut Vec<Event>) -> Result<(), std::convert::Infallible> {
+    Ok(())
+}
 
 fn detector_err(detector: &'static str) -> impl FnOnce(String) -> PipelineError {
     move |reason| PipelineError::Detector { detector, reason }
@@ -385,6 +390,18 @@ impl Pipeline {
 
     /// Processes one packet; flow records and alerts go to `out`.
     pub fn process(&mut self, raw: RawPacket<'_>, out: &mut Vec<Event>) {
+        let Ok(()) = self.process_batched(raw, out, &mut keep_all);
+    }
+
+    /// Like [`Pipeline::process`], but when the packet's capture time runs a tick, the flow
+    /// records it expires go to `deliver` in batches of at most [`BATCH_FLOWS`] (a tick can
+    /// end tens of thousands of flows at once). `deliver` is expected to drain `out`.
+    pub fn process_batched<E>(
+        &mut self,
+        raw: RawPacket<'_>,
+        out: &mut Vec<Event>,
+        deliver: &mut impl FnMut(&mut Vec<Event>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let decoded = decode::decode(self.link, raw.data);
         self.stats.record(&decoded);
         self.counts.malformed += u64::from(decoded.malformed.is_some());
@@ -420,12 +437,22 @@ impl Pipeline {
             self.take_alerts(out, before);
         }
         if raw.ts >= self.last_tick.saturating_add(TICK_NANOS) {
-            self.tick(raw.ts, out);
+            self.tick_batched(raw.ts, out, deliver)?;
         }
+        Ok(())
     }
 
     /// Capture time reached `now`: expire flows and detector windows.
     pub fn tick(&mut self, now: i64, out: &mut Vec<Event>) {
+        let Ok(()) = self.tick_batched(now, out, &mut keep_all);
+    }
+
+    fn tick_batched<E>(
+        &mut self,
+        now: i64,
+        out: &mut Vec<Event>,
+        deliver: &mut impl FnMut(&mut Vec<Event>) -> Result<(), E>,
+    ) -> Result<(), E> {
         self.last_tick = now;
         let before = out.len();
         for d in &mut self.detectors {
@@ -433,25 +460,27 @@ impl Pipeline {
         }
         self.take_alerts(out, before);
         self.hellos.expire(now);
-        self.flows.expire(now, out);
+        while !self.flows.expire_some(now, out, BATCH_FLOWS) {
+            deliver(out)?;
+        }
         self.publish();
+        Ok(())
     }
 
     /// End of input: emit every open flow and final detector state.
     pub fn finish(&mut self, now: i64, out: &mut Vec<Event>) {
-        let kept = self.finish_batched(now, out, |_| Ok::<(), std::convert::Infallible>(()));
-        let Ok(()) = kept;
+        let Ok(()) = self.finish_batched(now, out, &mut keep_all);
     }
 
     /// End of input, streamed: like [`Pipeline::finish`], but hands `out` to `deliver` after
-    /// the detectors' final alerts and after each batch of at most [`FINISH_BATCH_FLOWS`] flow
+    /// the detectors' final alerts and after each batch of at most [`BATCH_FLOWS`] flow
     /// records, so a table of 100 k open flows never sits in memory as records all at once.
     /// `deliver` is expected to drain `out`. Stops at `deliver`'s first error.
     pub fn finish_batched<E>(
         &mut self,
         now: i64,
         out: &mut Vec<Event>,
-        mut deliver: impl FnMut(&mut Vec<Event>) -> Result<(), E>,
+        deliver: &mut impl FnMut(&mut Vec<Event>) -> Result<(), E>,
     ) -> Result<(), E> {
         let before = out.len();
         for d in &mut self.detectors {
@@ -462,7 +491,7 @@ impl Pipeline {
         }
         self.take_alerts(out, before);
         loop {
-            let done = self.flows.flush(out, FINISH_BATCH_FLOWS);
+            let done = self.flows.flush(out, BATCH_FLOWS);
             self.publish();
             deliver(out)?;
             if done {
@@ -579,7 +608,7 @@ mod tests {
             last = ts;
         }
         let mut finish_batches = Vec::new();
-        p.finish_batched(last, &mut out, |batch| {
+        p.finish_batched(last, &mut out, &mut |batch: &mut Vec<Event>| {
             finish_batches.push(batch.len());
             events.append(batch);
             Ok::<(), ()>(())
@@ -634,7 +663,7 @@ mod tests {
     fn finish_hands_open_flows_over_in_bounded_batches() {
         let r = run(Some(EventKind::Flow));
         assert!(r.finish_batches.len() >= 3, "{:?}", r.finish_batches);
-        assert!(r.finish_batches.iter().all(|&n| n <= FINISH_BATCH_FLOWS));
+        assert!(r.finish_batches.iter().all(|&n| n <= BATCH_FLOWS));
         assert!(r.finish_batches.iter().sum::<usize>() >= 3000);
 
         // `finish` (one Vec) gives the same events as the batched end.

@@ -98,6 +98,14 @@ pub fn replay(
     let mut last_ts = 0i64;
     let mut out = Vec::with_capacity(64);
     let mut read_error = None;
+    // Flows that end together (a tick, the end of the file) reach the sink in batches: 100 k
+    // flow records held at once would be hundreds of MB.
+    let mut deliver = |batch: &mut Vec<Event>| {
+        batch
+            .drain(..)
+            .try_for_each(&mut *sink)
+            .map_err(ReplayError::Sink)
+    };
     loop {
         let raw = match source.next_packet() {
             Ok(Next::Packet(p)) => p,
@@ -117,19 +125,10 @@ pub fn replay(
             }
         }
         last_ts = last_ts.max(raw.ts);
-        pipeline.process(raw, &mut out);
-        for e in out.drain(..) {
-            sink(e).map_err(ReplayError::Sink)?;
-        }
+        pipeline.process_batched(raw, &mut out, &mut deliver)?;
+        deliver(&mut out)?;
     }
-    // The open flows go out in batches: one replay of 100 k flows would otherwise hold all
-    // their records at once.
-    pipeline.finish_batched(last_ts, &mut out, |batch| {
-        batch
-            .drain(..)
-            .try_for_each(&mut *sink)
-            .map_err(ReplayError::Sink)
-    })?;
+    pipeline.finish_batched(last_ts, &mut out, &mut deliver)?;
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     let c = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let packets = c(&counters.packets);

@@ -9,7 +9,7 @@
 //! record start, so long flows whose record has run `active_timeout_secs` are at its head.
 //! Timestamps are capture time; a capture whose timestamps go backwards only delays expiry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use palisade_wire::Event;
@@ -296,7 +296,7 @@ pub struct FlowTable {
     active: List,
     /// Flows finished inside `observe` (evicted, or replaced by a new connection on the same
     /// key); their records go out on the next `expire` or `flush_all`.
-    pending: Vec<(Flow, EndReason)>,
+    pending: VecDeque<(Flow, EndReason)>,
     /// Whether records are built; when false they are only counted (`emitted`), for a replay
     /// that prints alerts only: building ~100 k records to drop them was most of its time.
     build_records: bool,
@@ -333,7 +333,7 @@ impl FlowTable {
             free: Vec::new(),
             idle: [List::default(); CLASSES],
             active: List::default(),
-            pending: Vec::new(),
+            pending: VecDeque::new(),
             build_records: true,
             stats: FlowStats::default(),
         }
@@ -355,7 +355,7 @@ impl FlowTable {
                 None => (idx, false),
                 Some(reason) => {
                     let old = self.remove(idx);
-                    self.pending.push((old, reason));
+                    self.pending.push_back((old, reason));
                     (self.insert(key, src_is_lo, p.ts), true)
                 }
             },
@@ -386,7 +386,21 @@ impl FlowTable {
     /// flow continues in a new record). Also emits flows finished inside `observe`. Call it at
     /// least once per second of capture time.
     pub fn expire(&mut self, now_ns: i64, out: &mut Vec<Event>) {
-        self.drain_pending(out);
+        while !self.expire_some(now_ns, out, usize::MAX) {}
+    }
+
+    /// Like [`FlowTable::expire`], a step at a time: emits at most `max_flows` records (or
+    /// finished flows) and returns whether nothing is left to expire at `now_ns`. Calling it
+    /// again until it returns true gives the same records in the same order as one `expire`.
+    pub fn expire_some(&mut self, now_ns: i64, out: &mut Vec<Event>, max_flows: usize) -> bool {
+        let mut taken = 0;
+        while let Some((flow, reason)) = self.pending.pop_front() {
+            self.emit(&flow, reason, out);
+            taken += 1;
+            if taken == max_flows {
+                return false;
+            }
+        }
         for class in [
             Class::TcpOpening,
             Class::TcpOpen,
@@ -400,6 +414,10 @@ impl FlowTable {
                 if flow.last_seen.saturating_add(timeout) > now_ns {
                     break;
                 }
+                if taken == max_flows {
+                    return false;
+                }
+                taken += 1;
                 let reason = if class == Class::TcpClosing {
                     flow.close_reason()
                 } else {
@@ -415,6 +433,10 @@ impl FlowTable {
                 if flow.active_since.saturating_add(active_timeout) > now_ns {
                     break;
                 }
+                if taken == max_flows {
+                    return false;
+                }
+                taken += 1;
                 self.emit(&flow, EndReason::Active, out);
                 let flow = &mut self.slab[idx as usize];
                 flow.packets = [0; 2];
@@ -425,6 +447,7 @@ impl FlowTable {
                 self.active.move_to_back(&mut self.slab, idx, Which::Active);
             }
         }
+        true
     }
 
     /// Emits every flow (end of a replay, shutdown) and empties the table. Closed TCP flows
@@ -437,8 +460,14 @@ impl FlowTable {
     /// the table (emitting their records) and returns whether the table is now empty. Lets a
     /// caller hand 100 k+ records on in bounded batches instead of holding them all at once.
     pub fn flush(&mut self, out: &mut Vec<Event>, max_flows: usize) -> bool {
-        self.drain_pending(out);
         let mut taken = 0;
+        while let Some((flow, reason)) = self.pending.pop_front() {
+            self.emit(&flow, reason, out);
+            taken += 1;
+            if taken == max_flows {
+                return false;
+            }
+        }
         for class in [
             Class::TcpOpening,
             Class::TcpOpen,
@@ -500,7 +529,7 @@ impl FlowTable {
         if self.map.len() >= self.max_flows {
             if let Some(victim) = self.least_recently_seen() {
                 let flow = self.remove(victim);
-                self.pending.push((flow, EndReason::Evicted));
+                self.pending.push_back((flow, EndReason::Evicted));
                 self.stats.evicted += 1;
             }
         }
@@ -593,15 +622,6 @@ impl FlowTable {
             self.idle[new as usize].push_back(&mut self.slab, idx, Which::Idle);
         }
         direction
-    }
-
-    fn drain_pending(&mut self, out: &mut Vec<Event>) {
-        let mut pending = std::mem::take(&mut self.pending);
-        for (flow, reason) in pending.drain(..) {
-            self.emit(&flow, reason, out);
-        }
-        // Keep the buffer's capacity for the next evictions.
-        self.pending = pending;
     }
 
     /// Emits the record of `flow` unless it is empty or sampled out; when records are not

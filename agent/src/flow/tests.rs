@@ -585,3 +585,80 @@ fn config_is_strict_and_validated() {
         .to_string()
         .contains("udp_idle_timeout_secs"));
 }
+
+/// Flows of every kind of ending at one tick: UDP going idle, closed TCP past the linger,
+/// evictions waiting in `pending`, and long flows at the active timeout.
+fn busy_table() -> (FlowTable, i64) {
+    let mut t = table(FlowConfig {
+        max_flows: 500,
+        active_timeout_secs: 20,
+        ..FlowConfig::default()
+    });
+    for n in 0..700u16 {
+        let ts = T0 + i64::from(n) * 1_000_000;
+        let mut p = packet(ts, CLIENT, 1000 + n, SERVER, 53, proto::UDP);
+        t.observe(&p).unwrap();
+        if n % 3 == 0 {
+            // A TCP flow on the same ports, closed by FINs.
+            for (flags, from_client) in [(SYN, true), (SYN | ACK, false), (FIN | ACK, true)] {
+                p = packet(ts + 1, CLIENT, 1000 + n, SERVER, 80, proto::TCP);
+                if !from_client {
+                    p = packet(ts + 2, SERVER, 80, CLIENT, 1000 + n, proto::TCP);
+                }
+                p.tcp_flags = flags;
+                t.observe(&p).unwrap();
+            }
+            let mut fin = packet(ts + 3, SERVER, 80, CLIENT, 1000 + n, proto::TCP);
+            fin.tcp_flags = FIN | ACK;
+            t.observe(&fin).unwrap();
+        }
+    }
+    (t, T0 + 61 * SEC)
+}
+
+#[test]
+fn expire_in_steps_emits_what_one_expire_does() {
+    let (mut whole, now) = busy_table();
+    let mut expected = Vec::new();
+    whole.expire(now, &mut expected);
+    assert!(expected.len() > 300, "{}", expected.len());
+
+    let (mut stepped, now) = busy_table();
+    let mut got = Vec::new();
+    let mut steps = 0;
+    loop {
+        let mut batch = Vec::new();
+        let done = stepped.expire_some(now, &mut batch, 64);
+        assert!(batch.len() <= 64);
+        got.append(&mut batch);
+        steps += 1;
+        if done {
+            break;
+        }
+    }
+    assert!(steps > 4, "{steps}");
+    assert_eq!(got, expected);
+    assert_eq!(stepped.stats(), whole.stats());
+}
+
+#[test]
+fn flush_in_steps_and_uncounted_records_match_flush_all() {
+    let (mut whole, _) = busy_table();
+    let mut expected = Vec::new();
+    whole.flush_all(&mut expected);
+
+    let (mut stepped, _) = busy_table();
+    let mut got = Vec::new();
+    while !stepped.flush(&mut got, 50) {}
+    assert_eq!(got, expected);
+    assert_eq!(stepped.stats(), whole.stats());
+
+    // Not building records still counts every one of them.
+    let (mut counted, _) = busy_table();
+    counted.set_build_records(false);
+    let mut none = Vec::new();
+    counted.flush_all(&mut none);
+    assert!(none.is_empty());
+    assert_eq!(counted.stats(), whole.stats());
+    assert_eq!(counted.stats().emitted, expected.len() as u64);
+}
