@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use palisade_agent::capture::craft::{self, Endpoint, ACK, FIN, PSH, RST, SYN};
+use palisade_agent::capture::craft::{self, Endpoint, SYN};
 use palisade_agent::capture::writer::PcapWriter;
 use palisade_agent::demo::{self, attacks, benign, card_number, id_number, PHONES};
 use palisade_tests::{bin, wait_for, Agent, Collector, Pki};
