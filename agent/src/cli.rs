@@ -88,6 +88,21 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Write the demo capture: ordinary traffic plus one of each attack the detectors find.
+    #[command(
+        after_long_help = "Examples:\n  palisade-agent demo-capture --out demo.pcap\n  palisade-agent replay demo.pcap --kind alert --output-format text\n  palisade-agent demo-capture --out clean.pcap --benign-only --start 2026-11-21T08:00:00Z"
+    )]
+    DemoCapture {
+        /// Output pcap file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Capture start: an RFC 3339 time or an age such as 30m, 2h (before now).
+        #[arg(long, default_value = "30m")]
+        start: String,
+        /// Only the ordinary traffic (a capture on which nothing may alert).
+        #[arg(long)]
+        benign_only: bool,
+    },
     /// Benchmark a collector with simulated agents over real mutual TLS.
     #[command(
         after_long_help = "Each simulated agent NN needs <pki-dir>/<prefix>NN.crt/.key (role agent):\n  for i in $(seq -w 0 15); do palisade-collector pki issue --dir pki --role agent --name loadgen-$i; done\n  palisade-agent loadgen --collector https://127.0.0.1:7443 --pki-dir pki --agents 16"
@@ -193,6 +208,18 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 r.bytes as f64 / 1e6,
                 r.flows
             );
+            Ok(0)
+        }
+        Command::DemoCapture {
+            out,
+            start,
+            benign_only,
+        } => {
+            let t0 = palisade_wire::event::parse_time_spec(&start, palisade_wire::Timestamp::now())
+                .map_err(|e| CliError::Other(format!("--start {start:?}: {e}")))?;
+            crate::demo::write(&out, t0.0, !benign_only)
+                .map_err(|e| CliError::Other(format!("cannot write {}: {e}", out.display())))?;
+            println!("{}: demo capture written", out.display());
             Ok(0)
         }
         Command::Loadgen(a) => {
