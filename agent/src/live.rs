@@ -75,7 +75,14 @@ pub fn spawn(
             let mut last_idle_tick = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 match source.next_packet() {
-                    Ok(Next::Packet(p)) => pipeline.process(p, &mut out),
+                    Ok(Next::Packet(p)) => {
+                        // Flows ending together at a tick reach the spool in bounded batches.
+                        let mut deliver = |batch: &mut Vec<Event>| {
+                            spool_events(&spool, batch);
+                            Ok::<(), std::convert::Infallible>(())
+                        };
+                        let Ok(()) = pipeline.process_batched(p, &mut out, &mut deliver);
+                    }
                     Ok(Next::Idle) => {
                         if last_idle_tick.elapsed() >= idle_tick {
                             last_idle_tick = Instant::now();
@@ -110,7 +117,11 @@ pub fn spawn(
                     }
                 }
             }
-            pipeline.finish(Timestamp::now().nanos(), &mut out);
+            let mut deliver = |batch: &mut Vec<Event>| {
+                spool_events(&spool, batch);
+                Ok::<(), std::convert::Infallible>(())
+            };
+            let Ok(()) = pipeline.finish_batched(Timestamp::now().nanos(), &mut out, &mut deliver);
             spool_events(&spool, &mut out);
             tracing::info!("live capture stopped");
         })
