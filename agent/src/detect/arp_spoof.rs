@@ -375,6 +375,7 @@ impl Detector for ArpSpoofDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::testkit::{evidence, rule, run};
 
     const SEC: i64 = 1_000_000_000;
     const T0: i64 = 1_700_000_000 * SEC;
@@ -404,27 +405,6 @@ mod tests {
             target_ip,
         });
         p
-    }
-
-    fn run(det: &mut ArpSpoofDetector, packets: &[PacketMeta<'_>]) -> Vec<Event> {
-        let mut out = Vec::new();
-        let mut next_tick = packets.first().map_or(0, |p| p.ts) + SEC;
-        for p in packets {
-            while p.ts >= next_tick {
-                det.on_tick(next_tick, &mut out);
-                next_tick += SEC;
-            }
-            det.on_packet(p, &mut out);
-        }
-        out
-    }
-
-    fn rule(e: &Event) -> &str {
-        e.rule.as_ref().and_then(|r| r.id.as_deref()).unwrap_or("")
-    }
-
-    fn evidence(e: &Event) -> &serde_json::Value {
-        &e.palisade.as_ref().expect("palisade")["evidence"]
     }
 
     /// The gateway answers a client's request, as on any healthy LAN.

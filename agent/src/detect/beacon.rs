@@ -378,27 +378,10 @@ impl Detector for BeaconDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testkit::{ip, tcp, udp, SEC, T0};
+    use crate::detect::testkit::{evidence, ip, run, tcp, udp, SEC, T0};
 
     fn syn(ts: i64, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> PacketMeta<'static> {
         tcp(ts, src, dst, sport, dport, tcp_flags::SYN)
-    }
-
-    fn run(det: &mut BeaconDetector, packets: &[PacketMeta<'_>]) -> Vec<Event> {
-        let mut out = Vec::new();
-        let mut next_tick = packets.first().map_or(0, |p| p.ts) + SEC;
-        for p in packets {
-            while p.ts >= next_tick {
-                det.on_tick(next_tick, &mut out);
-                next_tick += SEC;
-            }
-            det.on_packet(p, &mut out);
-        }
-        out
-    }
-
-    fn evidence(e: &Event) -> &serde_json::Value {
-        &e.palisade.as_ref().expect("palisade")["evidence"]
     }
 
     /// A small deterministic generator, so "random" tests replay identically.

@@ -619,6 +619,7 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::testkit::rule_ids;
     use crate::packet::DnsName;
 
     const T0: i64 = 1_717_200_000 * NANOS_PER_SEC;
@@ -650,12 +651,6 @@ mod tests {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
         (0..len)
             .map(|_| char::from(ALPHABET[rng.usize(..ALPHABET.len())]))
-            .collect()
-    }
-
-    fn rule_ids(out: &[Event]) -> Vec<String> {
-        out.iter()
-            .filter_map(|e| e.rule.as_ref().and_then(|r| r.id.clone()))
             .collect()
     }
 

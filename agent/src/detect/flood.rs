@@ -354,28 +354,7 @@ impl Detector for FloodDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testkit::{ip, tcp, SEC, T0};
-
-    fn run(det: &mut FloodDetector, packets: &[PacketMeta<'_>]) -> Vec<Event> {
-        let mut out = Vec::new();
-        let mut next_tick = packets.first().map_or(0, |p| p.ts) + SEC;
-        for p in packets {
-            while p.ts >= next_tick {
-                det.on_tick(next_tick, &mut out);
-                next_tick += SEC;
-            }
-            det.on_packet(p, &mut out);
-        }
-        out
-    }
-
-    fn rule(e: &Event) -> &str {
-        e.rule.as_ref().and_then(|r| r.id.as_deref()).unwrap_or("")
-    }
-
-    fn evidence(e: &Event) -> &serde_json::Value {
-        &e.palisade.as_ref().expect("palisade")["evidence"]
-    }
+    use crate::detect::testkit::{evidence, ip, rule, run, tcp, SEC, T0};
 
     #[test]
     fn spoofed_syn_flood_alerts_once_with_ratio_and_sources() {

@@ -888,6 +888,7 @@ fn is_list_file(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::testkit::evidence;
     use crate::packet::DnsName;
     use std::net::Ipv4Addr;
 
@@ -919,10 +920,6 @@ mod tests {
         for (name, text) in files {
             std::fs::write(dir.join(name), text).unwrap();
         }
-    }
-
-    fn evidence(e: &Event) -> &serde_json::Value {
-        &e.palisade.as_ref().unwrap()["evidence"]
     }
 
     /// One case of `signatures/net/tests/cases.toml`.

@@ -155,7 +155,44 @@ pub fn transport_name(proto: u8) -> Option<&'static str> {
 pub(crate) mod testkit {
     use std::net::{IpAddr, Ipv4Addr};
 
+    use palisade_wire::Event;
+
+    use super::Detector;
     use crate::packet::{proto, PacketMeta};
+
+    /// Feeds `packets` to `det` in order, ticking once per second of capture time in between,
+    /// as the pipeline does; returns every alert.
+    pub fn run(det: &mut dyn Detector, packets: &[PacketMeta<'_>]) -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut next_tick = packets.first().map_or(0, |p| p.ts) + SEC;
+        for p in packets {
+            while p.ts >= next_tick {
+                det.on_tick(next_tick, &mut out);
+                next_tick += SEC;
+            }
+            det.on_packet(p, &mut out);
+        }
+        out
+    }
+
+    /// An alert's rule id ("" when none).
+    pub fn rule(e: &Event) -> &str {
+        e.rule.as_ref().and_then(|r| r.id.as_deref()).unwrap_or("")
+    }
+
+    /// The rule ids of `events`, in order.
+    pub fn rule_ids(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| rule(e).to_string())
+            .filter(|r| !r.is_empty())
+            .collect()
+    }
+
+    /// An alert's `palisade.evidence`.
+    pub fn evidence(e: &Event) -> &serde_json::Value {
+        &e.palisade.as_ref().expect("palisade")["evidence"]
+    }
 
     /// One second in nanoseconds.
     pub const SEC: i64 = 1_000_000_000;

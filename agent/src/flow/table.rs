@@ -85,6 +85,17 @@ enum Class {
     Free = 5,
 }
 
+impl Class {
+    /// The classes whose flows sit on an idle list, in the order they are expired and flushed.
+    const LISTED: [Class; 5] = [
+        Class::TcpOpening,
+        Class::TcpOpen,
+        Class::TcpClosing,
+        Class::Udp,
+        Class::Other,
+    ];
+}
+
 const CLASSES: usize = 5;
 
 /// One bidirectional flow. Fixed-size and `Copy`: no heap data, so the table's memory is
@@ -394,20 +405,10 @@ impl FlowTable {
     /// again until it returns true gives the same records in the same order as one `expire`.
     pub fn expire_some(&mut self, now_ns: i64, out: &mut Vec<Event>, max_flows: usize) -> bool {
         let mut taken = 0;
-        while let Some((flow, reason)) = self.pending.pop_front() {
-            self.emit(&flow, reason, out);
-            taken += 1;
-            if taken == max_flows {
-                return false;
-            }
+        if !self.emit_pending(out, &mut taken, max_flows) {
+            return false;
         }
-        for class in [
-            Class::TcpOpening,
-            Class::TcpOpen,
-            Class::TcpClosing,
-            Class::Udp,
-            Class::Other,
-        ] {
+        for class in Class::LISTED {
             let timeout = self.timeouts[class as usize];
             while let Some(idx) = self.idle[class as usize].front() {
                 let flow = &self.slab[idx as usize];
@@ -450,6 +451,19 @@ impl FlowTable {
         true
     }
 
+    /// Emits flows that already ended (evicted, restarted) and wait in `pending`, counting them
+    /// in `taken`; false when `max_flows` was reached first.
+    fn emit_pending(&mut self, out: &mut Vec<Event>, taken: &mut usize, max_flows: usize) -> bool {
+        while let Some((flow, reason)) = self.pending.pop_front() {
+            self.emit(&flow, reason, out);
+            *taken += 1;
+            if *taken == max_flows {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Emits every flow (end of a replay, shutdown) and empties the table. Closed TCP flows
     /// keep their `fin`/`rst` reason; the rest end with `shutdown`.
     pub fn flush_all(&mut self, out: &mut Vec<Event>) {
@@ -461,20 +475,10 @@ impl FlowTable {
     /// caller hand 100 k+ records on in bounded batches instead of holding them all at once.
     pub fn flush(&mut self, out: &mut Vec<Event>, max_flows: usize) -> bool {
         let mut taken = 0;
-        while let Some((flow, reason)) = self.pending.pop_front() {
-            self.emit(&flow, reason, out);
-            taken += 1;
-            if taken == max_flows {
-                return false;
-            }
+        if !self.emit_pending(out, &mut taken, max_flows) {
+            return false;
         }
-        for class in [
-            Class::TcpOpening,
-            Class::TcpOpen,
-            Class::TcpClosing,
-            Class::Udp,
-            Class::Other,
-        ] {
+        for class in Class::LISTED {
             while let Some(idx) = self.idle[class as usize].front() {
                 if taken == max_flows {
                     return false;

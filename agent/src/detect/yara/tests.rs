@@ -2,7 +2,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::*;
-use crate::detect::testkit::{ip, tcp, udp, SEC, T0};
+use crate::detect::testkit::{evidence, ip, rule_ids, tcp, udp, SEC, T0};
 use crate::packet::tcp_flags::{ACK, FIN, PSH, RST, SYN};
 
 const CLIENT_ISN: u32 = 1_000;
@@ -49,17 +49,6 @@ fn handshake(d: &mut YaraDetector, out: &mut Vec<Event>) {
     let mut syn_ack = tcp(T0, server(), client(), 80, 40_000, SYN | ACK);
     syn_ack.tcp_seq = SERVER_ISN;
     d.on_packet(&syn_ack, out);
-}
-
-fn rule_ids(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| e.rule.as_ref().and_then(|r| r.id.clone()))
-        .collect()
-}
-
-fn evidence(e: &Event) -> &serde_json::Value {
-    &e.palisade.as_ref().unwrap()["evidence"]
 }
 
 #[test]
