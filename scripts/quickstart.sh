@@ -40,6 +40,13 @@ cert = "pki/palisade-collector.crt"
 key = "pki/palisade-collector.key"
 crl = "pki/crl.pem"
 TOML
+# A small government web root that the agent guards (anti-tamper with restore).
+if [ ! -d "$DIR/www" ]; then
+    mkdir -p "$DIR/www/news" "$DIR/www/static"
+    printf '<html><body><h1>City e-government portal</h1></body></html>\n' > "$DIR/www/index.html"
+    printf '<p>Office hours 9:00-17:00</p>\n' > "$DIR/www/news/hours.html"
+    printf 'body { font-family: sans-serif; }\n' > "$DIR/www/static/site.css"
+fi
 cat > "$DIR/agent.toml" <<TOML
 # Agent config written by scripts/quickstart.sh (see README, "Configuration").
 collector = "https://127.0.0.1:$PORT"
@@ -50,6 +57,12 @@ cert = "pki/demo-probe.crt"
 key = "pki/demo-probe.key"
 [heartbeat]
 interval_secs = 5
+[[integrity.paths]]
+path = "$DIR/www"
+protect = "restore"
+[integrity.malware]
+dir = "$PALISADE_ROOT/signatures/yara"
+action = "quarantine"
 TOML
 cat > "$DIR/sensor.toml" <<TOML
 # Network sensor config written by scripts/quickstart.sh: replays captures into the collector.
@@ -97,6 +110,23 @@ echo "==> sensor demo-sensor replays the demo capture into the collector (log: $
 "$A" replay "$DIR/demo.pcap" --config "$DIR/sensor.toml" 2>"$DIR/sensor.log" \
     || { cat "$DIR/sensor.log" >&2; exit 2; }
 grep '^replay:' "$DIR/sensor.log" >&2 || true
+# The agent took its integrity baseline of the web root at first start; now an attacker
+# defaces the home page and drops a webshell. The agent restores the page and quarantines
+# the shell within a second or so.
+for _ in $(seq 1 100); do
+    "$C" events --since 1d --kind integrity --limit 1 "${analyst[@]}" --output-format ndjson 2>/dev/null \
+        | grep -q 'baseline-' && break
+    sleep 0.2
+done
+echo "==> an attacker defaces $DIR/www/index.html and uploads a webshell" >&2
+printf '<h1>hacked</h1>\n' > "$DIR/www/index.html"
+printf '<?php @eval($_POST["pass"]); ?>\n' > "$DIR/www/static/up.php"
+for _ in $(seq 1 50); do
+    grep -q 'City e-government portal' "$DIR/www/index.html" && [ ! -e "$DIR/www/static/up.php" ] && break
+    sleep 0.2
+done
+grep -q 'City e-government portal' "$DIR/www/index.html" && echo "==> index.html restored by the agent" >&2
+sleep 2
 show() {
     echo
     echo "################ what the analyst sees: palisade-collector status"
@@ -104,6 +134,10 @@ show() {
     echo
     echo "################ what was detected: palisade-collector events --kind alert --since 1h"
     "$C" events --kind alert --since 1h --limit 50 --oldest-first "${analyst[@]}" || true
+    echo
+    echo "################ host integrity: palisade-collector events --kind integrity / --kind malware"
+    "$C" events --kind integrity --since 1h --limit 20 --oldest-first "${analyst[@]}" || true
+    "$C" events --kind malware --since 1h --limit 20 --oldest-first "${analyst[@]}" || true
     echo
     echo "################ latest events: palisade-collector events --since 15m --limit 5"
     "$C" events --since 15m --limit 5 "${analyst[@]}" || true

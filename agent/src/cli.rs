@@ -1,4 +1,6 @@
-//! `palisade-agent` subcommands: `run`, `validate`, `loadgen`.
+//! `palisade-agent` subcommands: `run`, `validate`, the network tools (`replay`, `gen-capture`,
+//! `demo-capture`, `loadgen`) and the integrity tools (`baseline`, `verify`, `publish`, `scan`,
+//! `quarantine`, implemented in [`crate::integrity::commands`]).
 
 use std::path::PathBuf;
 
@@ -24,14 +26,29 @@ pub enum CliError {
     /// Replay trouble.
     #[error(transparent)]
     Replay(#[from] crate::replay::ReplayError),
+    /// An integrity command failed (its own exit code).
+    #[error(transparent)]
+    Integrity(#[from] crate::integrity::commands::CommandError),
     /// Anything else.
     #[error("{0}")]
     Other(String),
 }
 
+impl CliError {
+    /// The process exit code: 2, or the integrity command's own (17 config, 18 baseline).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Integrity(e) => e.code,
+            _ => 2,
+        }
+    }
+}
+
 const EXAMPLES: &str = "Examples:
   palisade-agent run --config agent.toml
   palisade-agent validate --config agent.toml
+  palisade-agent baseline --config agent.toml && palisade-agent verify --config agent.toml
+  palisade-agent scan /var/www/html
   palisade-agent loadgen --collector https://127.0.0.1:7443 --pki-dir pki --agents 16 --events-per-agent 100000";
 
 /// Palisade agent: spools events durably and ships them to the collector over mutual TLS.
@@ -108,7 +125,166 @@ pub enum Command {
         after_long_help = "Each simulated agent NN needs <pki-dir>/<prefix>NN.crt/.key (role agent):\n  for i in $(seq -w 0 15); do palisade-collector pki issue --dir pki --role agent --name loadgen-$i; done\n  palisade-agent loadgen --collector https://127.0.0.1:7443 --pki-dir pki --agents 16"
     )]
     Loadgen(LoadgenArgs),
+    /// Record the signed integrity baseline of the configured trees (or accept changes).
+    #[command(after_long_help = BASELINE_HELP)]
+    Baseline {
+        /// The agent config (its [integrity] section).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Accept the current state into the existing baseline (all of it, or --path only),
+        /// recording who approved it.
+        #[arg(long)]
+        update: bool,
+        /// With --update: accept only these files or subtrees.
+        #[arg(long = "path")]
+        paths: Vec<PathBuf>,
+        /// Who approves (default: $SUDO_USER, else $USER).
+        #[arg(long)]
+        approver: Option<String>,
+        /// Output format.
+        #[arg(long, default_value_t = OutputFormat::Text)]
+        output_format: OutputFormat,
+    },
+    /// Compare the live trees with the signed baseline.
+    #[command(after_long_help = VERIFY_HELP)]
+    Verify {
+        /// The agent config.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only these files or subtrees.
+        #[arg(long = "path")]
+        paths: Vec<PathBuf>,
+        /// Output format (ndjson: one ECS integrity event per finding).
+        #[arg(long, default_value_t = OutputFormat::Text)]
+        output_format: OutputFormat,
+    },
+    /// Publish new content into a protected web root (baseline and known-good copy together).
+    #[command(after_long_help = PUBLISH_HELP)]
+    Publish {
+        /// The agent config.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The staging tree to publish.
+        #[arg(long)]
+        from: PathBuf,
+        /// Where it goes (inside a [[integrity.paths]] root).
+        #[arg(long)]
+        to: PathBuf,
+        /// Remove files under --to that --from does not have.
+        #[arg(long)]
+        delete: bool,
+        /// Who approves (default: $SUDO_USER, else $USER).
+        #[arg(long)]
+        approver: Option<String>,
+        /// Output format.
+        #[arg(long, default_value_t = OutputFormat::Text)]
+        output_format: OutputFormat,
+    },
+    /// Scan files with the YARA-X rules (webshells, malware).
+    #[cfg(feature = "yara")]
+    #[command(after_long_help = SCAN_HELP)]
+    Scan {
+        /// Files or directories (recursively; symlinks are not followed).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Agent config: [integrity.malware] settings and the quarantine location.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Rules directory (default: [integrity.malware] dir, else ./signatures/yara).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Move matching files into the quarantine (needs --config).
+        #[arg(long)]
+        quarantine: bool,
+        /// Output format.
+        #[arg(long, default_value_t = OutputFormat::Text)]
+        output_format: OutputFormat,
+    },
+    /// List or restore quarantined files.
+    #[command(after_long_help = QUARANTINE_HELP)]
+    Quarantine {
+        /// The agent config.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
 }
+
+/// `quarantine` actions.
+#[derive(Debug, Subcommand)]
+pub enum QuarantineAction {
+    /// List quarantined items (exit 1 when there are none).
+    List {
+        /// Output format.
+        #[arg(long, default_value_t = OutputFormat::Text)]
+        output_format: OutputFormat,
+    },
+    /// Put an item back where it came from (or --to elsewhere).
+    Restore {
+        /// Item id (from `quarantine list`).
+        id: String,
+        /// Restore to this path instead.
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// Overwrite what is there.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+const BASELINE_HELP: &str =
+    "Walks every [[integrity.paths]] root (include/exclude globs, follow_symlinks,
+cross_filesystems) and records per path: blake3 of the content, size, mode, owner, group,
+mtime, ctime, inode, symlink target and xattrs. Hashing runs on every core. The baseline file is
+signed with the agent's Ed25519 key (created on first use, 0600, in the integrity dir); its
+public key and digest go to the collector in an audit event. Trees marked protect = \"restore\"
+also get known-good copies for anti-tamper.
+
+Examples:
+  palisade-agent baseline --config agent.toml
+  palisade-agent baseline --config agent.toml --update --approver alice
+  palisade-agent baseline --config agent.toml --update --path /etc/nginx/nginx.conf
+
+Exit codes: 0 written, 17 config error, 18 baseline unreadable or refused, 2 other errors.";
+
+const VERIFY_HELP: &str =
+    "Refuses a baseline that is unsigned, edited, or signed by another key than the agent's
+(or the pinned integrity.public_key).
+
+Examples:
+  palisade-agent verify --config agent.toml
+  palisade-agent verify --config agent.toml --output-format ndjson > findings.ndjson
+  palisade-agent verify --config agent.toml --path /var/www/html
+
+Exit codes (like AIDE's): the OR of 1 (added), 2 (removed), 4 (changed or type changed);
+0 when nothing differs; 17 config error; 18 baseline missing, unreadable or refused.";
+
+const PUBLISH_HELP: &str =
+    "A running agent restores any change to a protect = \"restore\" tree. To change it on purpose,
+publish from a staging copy: the agent holds off on --to while publish copies, checks that
+every difference is its own, and accepts the result into the signed baseline and the
+known-good store. A change made by anyone else meanwhile aborts the publish (and is restored).
+
+Examples:
+  palisade-agent publish --config agent.toml --from /srv/staging/site --to /var/www/html --delete";
+
+#[cfg(feature = "yara")]
+const SCAN_HELP: &str =
+    "Uses the rules whose meta scope is \"file\" or unset; network-only rules are skipped.
+Prints one malware event per matching file; a summary (files, time, slowest file) goes to stderr.
+
+Examples:
+  palisade-agent scan /var/www/html
+  palisade-agent scan upload.php --rules signatures/yara --output-format ndjson
+  palisade-agent scan /var/www/html --config agent.toml --quarantine
+
+Exit codes: 0 something matched, 1 nothing matched, 2 error, 17 bad config or rules.";
+
+const QUARANTINE_HELP: &str = "Examples:
+  palisade-agent quarantine list --config agent.toml
+  palisade-agent quarantine restore 1795400000000000000-3fa2b1c4 --config agent.toml --to /tmp/evidence.php";
 
 /// `replay` flags.
 #[derive(Debug, Args)]
@@ -193,6 +369,75 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             Ok(0)
         }
         Command::Replay(a) => replay(a),
+        Command::Baseline {
+            config,
+            update,
+            paths,
+            approver,
+            output_format,
+        } => Ok(crate::integrity::commands::baseline(
+            &config,
+            update,
+            &paths,
+            approver,
+            output_format,
+        )?),
+        Command::Verify {
+            config,
+            paths,
+            output_format,
+        } => Ok(crate::integrity::commands::verify(
+            &config,
+            &paths,
+            output_format,
+        )?),
+        Command::Publish {
+            config,
+            from,
+            to,
+            delete,
+            approver,
+            output_format,
+        } => Ok(crate::integrity::commands::publish(
+            &config,
+            &from,
+            &to,
+            delete,
+            approver,
+            output_format,
+        )?),
+        #[cfg(feature = "yara")]
+        Command::Scan {
+            paths,
+            config,
+            rules,
+            quarantine,
+            output_format,
+        } => Ok(crate::integrity::commands::scan(
+            &paths,
+            config.as_deref(),
+            rules.as_deref(),
+            quarantine,
+            output_format,
+        )?),
+        Command::Quarantine { config, action } => {
+            let config = config.ok_or_else(|| {
+                CliError::Other("quarantine needs --config (where the quarantine is)".into())
+            })?;
+            Ok(match action {
+                QuarantineAction::List { output_format } => {
+                    crate::integrity::commands::quarantine_list(&config, output_format)?
+                }
+                QuarantineAction::Restore { id, to, force } => {
+                    crate::integrity::commands::quarantine_restore(
+                        &config,
+                        &id,
+                        to.as_deref(),
+                        force,
+                    )?
+                }
+            })
+        }
         Command::GenCapture {
             out,
             bytes,

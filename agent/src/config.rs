@@ -129,6 +129,9 @@ pub struct AgentConfig {
     /// Network detectors (`[detect.port_scan]`, `[detect.ioc]`, …).
     #[serde(default)]
     pub detect: crate::pipeline::DetectConfig,
+    /// Host integrity: baselines, realtime watching, anti-tamper, malware scanning.
+    #[serde(default)]
+    pub integrity: crate::integrity::IntegrityConfig,
 }
 
 impl AgentConfig {
@@ -147,6 +150,12 @@ impl AgentConfig {
             );
             #[cfg(feature = "yara")]
             palisade_wire::config::resolve_paths(base, [&mut c.detect.yara.dir]);
+            palisade_wire::config::resolve_paths(base, [&mut c.integrity.malware.dir]);
+            palisade_wire::config::resolve_paths(base, c.integrity.dir.iter_mut());
+            palisade_wire::config::resolve_paths(
+                base,
+                c.integrity.paths.iter_mut().map(|p| &mut p.path),
+            );
             c.check()
         })
     }
@@ -169,6 +178,7 @@ impl AgentConfig {
         if self.spool.max_bytes < 64 * 1024 {
             return Err("spool.max_bytes must be at least 65536".into());
         }
+        self.integrity.check()?;
         if let Some(id) = &self.agent_id {
             if !palisade_wire::event::valid_agent_id(id) {
                 return Err(format!("agent_id {id:?} must be 1-64 of A-Z a-z 0-9 . _ -"));

@@ -1,6 +1,7 @@
 //! `palisade-agent`: every event enters the durable [`spool`] first; the [`ship`]per sends
 //! batches over mutual TLS and deletes only what the collector acknowledged. [`sources`] produce
-//! events (heartbeats now; network capture and integrity checks in later slices).
+//! events (heartbeats, live capture, the integrity monitor); commands run beside a
+//! running agent hand their events over through the [`inbox`].
 
 pub mod capture;
 pub mod cli;
@@ -10,6 +11,8 @@ pub mod demo;
 pub mod detect;
 pub mod flow;
 pub mod gencap;
+pub mod inbox;
+pub mod integrity;
 pub mod live;
 pub mod loadgen;
 pub mod packet;

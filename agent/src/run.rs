@@ -30,6 +30,9 @@ pub enum RunError {
     /// Identity does not fit.
     #[error("{0}")]
     Identity(String),
+    /// The integrity monitor could not start.
+    #[error(transparent)]
+    Integrity(#[from] crate::integrity::IntegrityError),
     /// Live capture could not start.
     #[error(transparent)]
     Capture(#[from] crate::capture::CaptureError),
@@ -178,7 +181,36 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             })?,
         );
     }
+    let mut integrity_counters = None;
+    let mut integrity_thread = None;
+    if !config.integrity.paths.is_empty() {
+        let counters = Arc::new(crate::integrity::monitor::MonitorCounters::default());
+        integrity_counters = Some(counters.clone());
+        integrity_thread = Some(crate::integrity::monitor::spawn(
+            config.integrity.clone(),
+            crate::integrity::Layout::new(&config.integrity, &config.data_dir),
+            agent_id.clone(),
+            spool.clone(),
+            counters,
+            stop_capture.clone(),
+        )?);
+    }
     let mut sources = Vec::new();
+    // Events of commands run beside the agent (baseline, publish, quarantine restore).
+    {
+        let (s, dir, mut stop) = (spool.clone(), config.data_dir.clone(), stop_rx.clone());
+        sources.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                let (s, dir) = (s.clone(), dir.clone());
+                let _ = tokio::task::spawn_blocking(move || crate::inbox::drain(&dir, &s)).await;
+            }
+        }));
+    }
     if config.heartbeat.interval_secs > 0 {
         sources.push(tokio::spawn(sources::run_heartbeats(
             agent_id.clone(),
@@ -186,6 +218,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             spool.clone(),
             ship_counters.clone(),
             net_counters,
+            integrity_counters,
             stop_rx.clone(),
         )));
     }
@@ -212,6 +245,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     let _ = stop_tx.send(true);
     stop_capture.store(true, Ordering::Relaxed);
     if let Some(t) = capture_thread {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    if let Some(t) = integrity_thread {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     for s in sources {

@@ -1,5 +1,6 @@
 //! Event sources of this slice: heartbeats (liveness, spool depth, counters) and the synthetic
-//! source used by drills, soak and crash tests. The network and integrity sources join later.
+//! source used by drills, soak and crash tests. Live capture (`live`) and the integrity monitor
+//! (`integrity::monitor`) run on threads of their own.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use palisade_wire::{Event, EventKind, Severity};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::integrity::monitor::MonitorCounters;
 use crate::pipeline::NetCounters;
 use crate::ship::ShipCounters;
 use crate::spool::Spool;
@@ -50,6 +52,7 @@ pub fn heartbeat(
     spool: &Spool,
     ship: &ShipCounters,
     net: Option<&NetCounters>,
+    integrity: Option<&MonitorCounters>,
 ) -> Event {
     let (depth, bytes) = spool.depth();
     let c = &spool.counters;
@@ -86,6 +89,9 @@ pub fn heartbeat(
             },
         });
     }
+    if let (Some(i), Some(details)) = (integrity, e.palisade.as_mut()) {
+        details["integrity"] = i.to_json();
+    }
     e.event.action = Some("heartbeat".into());
     e.event.category = vec!["host".into()];
     e.event.kind_type = vec!["info".into()];
@@ -106,6 +112,7 @@ pub async fn run_heartbeats(
     spool: Arc<Spool>,
     ship: Arc<ShipCounters>,
     net: Option<Arc<NetCounters>>,
+    integrity: Option<Arc<MonitorCounters>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let started = Instant::now();
@@ -116,7 +123,14 @@ pub async fn run_heartbeats(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let e = heartbeat(&agent_id, started, &spool, &ship, net.as_deref());
+        let e = heartbeat(
+            &agent_id,
+            started,
+            &spool,
+            &ship,
+            net.as_deref(),
+            integrity.as_deref(),
+        );
         append(&spool, vec![e]).await;
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! Rule metadata the agent reads (all optional): `id` (stable rule id for alerts, default
 //! `namespace.rule`), `description`, `severity` (`info|low|medium|high|critical`, default
-//! `high`), `category` (e.g. `sqli`, `webshell`).
+//! `high`), `category` (e.g. `sqli`, `webshell`), `scope` (`network|file|any`, default `any`: which
+//! scanner may report the rule, see [`Scope`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +61,49 @@ pub enum RulesError {
     },
 }
 
+/// Where a rule applies: meta `scope = "network" | "file" | "any"` (default any).
+///
+/// Network and file rules share one directory and one compiled set; each scanner reports only
+/// the rules that cover what it scans (an SQL injection rule would flag every PHP file that builds
+/// a query, and a webshell-source rule every download of a PHP file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Payloads and files.
+    #[default]
+    Any,
+    /// Payloads on the wire only (the network detector).
+    Network,
+    /// Files on disk only (the host file scanner).
+    File,
+}
+
+impl Scope {
+    /// True when the network detector reports the rule.
+    pub fn covers_network(self) -> bool {
+        matches!(self, Scope::Any | Scope::Network)
+    }
+
+    /// True when the host file scanner reports the rule.
+    pub fn covers_files(self) -> bool {
+        matches!(self, Scope::Any | Scope::File)
+    }
+
+    /// The meta value naming this scope.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Any => "any",
+            Scope::Network => "network",
+            Scope::File => "file",
+        }
+    }
+
+    fn from_meta(value: &str) -> Option<Scope> {
+        [Scope::Any, Scope::Network, Scope::File]
+            .into_iter()
+            .find(|s| s.name() == value)
+    }
+}
+
 /// What an alert says about a matching rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleInfo {
@@ -75,6 +119,8 @@ pub struct RuleInfo {
     pub severity: Severity,
     /// `meta: category`.
     pub category: Option<String>,
+    /// `meta: scope`, default any.
+    pub scope: Scope,
 }
 
 /// A compiled rule set and what the agent knows about each rule.
@@ -223,10 +269,13 @@ fn rule_info(rule: &yara_x::Rule<'_, '_>) -> Result<RuleInfo, String> {
         description: None,
         severity: Severity::High,
         category: None,
+        scope: Scope::Any,
     };
     for (key, value) in rule.metadata() {
         let text = match value {
             yara_x::MetaValue::String(s) => Some(s.to_string()),
+            // yara-x hands back a string with an escape (`\"`) as bytes.
+            yara_x::MetaValue::Bytes(b) => std::str::from_utf8(b).ok().map(str::to_string),
             _ => None,
         };
         match (key, text) {
@@ -238,7 +287,11 @@ fn rule_info(rule: &yara_x::Rule<'_, '_>) -> Result<RuleInfo, String> {
                     format!("severity {t:?} is not one of info, low, medium, high, critical")
                 })?;
             }
-            ("id" | "description" | "category" | "severity", None) => {
+            ("scope", Some(t)) => {
+                info.scope = Scope::from_meta(&t)
+                    .ok_or_else(|| format!("scope {t:?} is not one of network, file, any"))?;
+            }
+            ("id" | "description" | "category" | "severity" | "scope", None) => {
                 return Err(format!("meta {key} must be a string"));
             }
             _ => {}
@@ -404,6 +457,48 @@ rule no_meta { strings: $b = "zzz" condition: $b }
     }
 
     #[test]
+    fn scope_meta_is_read_and_an_unknown_scope_is_refused() {
+        let set = compile(
+            r#"
+rule on_wire { meta: scope = "network" condition: true }
+rule on_disk { meta: scope = "file" condition: true }
+rule both { meta: scope = "any" description = "eval(x,\"unsafe\")" condition: true }
+rule unsaid { condition: true }
+"#,
+        )
+        .unwrap();
+        let scope = |name| set.info("web", name).unwrap().scope;
+        assert_eq!(scope("on_wire"), Scope::Network);
+        assert_eq!(scope("on_disk"), Scope::File);
+        assert_eq!(scope("both"), Scope::Any);
+        assert_eq!(scope("unsaid"), Scope::Any);
+        // An escaped quote makes yara-x return the value as bytes; it is still a string.
+        assert_eq!(
+            set.info("web", "both").unwrap().description.as_deref(),
+            Some("eval(x,\"unsafe\")")
+        );
+        assert!(Scope::Network.covers_network() && !Scope::Network.covers_files());
+        assert!(Scope::File.covers_files() && !Scope::File.covers_network());
+        assert!(Scope::Any.covers_network() && Scope::Any.covers_files());
+        assert_eq!(Scope::File.name(), "file");
+
+        let err = compile(r#"rule typo { meta: scope = "files" condition: true }"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "/r/web.yar: rule typo: scope \"files\" is not one of network, file, any"
+        );
+        let err = compile(r#"rule num { meta: scope = 1 condition: true }"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rule num: meta scope must be a string"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn load_dir_uses_file_stems_as_namespaces() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -427,10 +522,30 @@ rule no_meta { strings: $b = "zzz" condition: $b }
         assert!(missing.to_string().contains("nope"), "{missing}");
     }
 
+    /// What a case's input is: a payload (the default) or a file's content.
+    #[derive(serde::Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    enum CaseScope {
+        #[default]
+        Network,
+        File,
+    }
+
+    impl CaseScope {
+        fn reports(self, rule: &RuleInfo) -> bool {
+            match self {
+                CaseScope::Network => rule.scope.covers_network(),
+                CaseScope::File => rule.scope.covers_files(),
+            }
+        }
+    }
+
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Case {
         name: String,
+        #[serde(default)]
+        scope: CaseScope,
         input: Option<String>,
         input_hex: Option<String>,
         expect: Vec<String>,
@@ -463,16 +578,22 @@ rule no_meta { strings: $b = "zzz" condition: $b }
                 (None, Some(h)) => unhex(h),
                 _ => panic!("case {:?}: give exactly one of input, input_hex", case.name),
             };
+            // A network case is judged by what the network detector would report, a file case
+            // by what the file scanner would.
             let mut got: Vec<String> = scan(&set, &mut scanner, &input)
                 .unwrap()
                 .into_iter()
+                .filter(|m| case.scope.reports(&m.rule))
                 .map(|m| m.rule.id)
                 .collect();
             got.sort();
             let mut want = case.expect.clone();
             want.sort();
             if got != want {
-                failures.push(format!("{}: expected {want:?}, got {got:?}", case.name));
+                failures.push(format!(
+                    "{} ({:?}): expected {want:?}, got {got:?}",
+                    case.name, case.scope
+                ));
             }
             covered.extend(want);
         }

@@ -5,6 +5,8 @@
 //   meta id        stable rule id carried by alerts (palisade.net.yara.*)
 //   meta severity  info | low | medium | high | critical
 //   meta category  sqli | cmdi | traversal | webshell | rce
+//   meta scope     network: these rules read requests and responses; the host file scanner
+//                  skips them (an SQL injection rule would flag every PHP file that builds a query)
 // Every rule has must-match and must-not-match cases in tests/cases.toml.
 // Patterns must have a literal anchor of a few bytes: the agent refuses slow patterns.
 
@@ -15,6 +17,7 @@ rule sqli_union_select
         description = "SQL injection: UNION SELECT in a request"
         severity = "high"
         category = "sqli"
+        scope = "network"
     strings:
         // Plain, '+'/%20-encoded and comment-separated forms.
         $plain = /union([ \t]|\+|%20|%09|\/\*[^*]{0,32}\*\/)+(all([ \t]|\+|%20|%09)+)?select([ \t]|\+|%20|%09|\/\*)/ nocase
@@ -30,6 +33,7 @@ rule sqli_boolean_tautology
         description = "SQL injection: quote-terminated OR tautology"
         severity = "high"
         category = "sqli"
+        scope = "network"
     strings:
         $a = /'([ \t]|\+|%20)*or([ \t]|\+|%20)+'?1'?([ \t]|\+|%20)*=([ \t]|\+|%20)*'?1/ nocase
         $b = /%27([ \t]|\+|%20)*or([ \t]|\+|%20)+(%27)?1(%27)?([ \t]|\+|%20)*(=|%3d)([ \t]|\+|%20)*(%27)?1/ nocase
@@ -46,6 +50,7 @@ rule sqli_time_and_error_based
         description = "SQL injection: time-based or error-based probe"
         severity = "high"
         category = "sqli"
+        scope = "network"
     strings:
         $sleep = /(and|or|\|\|)([ \t]|\+|%20)+sleep\([0-9]{1,3}\)/ nocase
         $bench = /benchmark\([0-9]{4,12},/ nocase
@@ -65,6 +70,7 @@ rule cmdi_shell_metachar
         description = "Command injection: shell metacharacter followed by a command"
         severity = "critical"
         category = "cmdi"
+        scope = "network"
     strings:
         $sep_cmd = /(;|%3b|\|\||%7c%7c|&&|%26%26|\$\(|%24%28|`)([ \t]|\+|%20)*(cat|id|whoami|uname|wget|curl|nc|ncat|bash|sh|ping|nslookup)([ \t]|\+|%20|;|\)|`|%29)/ nocase
         $ifs = "${IFS}"
@@ -83,6 +89,7 @@ rule path_traversal
         description = "Path traversal to a sensitive file"
         severity = "high"
         category = "traversal"
+        scope = "network"
     strings:
         $t1 = "../"
         $t2 = "..%2f" nocase
@@ -111,6 +118,7 @@ rule webshell_upload_php
         description = "Webshell upload: server-side script with code execution in a multipart upload"
         severity = "critical"
         category = "webshell"
+        scope = "network"
     strings:
         $form = "Content-Disposition: form-data" nocase
         $name = /filename="[^"\r\n]{1,128}\.(php[0-9]?|phtml|pht|jsp|jspx|asp|aspx|ashx|cer|asa)"/ nocase
@@ -132,6 +140,7 @@ rule webshell_known_families
         description = "Known webshell families (China Chopper, Behinder, Godzilla, AntSword) in requests or pages"
         severity = "critical"
         category = "webshell"
+        scope = "network"
     strings:
         // China Chopper one-liners (PHP, ASP, ASPX).
         $chopper_php = /<\?php[ \t]+@?eval\([ \t]*\$_(POST|REQUEST)\[/ nocase
@@ -157,6 +166,7 @@ rule log4shell_jndi
         description = "Log4Shell (CVE-2021-44228) JNDI lookup, plain or obfuscated"
         severity = "critical"
         category = "rce"
+        scope = "network"
     strings:
         $plain = /\$\{jndi:(ldaps?|rmi|dns|iiop|nis|nds|corba|http):\/\// nocase
         // ${${lower:j}ndi:, ${${::-j}${::-n}di:, ${${env:X:-j}ndi: ...
@@ -173,6 +183,7 @@ rule struts_ognl
         description = "Apache Struts OGNL injection (S2-045/S2-046/S2-057 style)"
         severity = "critical"
         category = "rce"
+        scope = "network"
     strings:
         $member = "#_memberAccess" nocase
         $ctx = "@ognl.OgnlContext@DEFAULT_MEMBER_ACCESS"

@@ -344,7 +344,12 @@ impl Agent {
             .expect("agent log");
         let child = Command::new(bin("palisade-agent"))
             .args(["run", "--config", config.to_str().expect("utf-8")])
-            .env("PALISADE_LOG", "info")
+            // PALISADE_TEST_AGENT_LOG=palisade_agent::integrity=debug,info when debugging a test.
+            .env(
+                "PALISADE_LOG",
+                std::env::var("PALISADE_TEST_AGENT_LOG")
+                    .unwrap_or_else(|_| "info,palisade_agent::integrity=debug".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

@@ -448,6 +448,51 @@ pub struct Rule {
     pub ruleset: Option<String>,
 }
 
+/// ECS `file.hash.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FileHash {
+    /// blake3 of the content (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+}
+
+/// ECS `file.*`: the file an integrity or malware finding is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FileInfo {
+    /// Full path.
+    pub path: String,
+    /// `file`, `dir`, `symlink`, `fifo`, `socket`, `char`, `block`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Permission bits in octal, e.g. `0644`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Numeric owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Numeric group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+    /// Inode number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<String>,
+    /// Last content change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<Timestamp>,
+    /// Last metadata change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime: Option<Timestamp>,
+    /// Where a symlink points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_path: Option<String>,
+    /// Content hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<FileHash>,
+}
+
 /// One event. Construct with [`Event::new`], fill the sections that apply, and let the spool
 /// assign the sequence and [`Event::seal`] it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -480,6 +525,9 @@ pub struct Event {
     /// The rule that fired, for alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<Rule>,
+    /// The file concerned, for integrity and malware findings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileInfo>,
     /// Free-form key/value labels (ECS `labels`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -517,6 +565,7 @@ impl Event {
             destination: None,
             network: None,
             rule: None,
+            file: None,
             labels: BTreeMap::new(),
             palisade: None,
         }

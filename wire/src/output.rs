@@ -68,7 +68,10 @@ pub fn text_line(e: &Event) -> String {
             d.ip.map(|i| i.to_string()).unwrap_or_default(),
             d.port.map(|p| format!(":{p}")).unwrap_or_default(),
         ),
-        _ => String::new(),
+        _ => match &e.file {
+            Some(f) if !summary.contains(&f.path) => format!(" {}", f.path),
+            _ => String::new(),
+        },
     };
     format!(
         "{short}  {:<16} {:<11} {:<8} {:>8}  {summary}{endpoints}",

@@ -17,8 +17,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            let code = e.exit_code();
             eprintln!("palisade-agent: error: {:#}", anyhow::Error::from(e));
-            ExitCode::from(2)
+            ExitCode::from(code)
         }
     }
 }

@@ -493,6 +493,11 @@ impl YaraDetector {
         match d.result {
             Ok(matches) => {
                 for m in matches {
+                    // File rules (webshell sources on disk) share the directory; on the wire they
+                    // would fire on every download of a page's source.
+                    if !m.rule.scope.covers_network() {
+                        continue;
+                    }
                     // Every match inside the carried overlap was reported by the previous scan;
                     // a rule with no string matches (a pure condition) reports on the first scan.
                     let fresh = if m.strings.is_empty() {

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod delivery;
+mod integrity;
 mod listing;
 mod network;
 mod refusals;

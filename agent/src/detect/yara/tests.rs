@@ -344,3 +344,37 @@ fn config_is_checked() {
         .to_string();
     assert!(err.contains("/nonexistent/rules"), "{err}");
 }
+
+#[test]
+fn file_scope_rules_never_alert_on_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mixed.yar"),
+        r#"
+rule on_disk { meta: id = "t.file" scope = "file" strings: $a = "SHELL-MARKER" condition: $a }
+rule on_wire { meta: id = "t.net" scope = "network" strings: $a = "SHELL-MARKER" condition: $a }
+rule anywhere { meta: id = "t.any" strings: $a = "SHELL-MARKER" condition: $a }
+"#,
+    )
+    .unwrap();
+    let mut d = YaraDetector::new(config(dir.path()), "probe-1", 0).unwrap();
+    let mut out = Vec::new();
+    let mut p = udp(T0, client(), server(), 5_000, 9_999);
+    p.payload = b"GET /x?q=SHELL-MARKER";
+    d.on_packet(&p, &mut out);
+    handshake(&mut d, &mut out);
+    d.on_packet(
+        &to_client(T0 + 1, 0, b"HTTP/1.1 200 OK\r\n\r\nSHELL-MARKER"),
+        &mut out,
+    );
+    d.on_finish(T0 + SEC, &mut out);
+    let mut ids = rule_ids(&out);
+    ids.sort();
+    // The file rule matches both payloads too; only the network and any rules may say so.
+    assert_eq!(ids, vec!["t.any", "t.any", "t.net", "t.net"]);
+    // Guards the test: the scan itself does match the file rule.
+    let set = RuleSet::load_dir(dir.path()).unwrap();
+    let mut scanner = yara_x::Scanner::new(set.rules());
+    let m = yara_rules::scan(&set, &mut scanner, b"GET /x?q=SHELL-MARKER").unwrap();
+    assert!(m.iter().any(|m| m.rule.id == "t.file"), "{m:?}");
+}
