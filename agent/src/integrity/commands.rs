@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use palisade_wire::output::{is_broken_pipe, EventWriter, OutputFormat};
+use palisade_wire::output::{is_broken_pipe, OutputFormat};
 use serde_json::json;
 
 use super::config::IntegrityConfig;
@@ -583,6 +583,7 @@ fn mirror(
 }
 
 /// Files under `paths` (recursively, not following symlinks), sorted.
+#[cfg(feature = "yara")]
 fn files_under(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<String>) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
@@ -645,8 +646,8 @@ pub fn scan(
         eprintln!("scan: warning: {e}");
     }
     let started = Instant::now();
-    let mut w =
-        EventWriter::new(std::io::stdout().lock(), format).map_err(|e| fail(2, e.to_string()))?;
+    let mut w = palisade_wire::output::EventWriter::new(std::io::stdout().lock(), format)
+        .map_err(|e| fail(2, e.to_string()))?;
     let (mut matched, mut too_large, mut failed, mut bytes) = (0u64, 0u64, 0u64, 0u64);
     let mut max_ms = 0f64;
     let mut taken = Vec::new();
