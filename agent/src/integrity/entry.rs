@@ -156,9 +156,23 @@ pub fn hash_file(
         return Err(io::Error::other("the file was replaced while it was read"));
     }
     if m.len() < PARALLEL_HASH_BYTES && copy.is_none() {
+        // Exactly the size the fstat of this open file gave: `read_to_end` would stat and seek
+        // again to size its buffer and read once more to see the end, three more system calls
+        // per file on trees of small files. Bytes appended after the fstat belong to the next
+        // check, like the size recorded with this hash.
         buf.clear();
-        f.read_to_end(buf)?;
-        return Ok((*blake3::hash(buf).as_bytes(), buf.len() as u64));
+        buf.resize(m.len() as usize, 0);
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(got);
+        return Ok((*blake3::hash(buf).as_bytes(), got as u64));
     }
     let mut hasher = blake3::Hasher::new();
     buf.resize(READ_CHUNK, 0);
