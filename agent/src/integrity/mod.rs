@@ -209,17 +209,9 @@ pub fn create_baseline(
     let writer = Writer::create(&layout.db())?;
     let stats = WalkStats::default();
     let store_errors = std::sync::Mutex::new(Vec::new());
-    let starts: Vec<Start> = roots
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Start {
-            dir: r.path().to_path_buf(),
-            root: i,
-        })
-        .collect();
     walk::walk(
         &roots,
-        &starts,
+        &Start::roots(&roots),
         WalkOptions {
             threads: config.thread_count(),
             hash: true,
@@ -233,20 +225,42 @@ pub fn create_baseline(
             }
         },
     );
-    let header = Header {
-        version: 1,
-        agent_id: agent_id.to_string(),
-        created_ns: palisade_wire::Timestamp::now().0,
-        generation,
-        approved_by,
-        reason: reason.to_string(),
-        roots: config.paths.iter().map(|p| p.path.clone()).collect(),
-        files: 0,
-        dirs: 0,
-    };
-    let baseline = writer.finish(header, &key)?;
+    let header = Header::new(config, agent_id, generation, approved_by, reason);
+    finish(writer, header, &key, stats, store_errors)
+}
+
+impl Header {
+    fn new(
+        config: &IntegrityConfig,
+        agent_id: &str,
+        generation: u64,
+        approved_by: Option<String>,
+        reason: &str,
+    ) -> Header {
+        Header {
+            version: 1,
+            agent_id: agent_id.to_string(),
+            created_ns: palisade_wire::Timestamp::now().0,
+            generation,
+            approved_by,
+            reason: reason.to_string(),
+            roots: config.paths.iter().map(|p| p.path.clone()).collect(),
+            // Counted by the writer.
+            files: 0,
+            dirs: 0,
+        }
+    }
+}
+
+fn finish(
+    writer: Writer,
+    header: Header,
+    key: &Key,
+    stats: WalkStats,
+    store_errors: std::sync::Mutex<Vec<(PathBuf, String)>>,
+) -> Result<BaselineOutcome, IntegrityError> {
     Ok(BaselineOutcome {
-        baseline,
+        baseline: writer.finish(header, key)?,
         stats,
         store_errors: store_errors
             .into_inner()
@@ -344,25 +358,14 @@ pub fn update_paths(
         }
         writer.add(&section);
     }
-    let header = Header {
-        version: 1,
-        agent_id: old.header.agent_id.clone(),
-        created_ns: palisade_wire::Timestamp::now().0,
-        generation: old.header.generation + 1,
+    let header = Header::new(
+        config,
+        &old.header.agent_id,
+        old.header.generation + 1,
         approved_by,
-        reason: reason.to_string(),
-        roots: config.paths.iter().map(|p| p.path.clone()).collect(),
-        files: 0,
-        dirs: 0,
-    };
-    let baseline = writer.finish(header, &key)?;
-    Ok(BaselineOutcome {
-        baseline,
-        stats,
-        store_errors: store_errors
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    })
+        reason,
+    );
+    finish(writer, header, &key, stats, store_errors)
 }
 
 #[cfg(test)]

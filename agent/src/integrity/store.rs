@@ -56,22 +56,31 @@ impl Store {
         self.object_path(hash).is_file()
     }
 
-    /// Copies the file at `path` (whose stat is `m`) into the store unless it is there; the copy
-    /// must hash to `expect`, or the file changed while it was read and nothing is stored.
-    pub fn put_file(&self, path: &Path, m: &Metadata, expect: &[u8; 32]) -> io::Result<()> {
-        let dest = self.object_path(expect);
+    /// A temporary file (0400) for object `hash` and where it goes, or `None` when the store
+    /// has it already.
+    fn new_object(&self, hash: &[u8; 32]) -> io::Result<Option<(PathBuf, PathBuf, File)>> {
+        let dest = self.object_path(hash);
         if dest.is_file() {
-            return Ok(());
+            return Ok(None);
         }
         if let Some(parent) = dest.parent() {
             private_dir(parent)?;
         }
         let tmp = temp_beside(&dest);
-        let mut out = std::fs::OpenOptions::new()
+        let out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o400)
             .open(&tmp)?;
+        Ok(Some((dest, tmp, out)))
+    }
+
+    /// Copies the file at `path` (whose stat is `m`) into the store unless it is there; the copy
+    /// must hash to `expect`, or the file changed while it was read and nothing is stored.
+    pub fn put_file(&self, path: &Path, m: &Metadata, expect: &[u8; 32]) -> io::Result<()> {
+        let Some((dest, tmp, mut out)) = self.new_object(expect)? else {
+            return Ok(());
+        };
         let result = (|| {
             let (got, _) = super::entry::hash_file(path, m, &mut Vec::new(), Some(&mut out))?;
             if &got != expect {
@@ -87,28 +96,6 @@ impl Store {
             let _ = std::fs::remove_file(&tmp);
         }
         result
-    }
-
-    /// Stores `data` (used by publish, which stores what it copies).
-    pub fn put_bytes(&self, data: &[u8]) -> io::Result<[u8; 32]> {
-        let hash = *blake3::hash(data).as_bytes();
-        let dest = self.object_path(&hash);
-        if dest.is_file() {
-            return Ok(hash);
-        }
-        if let Some(parent) = dest.parent() {
-            private_dir(parent)?;
-        }
-        let tmp = temp_beside(&dest);
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o400)
-            .open(&tmp)?;
-        out.write_all(data)?;
-        out.sync_all()?;
-        std::fs::rename(&tmp, &dest)?;
-        Ok(hash)
     }
 
     /// Writes object `hash` to `target` with the attributes of `entry` (mode, owner, mtime,

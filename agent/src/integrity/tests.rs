@@ -22,6 +22,37 @@ pub(crate) fn config_for(root: &Path, protect: Protect) -> IntegrityConfig {
     }
 }
 
+/// A temp dir with the test tree under `www`, its config, and a baseline taken.
+struct Fixture {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    c: IntegrityConfig,
+    layout: Layout,
+    files: u64,
+}
+
+fn fixture(protect: Protect) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("www");
+    tree(&root);
+    let c = config_for(&root, protect);
+    let layout = Layout {
+        dir: dir.path().join("state"),
+    };
+    let files = create_baseline(&c, &layout, "t", "init", None, None)
+        .unwrap()
+        .baseline
+        .header
+        .files;
+    Fixture {
+        dir,
+        root,
+        c,
+        layout,
+        files,
+    }
+}
+
 fn tree(root: &Path) {
     std::fs::create_dir_all(root.join("a/b")).unwrap();
     std::fs::write(root.join("index.html"), "<h1>hello</h1>").unwrap();
@@ -60,18 +91,14 @@ fn changes(r: &verify::Report) -> Vec<(String, Change)> {
 
 #[test]
 fn verify_reports_added_removed_changed_and_type_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("www");
-    tree(&root);
-    let c = config_for(&root, Protect::Alert);
-    let layout = Layout {
-        dir: dir.path().join("state"),
-    };
-    let out = create_baseline(&c, &layout, "t", "init", None, None).unwrap();
-    assert_eq!(
-        out.baseline.header.files, 4,
-        "index, one, two, link (skip.log excluded)"
-    );
+    let Fixture {
+        dir: _dir,
+        root,
+        c,
+        layout,
+        files,
+    } = fixture(Protect::Alert);
+    assert_eq!(files, 4, "index, one, two, link (skip.log excluded)");
     assert_eq!(verify_now(&c, &layout).findings.len(), 0);
 
     std::fs::write(root.join("a/one.txt"), "ONE!").unwrap();
@@ -97,14 +124,13 @@ fn verify_reports_added_removed_changed_and_type_changes() {
 
 #[test]
 fn a_removed_directory_reports_every_file_below_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("www");
-    tree(&root);
-    let c = config_for(&root, Protect::Alert);
-    let layout = Layout {
-        dir: dir.path().join("state"),
-    };
-    create_baseline(&c, &layout, "t", "init", None, None).unwrap();
+    let Fixture {
+        dir: _dir,
+        root,
+        c,
+        layout,
+        ..
+    } = fixture(Protect::Alert);
     std::fs::remove_dir_all(root.join("a")).unwrap();
     let r = verify_now(&c, &layout);
     assert_eq!(
@@ -121,14 +147,7 @@ fn a_removed_directory_reports_every_file_below_it() {
 
 #[test]
 fn an_edited_or_resigned_baseline_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("www");
-    tree(&root);
-    let c = config_for(&root, Protect::Alert);
-    let layout = Layout {
-        dir: dir.path().join("state"),
-    };
-    create_baseline(&c, &layout, "t", "init", None, None).unwrap();
+    let Fixture { dir, c, layout, .. } = fixture(Protect::Alert);
     let db = layout.db();
     let good = std::fs::read(&db).unwrap();
     // One flipped bit anywhere in the body.
@@ -158,14 +177,13 @@ fn an_edited_or_resigned_baseline_is_refused() {
 
 #[test]
 fn update_of_one_path_accepts_it_and_keeps_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("www");
-    tree(&root);
-    let c = config_for(&root, Protect::Alert);
-    let layout = Layout {
-        dir: dir.path().join("state"),
-    };
-    create_baseline(&c, &layout, "t", "init", None, None).unwrap();
+    let Fixture {
+        dir: _dir,
+        root,
+        c,
+        layout,
+        ..
+    } = fixture(Protect::Alert);
     std::fs::write(root.join("a/one.txt"), "approved").unwrap();
     std::fs::write(root.join("a/b/two.txt"), "not approved").unwrap();
     std::fs::write(root.join("fresh.txt"), "approved too").unwrap();
@@ -187,14 +205,13 @@ fn update_of_one_path_accepts_it_and_keeps_the_rest() {
 
 #[test]
 fn verify_paths_checks_only_what_it_is_given() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("www");
-    tree(&root);
-    let c = config_for(&root, Protect::Alert);
-    let layout = Layout {
-        dir: dir.path().join("state"),
-    };
-    create_baseline(&c, &layout, "t", "init", None, None).unwrap();
+    let Fixture {
+        dir: _dir,
+        root,
+        c,
+        layout,
+        ..
+    } = fixture(Protect::Alert);
     std::fs::write(root.join("a/one.txt"), "x").unwrap();
     std::fs::create_dir_all(root.join("new/deep/er")).unwrap();
     std::fs::write(root.join("new/deep/er/shell.php"), "<?php").unwrap();
@@ -229,14 +246,13 @@ fn verify_paths_checks_only_what_it_is_given() {
 
 #[test]
 fn restore_puts_a_protected_tree_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("www");
-    tree(&root);
-    let c = config_for(&root, Protect::Restore);
-    let layout = Layout {
-        dir: dir.path().join("state"),
-    };
-    create_baseline(&c, &layout, "t", "init", None, None).unwrap();
+    let Fixture {
+        dir: _dir,
+        root,
+        c,
+        layout,
+        ..
+    } = fixture(Protect::Restore);
     let store = store::Store::open(&layout.store()).unwrap();
     let quarantine = quarantine::Quarantine::open(&layout.quarantine()).unwrap();
     std::fs::write(root.join("index.html"), "defaced").unwrap();
@@ -276,14 +292,13 @@ fn restore_puts_a_protected_tree_back() {
 
 #[test]
 fn a_corrupt_known_good_copy_is_not_restored() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("www");
-    tree(&root);
-    let c = config_for(&root, Protect::Restore);
-    let layout = Layout {
-        dir: dir.path().join("state"),
-    };
-    create_baseline(&c, &layout, "t", "init", None, None).unwrap();
+    let Fixture {
+        dir: _dir,
+        root,
+        c,
+        layout,
+        ..
+    } = fixture(Protect::Restore);
     let store = store::Store::open(&layout.store()).unwrap();
     let quarantine = quarantine::Quarantine::open(&layout.quarantine()).unwrap();
     let obj = store.object_path(blake3::hash(b"<h1>hello</h1>").as_bytes());
@@ -303,14 +318,13 @@ fn a_corrupt_known_good_copy_is_not_restored() {
 fn verify_paths_of_single_files_reports_nothing_else() {
     // Regression: with no directory to walk, the "sections never reached" sweep covered the
     // whole baseline and reported every file removed.
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("www");
-    tree(&root);
-    let c = config_for(&root, Protect::Alert);
-    let layout = Layout {
-        dir: dir.path().join("state"),
-    };
-    create_baseline(&c, &layout, "t", "init", None, None).unwrap();
+    let Fixture {
+        dir: _dir,
+        root,
+        c,
+        layout,
+        ..
+    } = fixture(Protect::Alert);
     std::fs::write(root.join("a/one.txt"), "changed").unwrap();
     let db = open_baseline(&c, &layout).unwrap();
     let roots = Root::all(&c).unwrap();

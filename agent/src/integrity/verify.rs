@@ -276,15 +276,7 @@ pub fn verify_all(
     roots: &[Root],
     options: WalkOptions<'_>,
 ) -> Result<Report, DbError> {
-    let starts: Vec<Start> = roots
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Start {
-            dir: r.path().to_path_buf(),
-            root: i,
-        })
-        .collect();
-    verify_from(db, roots, &starts, None, options)
+    verify_from(db, roots, &Start::roots(roots), None, options)
 }
 
 /// Compares below `paths` (each a file or a directory under some root): the entries of the

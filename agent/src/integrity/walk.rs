@@ -150,6 +150,20 @@ pub struct Start {
     pub root: usize,
 }
 
+impl Start {
+    /// Every root, from the top.
+    pub fn roots(roots: &[Root]) -> Vec<Start> {
+        roots
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Start {
+                dir: r.path().to_path_buf(),
+                root: i,
+            })
+            .collect()
+    }
+}
+
 struct Job {
     dir: PathBuf,
     root: usize,
