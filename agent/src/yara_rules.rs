@@ -179,6 +179,40 @@ impl RuleSet {
         Self::compile(&sources)
     }
 
+    /// Compiles every rule file in `dir` (so an error anywhere is reported), then keeps only
+    /// the files with a rule whose scope covers `want`: the network detector does not spend
+    /// scan time on file-only rules, nor the file scanner on network-only ones.
+    pub fn load_dir_for(dir: &Path, want: Scope) -> Result<Self, RulesError> {
+        let all = Self::load_dir(dir)?;
+        let covers = |s: Scope| match want {
+            Scope::Network => s.covers_network(),
+            Scope::File => s.covers_files(),
+            Scope::Any => true,
+        };
+        let keep: Vec<&PathBuf> = all
+            .files
+            .iter()
+            .filter(|p| {
+                let ns = p.file_stem().and_then(|s| s.to_str()).unwrap_or("default");
+                all.info
+                    .iter()
+                    .any(|i| i.namespace == ns && covers(i.scope))
+            })
+            .collect();
+        if keep.len() == all.files.len() {
+            return Ok(all);
+        }
+        let mut sources = Vec::with_capacity(keep.len());
+        for path in keep {
+            let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            sources.push((path.clone(), text));
+        }
+        Self::compile(&sources)
+    }
+
     /// Compiles `(path, text)` sources, each in the namespace of its file stem.
     pub fn compile(sources: &[(PathBuf, String)]) -> Result<Self, RulesError> {
         let mut compiler = yara_x::Compiler::new();
@@ -609,6 +643,21 @@ rule unsaid { condition: true }
         assert!(
             untested.is_empty(),
             "rules without a must-match case: {untested:?}"
+        );
+    }
+
+    #[test]
+    fn a_consumer_compiles_only_the_files_with_rules_for_it() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../signatures/yara");
+        let net = RuleSet::load_dir_for(&dir, Scope::Network).unwrap();
+        let file = RuleSet::load_dir_for(&dir, Scope::File).unwrap();
+        assert!(net.info.iter().all(|i| i.scope.covers_network()), "{net:?}");
+        assert!(file.info.iter().all(|i| i.scope.covers_files()), "{file:?}");
+        assert!(!net.is_empty() && !file.is_empty());
+        assert_eq!(
+            net.len() + file.len(),
+            RuleSet::load_dir(&dir).unwrap().len(),
+            "every shipped rule is network-only or file-only"
         );
     }
 

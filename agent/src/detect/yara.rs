@@ -176,7 +176,10 @@ impl YaraDetector {
         if config.overlap >= config.stream_depth {
             return invalid("overlap", "must be smaller than stream_depth");
         }
-        let set = Arc::new(RuleSet::load_dir(&config.dir)?);
+        let set = Arc::new(RuleSet::load_dir_for(
+            &config.dir,
+            yara_rules::Scope::Network,
+        )?);
         tracing::info!(dir = %config.dir.display(), rules = set.len(), "YARA rules loaded");
         let rules = if config.watch {
             let dir = config.dir.clone();
@@ -186,7 +189,7 @@ impl YaraDetector {
                 "yara rules",
                 Duration::from_millis(config.reload_debounce_ms),
                 yara_rules::is_rule_file,
-                move || RuleSet::load_dir(&dir),
+                move || RuleSet::load_dir_for(&dir, yara_rules::Scope::Network),
             )?
         } else {
             Reloadable::unwatched()
@@ -227,7 +230,7 @@ impl YaraDetector {
 
     /// Recompiles the rules now; on error the rules in force stay.
     pub fn reload(&mut self) -> Result<(), RulesError> {
-        match RuleSet::load_dir(&self.config.dir) {
+        match RuleSet::load_dir_for(&self.config.dir, yara_rules::Scope::Network) {
             Ok(set) => {
                 self.rules.publish(set);
                 Ok(())
