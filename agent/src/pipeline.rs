@@ -586,14 +586,19 @@ mod tests {
         counters: [u64; 5],
     }
 
-    fn run(kind: Option<EventKind>) -> Run {
+    /// A pipeline with the signature-based detectors off (no files needed), keeping `kind`.
+    fn test_pipeline(kind: Option<EventKind>, counters: Arc<NetCounters>) -> Pipeline {
         let mut detect = DetectConfig::default();
         detect.disable("ioc").unwrap();
         detect.disable("yara").unwrap();
-        let counters = Arc::new(NetCounters::default());
-        let mut p =
-            Pipeline::new(&FlowConfig::default(), &detect, "test", 1, counters.clone()).unwrap();
+        let mut p = Pipeline::new(&FlowConfig::default(), &detect, "test", 1, counters).unwrap();
         p.set_kind_filter(kind);
+        p
+    }
+
+    fn run(kind: Option<EventKind>) -> Run {
+        let counters = Arc::new(NetCounters::default());
+        let mut p = test_pipeline(kind, counters.clone());
         let mut events = Vec::new();
         let mut out = Vec::new();
         let mut last = T0;
@@ -667,12 +672,7 @@ mod tests {
         assert!(r.finish_batches.iter().sum::<usize>() >= 3000);
 
         // `finish` (one Vec) gives the same events as the batched end.
-        let mut detect = DetectConfig::default();
-        detect.disable("ioc").unwrap();
-        detect.disable("yara").unwrap();
-        let counters = Arc::new(NetCounters::default());
-        let mut p = Pipeline::new(&FlowConfig::default(), &detect, "test", 1, counters).unwrap();
-        p.set_kind_filter(Some(EventKind::Flow));
+        let mut p = test_pipeline(Some(EventKind::Flow), Arc::new(NetCounters::default()));
         let mut events = Vec::new();
         let mut last = T0;
         for (ts, f) in frames() {

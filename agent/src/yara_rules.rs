@@ -155,60 +155,55 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// `(path, text)` of every rule file in `dir`, sorted by path.
+fn read_sources(dir: &Path) -> Result<Vec<(PathBuf, String)>, RulesError> {
+    let dir_err = |source| RulesError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(dir_err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_rule_file(p) && p.is_file())
+        .collect();
+    files.sort();
+    let mut sources = Vec::with_capacity(files.len());
+    for path in &files {
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        sources.push((path.clone(), text));
+    }
+    Ok(sources)
+}
+
 impl RuleSet {
     /// Compiles every rule file in `dir`. An empty directory gives an empty rule set.
     pub fn load_dir(dir: &Path) -> Result<Self, RulesError> {
-        let dir_err = |source| RulesError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(dir_err)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| is_rule_file(p) && p.is_file())
-            .collect();
-        files.sort();
-        let mut sources = Vec::with_capacity(files.len());
-        for path in &files {
-            let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            sources.push((path.clone(), text));
-        }
-        Self::compile(&sources)
+        Self::compile(&read_sources(dir)?)
     }
 
     /// Compiles every rule file in `dir` (so an error anywhere is reported), then keeps only
     /// the files with a rule whose scope covers `want`: the network detector does not spend
     /// scan time on file-only rules, nor the file scanner on network-only ones.
     pub fn load_dir_for(dir: &Path, want: Scope) -> Result<Self, RulesError> {
-        let all = Self::load_dir(dir)?;
+        let mut sources = read_sources(dir)?;
+        let all = Self::compile(&sources)?;
         let covers = |s: Scope| match want {
             Scope::Network => s.covers_network(),
             Scope::File => s.covers_files(),
             Scope::Any => true,
         };
-        let keep: Vec<&PathBuf> = all
-            .files
-            .iter()
-            .filter(|p| {
-                let ns = p.file_stem().and_then(|s| s.to_str()).unwrap_or("default");
-                all.info
-                    .iter()
-                    .any(|i| i.namespace == ns && covers(i.scope))
-            })
-            .collect();
-        if keep.len() == all.files.len() {
+        let before = sources.len();
+        sources.retain(|(p, _)| {
+            let ns = p.file_stem().and_then(|s| s.to_str()).unwrap_or("default");
+            all.info
+                .iter()
+                .any(|i| i.namespace == ns && covers(i.scope))
+        });
+        if sources.len() == before {
             return Ok(all);
-        }
-        let mut sources = Vec::with_capacity(keep.len());
-        for path in keep {
-            let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            sources.push((path.clone(), text));
         }
         Self::compile(&sources)
     }

@@ -295,14 +295,11 @@ fn print_report(
                 for f in &r.findings {
                     writeln!(out, "{}", f.text())?;
                     if f.change == verify::Change::Changed {
-                        for a in f.attrs.names() {
-                            let attr = super::config::Attr::ALL
-                                .into_iter()
-                                .find(|x| x.name() == a)
-                                .unwrap_or(super::config::Attr::Content);
+                        for attr in f.attrs.iter() {
                             writeln!(
                                 out,
-                                "    {a:<8} {} -> {}",
+                                "    {:<8} {} -> {}",
+                                attr.name(),
                                 f.old
                                     .as_ref()
                                     .map(|e| e.attr_text(attr))

@@ -117,11 +117,12 @@ impl AttrSet {
 
     /// Names, in report order.
     pub fn names(self) -> Vec<&'static str> {
-        Attr::ALL
-            .into_iter()
-            .filter(|a| self.contains(*a))
-            .map(Attr::name)
-            .collect()
+        self.iter().map(Attr::name).collect()
+    }
+
+    /// The attributes, in report order.
+    pub fn iter(self) -> impl Iterator<Item = Attr> {
+        Attr::ALL.into_iter().filter(move |a| self.contains(*a))
     }
 }
 

@@ -6,6 +6,12 @@ use super::verify::{self, Change};
 use super::walk::{Root, WalkOptions};
 use super::*;
 
+const OPTS: WalkOptions<'static> = WalkOptions {
+    threads: 2,
+    hash: true,
+    progress: None,
+};
+
 pub(crate) fn config_for(root: &Path, protect: Protect) -> IntegrityConfig {
     IntegrityConfig {
         paths: vec![PathConfig {
@@ -65,16 +71,7 @@ fn tree(root: &Path) {
 fn verify_now(c: &IntegrityConfig, layout: &Layout) -> verify::Report {
     let db = open_baseline(c, layout).unwrap();
     let roots = Root::all(c).unwrap();
-    verify::verify_all(
-        &db,
-        &roots,
-        WalkOptions {
-            threads: 2,
-            hash: true,
-            progress: None,
-        },
-    )
-    .unwrap()
+    verify::verify_all(&db, &roots, OPTS).unwrap()
 }
 
 fn changes(r: &verify::Report) -> Vec<(String, Change)> {
@@ -218,17 +215,12 @@ fn verify_paths_checks_only_what_it_is_given() {
     std::fs::write(root.join("index.html"), "defaced").unwrap();
     let db = open_baseline(&c, &layout).unwrap();
     let roots = Root::all(&c).unwrap();
-    let opts = WalkOptions {
-        threads: 2,
-        hash: true,
-        progress: None,
-    };
     let r = verify::verify_paths(
         &db,
         &roots,
         &[root.join("new"), root.join("index.html")],
         &|_| true,
-        opts,
+        OPTS,
     )
     .unwrap();
     let got: Vec<PathBuf> = r.findings.iter().map(|f| f.path.clone()).collect();
@@ -328,14 +320,9 @@ fn verify_paths_of_single_files_reports_nothing_else() {
     std::fs::write(root.join("a/one.txt"), "changed").unwrap();
     let db = open_baseline(&c, &layout).unwrap();
     let roots = Root::all(&c).unwrap();
-    let opts = WalkOptions {
-        threads: 2,
-        hash: true,
-        progress: None,
-    };
     for deep in [true, false] {
         let r =
-            verify::verify_paths(&db, &roots, &[root.join("a/one.txt")], &|_| deep, opts).unwrap();
+            verify::verify_paths(&db, &roots, &[root.join("a/one.txt")], &|_| deep, OPTS).unwrap();
         assert_eq!(changes(&r), vec![("one.txt".to_string(), Change::Changed)]);
         // A watched directory's own event checks its entry only (nothing changed there).
         let r = verify::verify_paths(
@@ -343,7 +330,7 @@ fn verify_paths_of_single_files_reports_nothing_else() {
             &roots,
             &[root.join("a"), root.clone()],
             &|_| deep,
-            opts,
+            OPTS,
         )
         .unwrap();
         let want = if deep {

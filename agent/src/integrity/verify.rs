@@ -72,15 +72,10 @@ impl Finding {
     pub fn to_json(&self) -> serde_json::Value {
         let attrs: Vec<_> = self
             .attrs
-            .names()
-            .into_iter()
-            .map(|name| {
-                let a = super::config::Attr::ALL
-                    .into_iter()
-                    .find(|a| a.name() == name)
-                    .unwrap_or(super::config::Attr::Content);
+            .iter()
+            .map(|a| {
                 json!({
-                    "name": name,
+                    "name": a.name(),
                     "old": self.old.as_ref().map(|e| e.attr_text(a)),
                     "new": self.new.as_ref().map(|e| e.attr_text(a)),
                 })
