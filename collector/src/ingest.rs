@@ -66,6 +66,16 @@ impl IngestMetrics {
     }
 }
 
+/// Something that wants every batch once it is durable: the correlator, the syslog forwarder,
+/// live tails. Called on the writer thread after the senders were answered, with the whole
+/// committed group; an implementation must return quickly (hand off to its own thread) and
+/// decides itself whether to wait for room (back-pressure) or drop and count.
+pub trait CommitSink: Send + Sync {
+    /// The batches just committed, in commit order (duplicates of stored events included:
+    /// a sink that must not see an event twice filters on the agent's sequence).
+    fn committed(&self, batches: &Arc<[Batch]>);
+}
+
 type Reply = oneshot::Sender<Result<BatchOutcome, String>>;
 
 struct Job {
@@ -91,12 +101,13 @@ impl IngestQueue {
         capacity: usize,
         max_group_events: usize,
         metrics: Arc<IngestMetrics>,
+        sinks: Vec<Arc<dyn CommitSink>>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let m = metrics.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(store, rx, max_group_events.max(1), m))?;
+            .spawn(move || writer(store, rx, max_group_events.max(1), m, sinks))?;
         Ok(IngestQueue { tx, metrics })
     }
 
@@ -121,6 +132,7 @@ fn writer(
     mut rx: mpsc::Receiver<Job>,
     max_group_events: usize,
     metrics: Arc<IngestMetrics>,
+    sinks: Vec<Arc<dyn CommitSink>>,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut events = first.batch.events.len();
@@ -145,6 +157,7 @@ fn writer(
                     micros = started.elapsed().as_micros() as u64,
                     "group committed"
                 );
+                let mut committed = Vec::with_capacity(group.len());
                 for (job, outcome) in group.into_iter().zip(outcomes) {
                     metrics.batches.fetch_add(1, Ordering::Relaxed);
                     metrics
@@ -154,6 +167,13 @@ fn writer(
                         .duplicates
                         .fetch_add(outcome.duplicates, Ordering::Relaxed);
                     let _ = job.reply.send(Ok(outcome));
+                    committed.push(job.batch);
+                }
+                if !sinks.is_empty() {
+                    let committed: Arc<[Batch]> = committed.into();
+                    for sink in &sinks {
+                        sink.committed(&committed);
+                    }
                 }
             }
             Err(e) => {

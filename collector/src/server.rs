@@ -245,6 +245,7 @@ pub async fn serve(
         config.ingest.write_queue_batches,
         config.ingest.max_group_events,
         metrics.clone(),
+        Vec::new(),
     )
     .map_err(|source| ServeError::Io {
         context: "cannot start the store writer".into(),
