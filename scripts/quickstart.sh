@@ -39,6 +39,9 @@ ca = "pki/ca.crt"
 cert = "pki/palisade-collector.crt"
 key = "pki/palisade-collector.key"
 crl = "pki/crl.pem"
+[correlation]
+# The team's Sigma rules: detections over the agents' alerts and cross-agent stories.
+rules_dir = "$PALISADE_ROOT/signatures/sigma"
 TOML
 # A small government web root that the agent guards (anti-tamper with restore).
 if [ ! -d "$DIR/www" ]; then
@@ -138,6 +141,12 @@ show() {
     echo "################ host integrity: palisade-collector events --kind integrity / --kind malware"
     "$C" events --kind integrity --since 1h --limit 20 --oldest-first "${analyst[@]}" || true
     "$C" events --kind malware --since 1h --limit 20 --oldest-first "${analyst[@]}" || true
+    echo
+    echo "################ incidents (Sigma rules, grouped by rule and entity): palisade-collector incidents"
+    "$C" incidents "${analyst[@]}" || true
+    echo
+    echo "################ situational awareness: palisade-collector situation"
+    "$C" situation "${analyst[@]}" || true
     echo
     echo "################ latest events: palisade-collector events --since 15m --limit 5"
     "$C" events --since 15m --limit 5 "${analyst[@]}" || true

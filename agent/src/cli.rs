@@ -339,6 +339,13 @@ pub struct LoadgenArgs {
     /// Collector pid, to report its RSS.
     #[arg(long)]
     pub collector_pid: Option<u32>,
+    /// What the events look like: `synthetic` (one kind, for the store) or `security` (flows,
+    /// logins and detector alerts from many addresses, to load correlation).
+    #[arg(long, default_value = "synthetic")]
+    pub mix: crate::loadgen::Mix,
+    /// With `--mix security`: distinct source addresses (and so correlation groups).
+    #[arg(long, default_value_t = 100_000)]
+    pub groups: u32,
     /// Output format.
     #[arg(long, default_value_t = OutputFormat::Text)]
     pub output_format: OutputFormat,
@@ -476,6 +483,8 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 events_per_agent: a.events_per_agent,
                 batch_events: a.batch_events,
                 collector_pid: a.collector_pid,
+                mix: a.mix,
+                groups: a.groups.max(1),
             }))?;
             match a.output_format {
                 OutputFormat::Text => {

@@ -35,6 +35,100 @@ pub struct LoadgenConfig {
     pub batch_events: usize,
     /// Collector pid, to read its RSS from /proc.
     pub collector_pid: Option<u32>,
+    /// Event mix.
+    pub mix: Mix,
+    /// Distinct source addresses in the security mix.
+    pub groups: u32,
+}
+
+/// What the generated events look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mix {
+    /// One synthetic kind: measures the store.
+    Synthetic,
+    /// 65% flows, 20% logins (1 in 8 a success), 15% detector alerts (scans, DNS tunnelling,
+    /// beaconing, IOC hits), from `groups` distinct source addresses: loads correlation with
+    /// realistic matching and many groups.
+    Security,
+}
+
+/// A deterministic spread of `n` over `groups` (so every group recurs).
+fn group_of(n: u64, groups: u32) -> u32 {
+    (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32 % groups
+}
+
+fn addr(g: u32) -> std::net::IpAddr {
+    std::net::IpAddr::from([10, (g >> 16) as u8, (g >> 8) as u8, g as u8])
+}
+
+/// One event of the security mix.
+pub fn security_event(agent: &str, n: u64, groups: u32) -> Event {
+    use palisade_wire::event::{Network, Rule, User};
+    let g = group_of(n, groups);
+    let src = Endpoint {
+        ip: Some(addr(g)),
+        port: Some(40_000 + (n % 20_000) as u16),
+        ..Default::default()
+    };
+    let dst = |port: u16| Endpoint {
+        ip: Some(std::net::IpAddr::from([172, 16, (n % 250) as u8, 10])),
+        port: Some(port),
+        ..Default::default()
+    };
+    let alert = |id: &str, name: &str, sev: Severity| {
+        let mut e = Event::new(agent, EventKind::Alert, sev).with_message(name.to_string());
+        e.rule = Some(Rule {
+            id: Some(id.into()),
+            name: Some(name.into()),
+            ..Default::default()
+        });
+        e
+    };
+    let mut e = match n % 20 {
+        0..=12 => {
+            let mut e = Event::new(agent, EventKind::Flow, Severity::Info);
+            e.destination = Some(dst([80, 443, 22, 3306][(n % 4) as usize]));
+            e.network = Some(Network {
+                transport: Some("tcp".into()),
+                protocol: Some(["http", "tls", "ssh", "mysql"][(n % 4) as usize].into()),
+                ..Default::default()
+            });
+            e
+        }
+        13..=16 => {
+            let mut e = Event::new(agent, EventKind::Auth, Severity::Low)
+                .with_message("login attempt".to_string());
+            e.event.action = Some("login".into());
+            e.event.outcome = Some(if n % 8 == 0 { "success" } else { "failure" }.into());
+            e.user = Some(User {
+                name: format!("user{}", g % 5000),
+                domain: None,
+            });
+            e.destination = Some(dst(22));
+            e
+        }
+        17 | 18 => {
+            let mut e = alert(
+                "pal.scan.horizontal",
+                "horizontal port scan",
+                Severity::Medium,
+            );
+            e.destination = Some(dst(445));
+            e
+        }
+        _ => {
+            let (id, name) = match n % 60 {
+                0..=19 => ("pal.dns.tunnel", "DNS tunnelling"),
+                20..=39 => ("pal.beacon", "periodic beaconing"),
+                _ => ("pal.ioc.ip", "IOC: known bad address"),
+            };
+            let mut e = alert(id, name, Severity::High);
+            e.destination = Some(dst(53));
+            e
+        }
+    };
+    e.source = Some(src);
+    e
 }
 
 /// What a run measured.
@@ -97,6 +191,9 @@ fn frames_for(
     first_seq: u64,
     events: usize,
     per_batch: usize,
+    mix: Mix,
+    groups: u32,
+    agent_index: u64,
 ) -> Result<Vec<(Bytes, usize)>, LoadgenError> {
     let mut frames = Vec::new();
     let mut seq = first_seq;
@@ -105,13 +202,19 @@ fn frames_for(
         let n = per_batch.min(left);
         let lines: Vec<(u64, Vec<u8>)> = (0..n)
             .map(|i| {
-                let mut e = Event::new(agent, EventKind::Synthetic, Severity::Info)
-                    .with_message(format!("loadgen event {}", seq + i as u64));
-                e.source = Some(Endpoint {
-                    ip: Some(std::net::IpAddr::from([10, 0, (i % 200) as u8, 7])),
-                    port: Some(40_000 + (i % 1000) as u16),
-                    ..Default::default()
-                });
+                let mut e = if mix == Mix::Security {
+                    let n = (seq - first_seq + i as u64) * 64 + agent_index;
+                    security_event(agent, n, groups)
+                } else {
+                    let mut e = Event::new(agent, EventKind::Synthetic, Severity::Info)
+                        .with_message(format!("loadgen event {}", seq + i as u64));
+                    e.source = Some(Endpoint {
+                        ip: Some(std::net::IpAddr::from([10, 0, (i % 200) as u8, 7])),
+                        port: Some(40_000 + (i % 1000) as u16),
+                        ..Default::default()
+                    });
+                    e
+                };
                 e.seal(seq + i as u64);
                 (seq + i as u64, e.to_json())
             })
@@ -164,6 +267,9 @@ pub async fn run(config: LoadgenConfig) -> Result<LoadgenReport, LoadgenError> {
             first_seq,
             config.events_per_agent,
             config.batch_events,
+            config.mix,
+            config.groups,
+            i as u64,
         )?;
         work.push((name, client, frames));
     }

@@ -79,6 +79,10 @@ impl Default for ServerConfig {
     }
 }
 
+/// Shortest retention accepted without `--allow-short-retention` (GB/T 22239-2019 8.1.5.4 d and
+/// the Cybersecurity Law art. 21: network logs kept at least six months).
+pub const MIN_RETENTION_DAYS: u32 = 180;
+
 /// `[retention]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -113,6 +117,21 @@ pub struct CollectorConfig {
     /// Retention.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Copies of stored events to other tools (`[forward.syslog]`); none by default.
+    #[serde(default)]
+    pub forward: crate::forward::ForwardConfig,
+    /// Prometheus scrape listener (`[metrics]`); absent = off.
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::MetricsConfig>,
+    /// Audit log anchoring (`[audit]`); the log itself is always on, in `<data_dir>/audit/`.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
+    /// Sigma correlation.
+    #[serde(default)]
+    pub correlation: crate::correlate::CorrelationSettings,
+    /// Live tail ring for `follow` (`[tail]`).
+    #[serde(default)]
+    pub tail: crate::tail::TailConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -129,8 +148,12 @@ impl CollectorConfig {
                 &mut c.tls.cert,
                 &mut c.tls.key,
             ];
+            paths.push(&mut c.correlation.rules_dir);
             if let Some(crl) = c.tls.crl.as_mut() {
                 paths.push(crl);
+            }
+            if let Some(syslog) = c.forward.syslog.as_mut() {
+                paths.extend(syslog.paths_mut());
             }
             palisade_wire::config::resolve_paths(base, paths);
             c.check()
@@ -152,12 +175,35 @@ impl CollectorConfig {
         if self.retention.days == 0 {
             return Err("retention.days must be at least 1".into());
         }
-        if self.retention.days < 180 {
-            tracing::warn!(
-                days = self.retention.days,
-                "retention below the 180 days MLPS grade 3 requires for network logs"
-            );
+        self.forward.check()?;
+        self.audit.check()?;
+        self.tail.check()?;
+        if let Some(m) = &self.metrics {
+            m.check()?;
         }
+        Ok(())
+    }
+
+    /// MLPS grade 3 keeps network logs at least 180 days: a shorter `retention.days` is refused
+    /// unless the operator says so (`--allow-short-retention`, for labs and tests), and then
+    /// logged as a warning.
+    pub fn check_retention(&self, allow_short: bool) -> Result<(), String> {
+        if self.retention.days >= MIN_RETENTION_DAYS {
+            return Ok(());
+        }
+        if !allow_short {
+            return Err(format!(
+                "retention.days = {} is below the {MIN_RETENTION_DAYS} days MLPS grade 3 requires \
+                 for network logs; raise it, or pass --allow-short-retention if this collector \
+                 is not the record of an assessed system",
+                self.retention.days
+            ));
+        }
+        tracing::warn!(
+            days = self.retention.days,
+            "retention below the {MIN_RETENTION_DAYS} days MLPS grade 3 requires for network logs \
+             (allowed by --allow-short-retention)"
+        );
         Ok(())
     }
 }
@@ -165,6 +211,26 @@ impl CollectorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_retention_is_refused_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "data_dir = \"d\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[retention]\ndays = 30\n",
+        )
+        .unwrap();
+        let mut c = CollectorConfig::load(&p).unwrap();
+        let e = c.check_retention(false).unwrap_err();
+        assert!(
+            e.contains("retention.days = 30") && e.contains("--allow-short-retention"),
+            "{e}"
+        );
+        c.check_retention(true).unwrap();
+        c.retention.days = 180;
+        c.check_retention(false).unwrap();
+    }
 
     #[test]
     fn unknown_keys_are_rejected_with_a_line_number() {
@@ -190,6 +256,14 @@ mod tests {
             IngestConfig::default().max_batch_bytes
         );
         assert!(c.tls.crl.is_some());
+        let d = crate::correlate::CorrelationSettings::default();
+        assert_eq!(
+            c.correlation.rules_dir,
+            PathBuf::from("/etc/palisade/sigma")
+        );
+        assert_eq!(c.correlation.max_state_entries, d.max_state_entries);
+        assert_eq!(c.correlation.incident_window_secs, d.incident_window_secs);
+        assert!(c.correlation.enabled);
     }
 
     #[test]

@@ -3,9 +3,16 @@
 //! certificate authority every identity comes from.
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod correlate;
+pub mod forward;
+pub mod incidents;
 pub mod ingest;
+pub mod metrics;
 pub mod pki;
+pub mod query;
 pub mod server;
 pub mod store;
+pub mod tail;

@@ -31,6 +31,12 @@ pub enum ServeError {
     /// The store cannot be opened.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A forwarder's configuration is unusable.
+    #[error(transparent)]
+    Forward(#[from] crate::forward::ForwardError),
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// Socket or thread trouble.
     #[error("{context}: {source}")]
     Io {
@@ -200,7 +206,7 @@ async fn connection(
     let svc = service_fn(move |req| {
         let state = state.clone();
         let identity = identity.clone();
-        async move { Ok::<_, Infallible>(api::handle(state, identity, req).await) }
+        async move { Ok::<_, Infallible>(api::handle(state, identity, peer, req).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -240,17 +246,51 @@ pub async fn serve(
     let store: Arc<dyn EventStore> =
         Arc::new(SledStore::open(&config.data_dir.join("store"), 64 << 20)?);
     let metrics = Arc::new(IngestMetrics::default());
+    let forwarders = crate::forward::Forwarders::start(&config.forward)?;
+    let mut sinks: Vec<Arc<dyn crate::ingest::CommitSink>> = Vec::new();
+    forwarders.add_sinks(&mut sinks);
+    let tail = Arc::new(crate::tail::Tail::new(config.tail.clone()));
+    sinks.push(tail.clone());
+    let incidents = Arc::new(crate::incidents::IncidentStore::open(
+        &config.data_dir.join("incidents"),
+        config.correlation.incident_window_secs,
+    )?);
+    let correlator = if config.correlation.enabled {
+        let c = crate::correlate::Correlator::start(config.correlation.clone(), incidents.clone())
+            .map_err(|e| ServeError::Io {
+                context: e.to_string(),
+                source: std::io::Error::other("correlation could not start"),
+            })?;
+        sinks.push(c.clone());
+        Some(c)
+    } else {
+        tracing::warn!("correlation disabled by config: no alerts or incidents will be raised");
+        None
+    };
+    let mut metric_sources: Vec<Arc<dyn crate::metrics::MetricsSource>> = vec![
+        metrics.clone(),
+        Arc::new(crate::metrics::StoreMetrics::new(store.clone())),
+        Arc::new(crate::metrics::ProcessMetrics::new()),
+    ];
+    forwarders.add_metrics(&mut metric_sources);
+    if let Some(c) = &correlator {
+        metric_sources.push(c.clone());
+    }
     let queue = IngestQueue::start(
         store.clone(),
         config.ingest.write_queue_batches,
         config.ingest.max_group_events,
         metrics.clone(),
-        Vec::new(),
+        sinks,
     )
     .map_err(|source| ServeError::Io {
         context: "cannot start the store writer".into(),
         source,
     })?;
+    let audit = Arc::new(crate::audit::AuditLog::open(
+        &config.data_dir.join("audit"),
+        &config.audit,
+    )?);
     let state = Arc::new(AppState {
         store: store.clone(),
         queue,
@@ -263,6 +303,12 @@ pub async fn serve(
         retry_after_secs: config.ingest.retry_after_secs,
         retention_days: config.retention.days,
         started: Instant::now(),
+        audit: audit.clone(),
+        incidents,
+        correlator: correlator.clone(),
+        rates: Arc::new(crate::api::situation::RateHistory::default()),
+        tail: tail.clone(),
+        cert_seen: Default::default(),
     });
     let listener = TcpListener::bind(config.listen)
         .await
@@ -274,10 +320,42 @@ pub async fn serve(
         context: "local address".into(),
         source,
     })?;
+    let metrics_server =
+        crate::metrics::MetricsServer::start(config.metrics.as_ref(), metric_sources)
+            .await
+            .map_err(|source| ServeError::Io {
+                context: "cannot start the metrics listener".into(),
+                source,
+            })?;
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("palisade-collector listening on https://{local}");
     tracing::info!(listen = %local, data_dir = %config.data_dir.display(), "collector serving");
 
+    let sampler = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_secs(crate::api::situation::SAMPLE_SECS);
+            loop {
+                let st = state.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let events = st
+                        .store
+                        .agents()
+                        .map(|a| a.into_iter().map(|a| (a.id, a.events)).collect())
+                        .unwrap_or_default();
+                    let alerts = st
+                        .correlator
+                        .as_ref()
+                        .map(|c| c.alerts_per_agent())
+                        .unwrap_or_default();
+                    st.rates
+                        .sample(palisade_wire::Timestamp::now(), events, alerts);
+                })
+                .await;
+                tokio::time::sleep(every).await;
+            }
+        })
+    };
     let housekeeping = {
         let tls = tls.clone();
         let store = store.clone();
@@ -306,8 +384,19 @@ pub async fn serve(
             }
         })
     };
+    // Long-polling tails answer at once on shutdown instead of holding their connection.
+    let shutdown = async move {
+        shutdown.await;
+        tail.close();
+    };
     run(listener, state, tls, config.server.clone(), shutdown).await;
     housekeeping.abort();
+    sampler.abort();
+    // Write what is queued and a final anchor.
+    let _ = tokio::task::spawn_blocking(move || audit.close()).await;
+    metrics_server.stop().await;
+    // Give the forwarders a moment to hand over what they hold.
+    let _ = tokio::task::spawn_blocking(move || forwarders.close(Duration::from_secs(5))).await;
     tracing::info!("collector stopped");
     Ok(())
 }

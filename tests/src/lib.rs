@@ -404,3 +404,53 @@ pub fn stored_events(collector: &Collector, pki: &Pki) -> Option<u64> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     v["store"]["events"].as_u64()
 }
+
+/// Sends `events` as one batch from agent `agent` (a certificate of that name must exist in
+/// `pki`), sealing them with sequences from `first_seq`; returns the collector's HTTP status.
+pub fn send_batch(
+    url: &str,
+    pki: &Pki,
+    agent: &str,
+    first_seq: u64,
+    events: &mut [palisade_wire::Event],
+) -> u16 {
+    let lines: Vec<(u64, Vec<u8>)> = events
+        .iter_mut()
+        .enumerate()
+        .map(|(i, e)| {
+            let seq = first_seq + i as u64;
+            e.agent.id = agent.to_string();
+            if let Some(o) = e.observer.as_mut() {
+                o.name = agent.to_string();
+            }
+            e.seal(seq);
+            (seq, e.to_json())
+        })
+        .collect();
+    let pairs: Vec<(u64, &[u8])> = lines.iter().map(|(s, j)| (*s, j.as_slice())).collect();
+    let frame = palisade_wire::batch::encode(agent, &pairs, 3).expect("encode batch");
+    let files = palisade_wire::tls::TlsFiles {
+        ca: pki.ca(),
+        cert: pki.cert(agent),
+        key: pki.key(agent),
+    };
+    let config = palisade_wire::tls::client_config(&files).expect("client tls");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut client = palisade_wire::client::Client::new(url, config, Duration::from_secs(30))
+            .expect("client");
+        let resp = client
+            .request(
+                hyper::Method::POST,
+                "/v1/ingest",
+                "application/x-palisade-batch",
+                bytes::Bytes::from(frame),
+            )
+            .await
+            .expect("ingest request");
+        resp.status.as_u16()
+    })
+}

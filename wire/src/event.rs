@@ -217,6 +217,19 @@ pub enum EcsKind {
     PipelineError,
 }
 
+impl EcsKind {
+    /// The serialized name (`alert`, `pipeline_error`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            EcsKind::Alert => "alert",
+            EcsKind::Event => "event",
+            EcsKind::Metric => "metric",
+            EcsKind::State => "state",
+            EcsKind::PipelineError => "pipeline_error",
+        }
+    }
+}
+
 /// What produced an event: Palisade's own event kinds, serialized as ECS `event.dataset`
 /// `palisade.<kind>`. This is what `--kind` filters on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -271,6 +284,22 @@ impl EventKind {
             EventKind::Drill => "drill",
             EventKind::Auth => "auth",
             EventKind::Synthetic => "synthetic",
+        }
+    }
+
+    /// The ECS `event.dataset` value, e.g. `palisade.heartbeat`.
+    pub fn dataset(self) -> &'static str {
+        match self {
+            EventKind::Heartbeat => "palisade.heartbeat",
+            EventKind::Gap => "palisade.gap",
+            EventKind::Flow => "palisade.flow",
+            EventKind::Alert => "palisade.alert",
+            EventKind::Integrity => "palisade.integrity",
+            EventKind::Malware => "palisade.malware",
+            EventKind::Replication => "palisade.replication",
+            EventKind::Drill => "palisade.drill",
+            EventKind::Auth => "palisade.auth",
+            EventKind::Synthetic => "palisade.synthetic",
         }
     }
 
@@ -369,6 +398,19 @@ pub struct EventMeta {
     /// What happened, in a word (`heartbeat`, `port-scan`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// ECS `event.outcome`: `success`, `failure` or `unknown` (logins, restores, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+/// ECS `user.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// Domain or realm, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 /// ECS `observer.*`: the probe that saw the event.
@@ -528,6 +570,9 @@ pub struct Event {
     /// The file concerned, for integrity and malware findings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileInfo>,
+    /// The user concerned, for authentication events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
     /// Free-form key/value labels (ECS `labels`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -554,6 +599,7 @@ impl Event {
                 category: Vec::new(),
                 kind_type: Vec::new(),
                 action: None,
+                outcome: None,
             },
             observer: Some(Observer {
                 name: agent_id.to_string(),
@@ -566,6 +612,7 @@ impl Event {
             network: None,
             rule: None,
             file: None,
+            user: None,
             labels: BTreeMap::new(),
             palisade: None,
         }

@@ -84,6 +84,8 @@ pub struct Identity {
     pub role: Role,
     /// Serial number, lowercase hex.
     pub serial: String,
+    /// End of the certificate's validity, Unix seconds.
+    pub not_after: i64,
 }
 
 impl fmt::Display for Identity {
@@ -248,6 +250,7 @@ pub fn identity(cert: &CertificateDer<'_>) -> Result<Identity, TlsError> {
         name: cn.to_string(),
         role,
         serial: hex(x509.raw_serial()),
+        not_after: x509.validity().not_after.timestamp(),
     })
 }
 

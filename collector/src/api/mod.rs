@@ -16,6 +16,9 @@ use palisade_wire::{EventKind, Severity, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub mod incidents;
+pub mod situation;
+
 use crate::ingest::{IngestMetrics, IngestQueue, IngestSnapshot};
 use crate::store::{AgentRecord, EventStore, Query, StoreStats};
 
@@ -38,6 +41,19 @@ pub struct AppState {
     pub retention_days: u32,
     /// Start time, for uptime.
     pub started: Instant,
+    /// The audit log every request is recorded in ([`crate::audit`]).
+    pub audit: Arc<crate::audit::AuditLog>,
+    /// Alerts and incidents.
+    pub incidents: Arc<crate::incidents::IncidentStore>,
+    /// The correlator, when correlation is enabled.
+    pub correlator: Option<Arc<crate::correlate::Correlator>>,
+    /// Rates sampled over time, for `situation`.
+    pub rates: Arc<situation::RateHistory>,
+    /// Recently committed events, for `GET /v1/tail` ([`crate::tail`]).
+    pub tail: Arc<crate::tail::Tail>,
+    /// Certificate serial each agent was last recorded with, so the agent record is written
+    /// only when an agent first connects or its certificate changes.
+    pub cert_seen: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -61,6 +77,9 @@ pub struct StatusReport {
     pub ingest: IngestSnapshot,
     /// Every agent seen.
     pub agents: Vec<AgentRecord>,
+    /// Correlation counters, when correlation is on.
+    #[serde(default)]
+    pub correlation: Option<crate::correlate::CorrelationSnapshot>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -102,7 +121,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
     Endpoint {
         method: "POST",
         pattern: "/v1/ingest",
-        roles: &[Role::Agent],
+        // Replicators report their runs (backups, sync lag, drills) as events.
+        roles: &[Role::Agent, Role::Replicator],
     },
     Endpoint {
         method: "GET",
@@ -118,6 +138,61 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: "GET",
         pattern: "/v1/events",
         roles: READERS,
+    },
+    Endpoint {
+        method: "GET",
+        pattern: "/v1/tail",
+        roles: READERS,
+    },
+    Endpoint {
+        method: "GET",
+        pattern: "/v1/alerts",
+        roles: READERS,
+    },
+    Endpoint {
+        method: "GET",
+        pattern: "/v1/incidents",
+        roles: READERS,
+    },
+    Endpoint {
+        method: "GET",
+        pattern: "/v1/incidents/{id}",
+        roles: READERS,
+    },
+    Endpoint {
+        method: "POST",
+        pattern: "/v1/incidents/{id}/ack",
+        roles: &[Role::SecurityAdmin],
+    },
+    Endpoint {
+        method: "POST",
+        pattern: "/v1/incidents/{id}/resolve",
+        roles: &[Role::SecurityAdmin],
+    },
+    Endpoint {
+        method: "GET",
+        pattern: "/v1/rules",
+        roles: READERS,
+    },
+    Endpoint {
+        method: "POST",
+        pattern: "/v1/rules/reload",
+        roles: &[Role::SecurityAdmin],
+    },
+    Endpoint {
+        method: "GET",
+        pattern: "/v1/situation",
+        roles: OVERVIEW,
+    },
+    Endpoint {
+        method: "GET",
+        pattern: "/v1/audit",
+        roles: &[Role::AuditAdmin],
+    },
+    Endpoint {
+        method: "GET",
+        pattern: "/v1/audit/verify",
+        roles: &[Role::AuditAdmin],
     },
 ];
 
@@ -160,8 +235,22 @@ pub fn route<'p>(
     })
 }
 
-/// Routes one request.
-pub async fn handle(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incoming>) -> Resp {
+/// Routes one request and appends its audit record (refusals included); an admin action
+/// (non-GET other than ingest) is answered only once its record is durable.
+pub async fn handle(
+    state: Arc<AppState>,
+    who: Arc<Identity>,
+    peer: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Resp {
+    let (req, pending) = crate::audit::hook::begin(&who, peer, req).await;
+    let audit = state.audit.clone();
+    let resp = dispatch(state, who, req).await;
+    crate::audit::hook::finish(&audit, pending, resp.status()).await;
+    resp
+}
+
+async fn dispatch(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let (ep, params) = match route(&method, &path) {
@@ -185,7 +274,6 @@ pub async fn handle(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incom
         );
     }
     let query = req.uri().query().unwrap_or("").to_string();
-    let _ = &params;
     match ep.pattern {
         "/v1/ingest" => ingest(state, who, req).await,
         "/v1/status" => status(&state).await,
@@ -194,11 +282,28 @@ pub async fn handle(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incom
             Err(e) => e,
         },
         "/v1/events" => events(state, &query).await,
+        "/v1/tail" => crate::tail::endpoint(state.tail.clone(), &query).await,
+        "/v1/alerts" => incidents::alerts(state, &query).await,
+        "/v1/incidents" => incidents::incidents(state, &query).await,
+        "/v1/incidents/{id}" => incidents::incident(state, param(&params, 0)).await,
+        "/v1/incidents/{id}/ack" => incidents::act(state, who, param(&params, 0), false, req).await,
+        "/v1/incidents/{id}/resolve" => {
+            incidents::act(state, who, param(&params, 0), true, req).await
+        }
+        "/v1/rules" => incidents::rules(&state).await,
+        "/v1/rules/reload" => incidents::reload(&state).await,
+        "/v1/situation" => situation::endpoint(state, &query).await,
+        "/v1/audit" => crate::audit::hook::list_endpoint(state.audit.clone(), &query).await,
+        "/v1/audit/verify" => crate::audit::hook::verify_endpoint(state.audit.clone()).await,
         other => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("endpoint {other} has no handler"),
         ),
     }
+}
+
+fn param(params: &[String], i: usize) -> &str {
+    params.get(i).map(String::as_str).unwrap_or("")
 }
 
 async fn blocking<T: Send + 'static>(
@@ -282,12 +387,41 @@ async fn ingest(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incoming>
         }
     };
     match rx.await {
-        Ok(Ok(outcome)) => json_resp(StatusCode::OK, &outcome),
+        Ok(Ok(outcome)) => {
+            note_certificate(&state, &who).await;
+            json_resp(StatusCode::OK, &outcome)
+        }
         Ok(Err(e)) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("store write failed, batch not stored: {e}"),
         ),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "store writer stopped"),
+    }
+}
+
+/// Records the agent's certificate (serial, expiry) for `agents` once per new certificate.
+async fn note_certificate(state: &Arc<AppState>, who: &Arc<Identity>) {
+    let known = state
+        .cert_seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&who.name)
+        .is_some_and(|s| *s == who.serial);
+    if known {
+        return;
+    }
+    let w = who.clone();
+    let not_after = Timestamp(who.not_after.saturating_mul(1_000_000_000));
+    let r = blocking(state, move |s| {
+        s.store.note_certificate(&w.name, &w.serial, not_after)
+    })
+    .await;
+    if r.is_ok() {
+        state
+            .cert_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(who.name.clone(), who.serial.clone());
     }
 }
 
@@ -303,6 +437,7 @@ async fn status(state: &Arc<AppState>) -> Resp {
                 store,
                 ingest: state.metrics.snapshot(),
                 agents,
+                correlation: state.correlator.as_ref().map(|c| c.snapshot()),
             },
         ),
         Err(e) => e,
@@ -347,6 +482,8 @@ pub fn parse_query(query: &str, now: Timestamp) -> Result<Query, String> {
         min_severity: None,
         limit: 100,
         newest_first: true,
+        after: None,
+        filter: None,
     };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -375,6 +512,8 @@ pub fn parse_query(query: &str, now: Timestamp) -> Result<Query, String> {
                     _ => return Err(format!("order {v:?} must be asc or desc")),
                 }
             }
+            "filter" => crate::query::apply_filter(&mut q, &v)?,
+            "after" => q.after = Some(v.parse()?),
             _ => return Err(format!("unknown query parameter {k:?}")),
         }
     }
@@ -386,6 +525,7 @@ async fn events(state: Arc<AppState>, query: &str) -> Resp {
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    let limit = q.limit;
     let result = blocking(&state, move |s| {
         let mut body = Vec::new();
         let n = s.store.query(&q, &mut |v| {
@@ -398,9 +538,13 @@ async fn events(state: Arc<AppState>, query: &str) -> Resp {
     .await;
     match result {
         Ok((n, body)) => {
+            let next = crate::query::next_after(&body, n, limit);
             let mut r = respond(StatusCode::OK, "application/x-ndjson", body);
             if let Ok(v) = n.to_string().parse() {
                 r.headers_mut().insert("x-palisade-count", v);
+            }
+            if let Some(v) = next.and_then(|n| n.parse().ok()) {
+                r.headers_mut().insert(crate::query::NEXT_HEADER, v);
             }
             r
         }

@@ -77,6 +77,15 @@ pub struct AgentRecord {
     /// Events the agent reported dropped from its spool (sum of `gap` events).
     #[serde(default)]
     pub dropped: u64,
+    /// Agent software version from its latest heartbeat.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Serial of the client certificate it last connected with (lowercase hex).
+    #[serde(default)]
+    pub cert_serial: Option<String>,
+    /// When that certificate expires.
+    #[serde(default)]
+    pub cert_not_after: Option<Timestamp>,
 }
 
 /// Store-wide figures for `status`.
@@ -107,6 +116,11 @@ pub struct Query {
     pub limit: usize,
     /// Newest first (the default) or oldest first.
     pub newest_first: bool,
+    /// Only events strictly after this one in the listing's order (paging: the key of the
+    /// previous page's last event).
+    pub after: Option<crate::query::EventKey>,
+    /// Only events this filter expression matches; applied before `limit` counts.
+    pub filter: Option<std::sync::Arc<crate::query::Filter>>,
 }
 
 /// An event store.
@@ -121,6 +135,14 @@ pub trait EventStore: Send + Sync {
 
     /// Every agent ever seen.
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+
+    /// Records the client certificate an agent connected with (for `agents`: expiry warnings).
+    fn note_certificate(
+        &self,
+        agent: &str,
+        serial: &str,
+        not_after: Timestamp,
+    ) -> Result<(), StoreError>;
 
     /// Store-wide figures.
     fn stats(&self) -> Result<StoreStats, StoreError>;

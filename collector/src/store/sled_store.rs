@@ -260,6 +260,9 @@ impl SledStore {
             if delta.host.is_some() {
                 rec.host = delta.host;
             }
+            if delta.version.is_some() {
+                rec.version = delta.version;
+            }
             let json = serde_json::to_vec(&rec).map_err(|e| corrupt("agents", e.to_string()))?;
             self.agents
                 .insert(agent, json)
@@ -277,6 +280,7 @@ struct AgentDelta {
     last_sequence: u64,
     last_heartbeat: Option<Timestamp>,
     host: Option<String>,
+    version: Option<String>,
     dropped: u64,
 }
 
@@ -331,6 +335,9 @@ impl EventStore for SledStore {
                         delta.last_heartbeat = delta.last_heartbeat.max(Some(ev.timestamp));
                         if let Some(h) = &ev.host {
                             delta.host = Some(h.name.clone());
+                        }
+                        if let Some(v) = &ev.agent.version {
+                            delta.version = Some(v.clone());
                         }
                     }
                     EventKind::Gap => {
@@ -397,6 +404,15 @@ impl EventStore for SledStore {
             return Ok(0);
         }
         let (since, until) = (q.since.nanos(), q.until.nanos());
+        // Paging: nothing earlier (ascending) or later (descending) than the cursor can follow it.
+        let (since, until) = match &q.after {
+            Some(a) if q.newest_first => (since, until.min(a.timestamp.nanos().saturating_add(1))),
+            Some(a) => (since.max(a.timestamp.nanos()), until),
+            None => (since, until),
+        };
+        if until <= since {
+            return Ok(0);
+        }
         let first = day_index(since);
         let last = day_index(until.saturating_sub(1));
         let mut days: Vec<(i64, String)> = self
@@ -461,6 +477,24 @@ impl EventStore for SledStore {
                     if q.min_severity.is_some_and(|m| light.event.severity < m) {
                         continue;
                     }
+                    if let Some(a) = &q.after {
+                        let from_cursor = (ts, agent, light.event.sequence).cmp(&(
+                            a.timestamp.nanos(),
+                            a.agent.as_str(),
+                            a.sequence,
+                        ));
+                        let wanted = if q.newest_first {
+                            Ordering::Less
+                        } else {
+                            Ordering::Greater
+                        };
+                        if from_cursor != wanted {
+                            continue;
+                        }
+                    }
+                    if q.filter.as_ref().is_some_and(|f| !f.matches_json(line)) {
+                        continue;
+                    }
                     best.push(
                         Hit {
                             ts,
@@ -496,6 +530,27 @@ impl EventStore for SledStore {
                 })
             })
             .collect()
+    }
+
+    fn note_certificate(
+        &self,
+        agent: &str,
+        serial: &str,
+        not_after: Timestamp,
+    ) -> Result<(), StoreError> {
+        let Some(v) = self.agents.get(agent).map_err(sled_err("read agents"))? else {
+            return Ok(());
+        };
+        let mut rec: AgentRecord = serde_json::from_slice(&v)
+            .map_err(|e| corrupt("agents", format!("record of {agent}: {e}")))?;
+        rec.cert_serial = Some(serial.to_string());
+        rec.cert_not_after = Some(not_after);
+        let json = serde_json::to_vec(&rec).map_err(|e| corrupt("agents", e.to_string()))?;
+        self.agents
+            .insert(agent, json)
+            .map_err(sled_err("write agents"))?;
+        self.agents.flush().map_err(sled_err("flush agents"))?;
+        Ok(())
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -585,6 +640,8 @@ mod tests {
             min_severity: None,
             limit,
             newest_first,
+            after: None,
+            filter: None,
         };
         let mut out = Vec::new();
         store
@@ -689,6 +746,8 @@ mod tests {
             min_severity: None,
             limit: 1000,
             newest_first: false,
+            after: None,
+            filter: None,
         };
         let mut n = 0;
         s.query(&q, &mut |_| {
@@ -698,5 +757,86 @@ mod tests {
         .unwrap();
         assert_eq!(n, 10);
         assert!(s.stats().unwrap().days.len() >= 3);
+    }
+
+    #[test]
+    fn paging_after_a_cursor_neither_skips_nor_repeats_equal_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        // Three agents, 50 events each, all at the same instant, in several segments.
+        for agent in ["c", "a", "b"] {
+            let seqs: Vec<u64> = (1..=50).collect();
+            for chunk in seqs.chunks(17) {
+                s.write(&[&batch_at(agent, chunk, |_| T, EventKind::Synthetic)])
+                    .unwrap();
+            }
+        }
+        let keys = |newest_first: bool, page: usize| {
+            let mut all = Vec::new();
+            let mut after: Option<crate::query::EventKey> = None;
+            for _ in 0..1000 {
+                let q = Query {
+                    since: Timestamp(0),
+                    until: Timestamp(i64::MAX),
+                    agent: None,
+                    kind: None,
+                    min_severity: None,
+                    limit: page,
+                    newest_first,
+                    after: after.clone(),
+                    filter: None,
+                };
+                let mut got = Vec::new();
+                s.query(&q, &mut |v| {
+                    got.push(crate::query::EventKey::of_json(v).unwrap());
+                    true
+                })
+                .unwrap();
+                after = got.last().cloned();
+                let done = got.len() < page;
+                all.extend(got);
+                if done {
+                    return all;
+                }
+            }
+            panic!("paging did not end");
+        };
+        for page in [1, 7, 50, 149, 150, 151] {
+            let up = keys(false, page);
+            assert_eq!(up.len(), 150, "page {page}");
+            assert!(up.windows(2).all(|w| w[0] < w[1]), "page {page}");
+            let down = keys(true, page);
+            assert_eq!(down.len(), 150, "page {page}");
+            assert!(down.windows(2).all(|w| w[0] > w[1]), "page {page}");
+        }
+    }
+
+    #[test]
+    fn a_filter_counts_towards_the_limit_only_when_it_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let seqs: Vec<u64> = (1..=100).collect();
+        s.write(&[&batch("a", &seqs, T, EventKind::Synthetic)])
+            .unwrap();
+        let filter =
+            crate::query::Filter::parse("event.sequence > 90 or event.sequence = 3").unwrap();
+        let q = Query {
+            since: Timestamp(0),
+            until: Timestamp(i64::MAX),
+            agent: None,
+            kind: None,
+            min_severity: None,
+            limit: 5,
+            newest_first: false,
+            after: None,
+            filter: Some(std::sync::Arc::new(filter)),
+        };
+        let mut got = Vec::new();
+        s.query(&q, &mut |v| {
+            got.push(crate::query::EventKey::of_json(v).unwrap().sequence);
+            true
+        })
+        .unwrap();
+        assert_eq!(got, vec![3, 91, 92, 93, 94]);
     }
 }

@@ -4,6 +4,7 @@
 // Test helpers outside #[test] fns may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod correlation;
 mod delivery;
 mod integrity;
 mod listing;

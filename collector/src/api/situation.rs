@@ -1,0 +1,503 @@
+//! `GET /v1/situation`: the one-screen picture a duty analyst keeps open (态势感知) — agents,
+//! rates, open incidents, top attacked hosts, sources and detectors, integrity per host, backup
+//! freshness, and the trend against the previous period.
+//!
+//! Rates come from [`RateHistory`], sampled every 10 s by the server (so the sparklines cover
+//! what this collector process has seen); counts per period come from the store itself.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use hyper::StatusCode;
+use palisade_wire::event::parse_time_spec;
+use palisade_wire::{EventKind, Severity, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::incidents::params;
+use super::{blocking, error, json_resp, AppState, Resp};
+use crate::incidents::{AlertFilter, IncidentFilter, Status};
+use crate::store::Query;
+
+/// Seconds between rate samples.
+pub const SAMPLE_SECS: u64 = 10;
+/// Samples kept (one hour).
+pub const SAMPLES: usize = 360;
+/// An agent is online if it sent something within this many seconds.
+pub const ONLINE_SECS: i64 = 120;
+
+#[derive(Debug, Clone, Default)]
+struct Sample {
+    at: Timestamp,
+    events: HashMap<String, u64>,
+    alerts: HashMap<String, u64>,
+    total_events: u64,
+    total_alerts: u64,
+}
+
+/// Counters sampled every [`SAMPLE_SECS`], for rates and sparklines.
+#[derive(Debug, Default)]
+pub struct RateHistory {
+    samples: Mutex<VecDeque<Sample>>,
+}
+
+impl RateHistory {
+    /// Records one sample: cumulative events per agent and alerts per agent.
+    pub fn sample(
+        &self,
+        at: Timestamp,
+        events: HashMap<String, u64>,
+        alerts: HashMap<String, u64>,
+    ) {
+        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let total_events = events.values().sum();
+        let total_alerts = alerts.values().sum();
+        s.push_back(Sample {
+            at,
+            events,
+            alerts,
+            total_events,
+            total_alerts,
+        });
+        while s.len() > SAMPLES {
+            s.pop_front();
+        }
+    }
+
+    /// (events/s over the latest interval, per-segment series of events/s and alerts/min).
+    fn rates(&self) -> (f64, BTreeMap<String, SegmentSeries>) {
+        let s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut series: BTreeMap<String, SegmentSeries> = BTreeMap::new();
+        let mut now_rate = 0.0;
+        for (a, b) in s.iter().zip(s.iter().skip(1)) {
+            let secs = ((b.at.nanos() - a.at.nanos()) as f64 / 1e9).max(0.001);
+            now_rate = b.total_events.saturating_sub(a.total_events) as f64 / secs;
+            let _ = b.total_alerts;
+            for (agent, n) in &b.events {
+                let before = a.events.get(agent).copied().unwrap_or(*n);
+                let e = series.entry(agent.clone()).or_default();
+                e.events_per_sec
+                    .push(n.saturating_sub(before) as f64 / secs);
+                let al = b.alerts.get(agent).copied().unwrap_or(0);
+                let al_before = a.alerts.get(agent).copied().unwrap_or(al);
+                e.alerts_per_min
+                    .push(al.saturating_sub(al_before) as f64 * 60.0 / secs);
+            }
+        }
+        (now_rate, series)
+    }
+}
+
+/// One segment's (agent's) rate history, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SegmentSeries {
+    /// Events per second, one point per sample interval.
+    pub events_per_sec: Vec<f64>,
+    /// Alerts per minute, one point per sample interval.
+    pub alerts_per_min: Vec<f64>,
+}
+
+/// One agent's line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentLine {
+    /// Agent id.
+    pub id: String,
+    /// Host.
+    pub host: Option<String>,
+    /// Sent something within [`ONLINE_SECS`].
+    pub online: bool,
+    /// Last batch received.
+    pub last_seen: Timestamp,
+    /// Events stored.
+    pub events: u64,
+    /// Events it reported lost from its spool.
+    pub spool_dropped: u64,
+    /// Packets its capture dropped (latest heartbeat), when it captures.
+    pub capture_dropped: Option<u64>,
+}
+
+/// A ranked value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Top {
+    /// The value (ip, host, detector).
+    pub name: String,
+    /// How many times.
+    pub count: u64,
+}
+
+/// Integrity picture of one host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IntegrityLine {
+    /// Host.
+    pub host: String,
+    /// Integrity findings in the period.
+    pub changes: u64,
+    /// Of which restored by anti-tamper.
+    pub restored: u64,
+    /// Malware findings.
+    pub malware: u64,
+    /// Latest finding.
+    pub last: Option<Timestamp>,
+}
+
+/// Latest replication / backup report of one replicator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicationLine {
+    /// Who reported.
+    pub source: String,
+    /// When.
+    pub last: Timestamp,
+    /// Seconds since.
+    pub age_secs: i64,
+    /// Its message.
+    pub message: Option<String>,
+    /// Severity of the report (high and up = trouble).
+    pub severity: Severity,
+}
+
+/// The whole picture.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Situation {
+    /// When computed.
+    pub generated: Timestamp,
+    /// Period length.
+    pub period_secs: i64,
+    /// Agents.
+    pub agents: Vec<AgentLine>,
+    /// Events per second now (latest sample interval).
+    pub events_per_sec: f64,
+    /// Alert events (agents' detectors) in the period.
+    pub alert_events: u64,
+    /// The same in the period before.
+    pub alert_events_previous: u64,
+    /// Collector (Sigma) alerts in the period.
+    pub alerts: u64,
+    /// The same in the period before.
+    pub alerts_previous: u64,
+    /// Open incidents by severity name.
+    pub open_incidents: BTreeMap<String, u64>,
+    /// Open incidents not yet acknowledged.
+    pub new_incidents: u64,
+    /// Most alerted destination addresses.
+    pub top_attacked: Vec<Top>,
+    /// Most alerted source addresses.
+    pub top_sources: Vec<Top>,
+    /// Detectors and rules that fired most.
+    pub top_detectors: Vec<Top>,
+    /// Integrity per host.
+    pub integrity: Vec<IntegrityLine>,
+    /// Replication / backup freshness.
+    pub replication: Vec<ReplicationLine>,
+    /// Per-segment rate series.
+    pub segments: BTreeMap<String, SegmentSeries>,
+}
+
+fn top(map: HashMap<String, u64>, n: usize) -> Vec<Top> {
+    let mut v: Vec<Top> = map
+        .into_iter()
+        .map(|(name, count)| Top { name, count })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
+    v.truncate(n);
+    v
+}
+
+/// Most events of one kind read for the tallies.
+const SCAN_LIMIT: usize = 200_000;
+
+fn for_each(
+    state: &AppState,
+    kind: EventKind,
+    since: Timestamp,
+    until: Timestamp,
+    f: &mut dyn FnMut(&serde_json::Value),
+) -> Result<usize, crate::store::StoreError> {
+    let q = Query {
+        since,
+        until,
+        agent: None,
+        kind: Some(kind),
+        min_severity: None,
+        limit: SCAN_LIMIT,
+        newest_first: true,
+        after: None,
+        filter: None,
+    };
+    state.store.query(&q, &mut |raw| {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) {
+            f(&v);
+        }
+        true
+    })
+}
+
+fn str_at<'v>(v: &'v serde_json::Value, path: &[&str]) -> Option<&'v str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+/// Computes the picture for the period ending now.
+pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::store::StoreError> {
+    let now = Timestamp::now();
+    let period = period_secs.saturating_mul(1_000_000_000);
+    let since = Timestamp(now.nanos() - period);
+    let before = Timestamp(since.nanos() - period);
+
+    let mut agents = Vec::new();
+    for a in state.store.agents()? {
+        // Capture drops: the latest heartbeat's counters, when the agent captures.
+        let mut capture_dropped = None;
+        let q = Query {
+            since: Timestamp(now.nanos() - 3_600_000_000_000),
+            until: Timestamp(i64::MAX),
+            agent: Some(a.id.clone()),
+            kind: Some(EventKind::Heartbeat),
+            min_severity: None,
+            limit: 1,
+            newest_first: true,
+            after: None,
+            filter: None,
+        };
+        state.store.query(&q, &mut |raw| {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) {
+                capture_dropped = v
+                    .pointer("/palisade/capture/dropped")
+                    .or_else(|| v.pointer("/palisade/capture/kernel_dropped"))
+                    .and_then(serde_json::Value::as_u64);
+            }
+            false
+        })?;
+        agents.push(AgentLine {
+            online: (now.nanos() - a.last_seen.nanos()) / 1_000_000_000 <= ONLINE_SECS,
+            id: a.id,
+            host: a.host,
+            last_seen: a.last_seen,
+            events: a.events,
+            spool_dropped: a.dropped,
+            capture_dropped,
+        });
+    }
+
+    let mut attacked = HashMap::new();
+    let mut sources = HashMap::new();
+    let mut detectors: HashMap<String, u64> = HashMap::new();
+    let alert_events = for_each(
+        state,
+        EventKind::Alert,
+        since,
+        Timestamp(i64::MAX),
+        &mut |v| {
+            if let Some(ip) = str_at(v, &["destination", "ip"]) {
+                *attacked.entry(ip.to_string()).or_insert(0) += 1;
+            }
+            if let Some(ip) = str_at(v, &["source", "ip"]) {
+                *sources.entry(ip.to_string()).or_insert(0) += 1;
+            }
+            let name = str_at(v, &["rule", "name"])
+                .or_else(|| str_at(v, &["rule", "id"]))
+                .unwrap_or("unnamed");
+            *detectors.entry(name.to_string()).or_insert(0) += 1;
+        },
+    )? as u64;
+    let alert_events_previous =
+        for_each(state, EventKind::Alert, before, since, &mut |_| {})? as u64;
+
+    let sigma = state.incidents.alerts(&AlertFilter {
+        since: Some(before),
+        limit: SCAN_LIMIT,
+        ..AlertFilter::default()
+    })?;
+    let (mut alerts, mut alerts_previous) = (0, 0);
+    for a in &sigma {
+        if a.timestamp >= since {
+            alerts += 1;
+            *detectors
+                .entry(format!("sigma: {}", a.rule_title))
+                .or_insert(0) += 1;
+        } else {
+            alerts_previous += 1;
+        }
+    }
+
+    let open = state.incidents.incidents(&IncidentFilter {
+        statuses: vec![Status::New, Status::Acknowledged],
+        limit: SCAN_LIMIT,
+        ..IncidentFilter::default()
+    })?;
+    let mut open_incidents = BTreeMap::new();
+    for s in [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+        Severity::Info,
+    ] {
+        open_incidents.insert(s.name().to_string(), 0);
+    }
+    for i in &open {
+        *open_incidents
+            .entry(i.severity.name().to_string())
+            .or_insert(0) += 1;
+    }
+    let new_incidents = open.iter().filter(|i| i.status == Status::New).count() as u64;
+
+    let mut integrity: BTreeMap<String, IntegrityLine> = BTreeMap::new();
+    for kind in [EventKind::Integrity, EventKind::Malware] {
+        for_each(state, kind, since, Timestamp(i64::MAX), &mut |v| {
+            let host = str_at(v, &["host", "name"])
+                .or_else(|| str_at(v, &["agent", "id"]))
+                .unwrap_or("?")
+                .to_string();
+            let line = integrity
+                .entry(host.clone())
+                .or_insert_with(|| IntegrityLine {
+                    host,
+                    ..IntegrityLine::default()
+                });
+            let action = str_at(v, &["event", "action"]).unwrap_or("");
+            if kind == EventKind::Malware {
+                line.malware += 1;
+            } else if action.contains("restored") {
+                line.restored += 1;
+            } else if action.starts_with("file-") {
+                line.changes += 1;
+            }
+            let t = v
+                .get("@timestamp")
+                .and_then(|t| t.as_str())
+                .and_then(|t| t.parse::<Timestamp>().ok());
+            if t > line.last {
+                line.last = t;
+            }
+        })?;
+    }
+    // Hosts that guard files but had no finding are shown clean: any agent with integrity events
+    // in the last 30 days appears.
+    let month = Timestamp(now.nanos() - 30 * 86_400 * 1_000_000_000);
+    let q = Query {
+        since: month,
+        until: since,
+        agent: None,
+        kind: Some(EventKind::Integrity),
+        min_severity: None,
+        limit: 10_000,
+        newest_first: true,
+        after: None,
+        filter: None,
+    };
+    state.store.query(&q, &mut |raw| {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) {
+            let host = str_at(&v, &["host", "name"])
+                .or_else(|| str_at(&v, &["agent", "id"]))
+                .unwrap_or("?")
+                .to_string();
+            integrity
+                .entry(host.clone())
+                .or_insert_with(|| IntegrityLine {
+                    host,
+                    ..IntegrityLine::default()
+                });
+        }
+        true
+    })?;
+
+    let mut replication: BTreeMap<String, ReplicationLine> = BTreeMap::new();
+    for_each(
+        state,
+        EventKind::Replication,
+        month,
+        Timestamp(i64::MAX),
+        &mut |v| {
+            let source = str_at(v, &["agent", "id"]).unwrap_or("?").to_string();
+            let Some(t) = v
+                .get("@timestamp")
+                .and_then(|t| t.as_str())
+                .and_then(|t| t.parse::<Timestamp>().ok())
+            else {
+                return;
+            };
+            let severity = v
+                .pointer("/event/severity")
+                .and_then(|s| s.as_u64())
+                .and_then(Severity::from_number)
+                .unwrap_or(Severity::Info);
+            let e = replication
+                .entry(source.clone())
+                .or_insert(ReplicationLine {
+                    source,
+                    last: t,
+                    age_secs: 0,
+                    message: None,
+                    severity,
+                });
+            if t >= e.last {
+                e.last = t;
+                e.message = str_at(v, &["message"]).map(String::from);
+                e.severity = severity;
+            }
+        },
+    )?;
+    let replication = replication
+        .into_values()
+        .map(|mut r| {
+            r.age_secs = (now.nanos() - r.last.nanos()) / 1_000_000_000;
+            r
+        })
+        .collect();
+
+    let (events_per_sec, segments) = state.rates.rates();
+    Ok(Situation {
+        generated: now,
+        period_secs,
+        agents,
+        events_per_sec,
+        alert_events,
+        alert_events_previous,
+        alerts,
+        alerts_previous,
+        open_incidents,
+        new_incidents,
+        top_attacked: top(attacked, 10),
+        top_sources: top(sources, 10),
+        top_detectors: top(detectors, 10),
+        integrity: integrity.into_values().collect(),
+        replication,
+        segments,
+    })
+}
+
+/// The handler.
+pub(super) async fn endpoint(state: Arc<AppState>, query: &str) -> Resp {
+    let mut period_secs = 3600;
+    match params(query) {
+        Ok(ps) => {
+            for (k, v) in ps {
+                match k.as_str() {
+                    "period" => {
+                        let now = Timestamp::now();
+                        match parse_time_spec(&v, now) {
+                            Ok(t) if t < now => {
+                                period_secs = (now.nanos() - t.nanos()) / 1_000_000_000
+                            }
+                            _ => {
+                                return error(
+                                    StatusCode::BAD_REQUEST,
+                                    format!("period {v:?} must be a duration like 15m, 1h, 1d"),
+                                )
+                            }
+                        }
+                    }
+                    _ => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("unknown query parameter {k:?}"),
+                        )
+                    }
+                }
+            }
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    }
+    match blocking(&state, move |s| compute(s, period_secs.max(1))).await {
+        Ok(sit) => json_resp(StatusCode::OK, &sit),
+        Err(e) => e,
+    }
+}

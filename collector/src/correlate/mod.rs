@@ -1,0 +1,670 @@
+//! Correlation: Sigma detection and correlation rules (from `signatures/sigma/`, via the MIT
+//! `rsigma-eval` engine) evaluated on the stream of stored events, in event time. Hits become
+//! [`Alert`]s, grouped into incidents by [`IncidentStore`].
+//!
+//! The correlator is a [`CommitSink`]: the store writer hands it each durable group, and it
+//! evaluates on its own thread. The hand-off queue is bounded and the writer *waits* for room:
+//! when rules cannot keep up, ingest slows down (agents get 503 and keep events in their spools)
+//! instead of events silently skipping correlation.
+//!
+//! Agents resend a batch whose acknowledgement was lost; the correlator remembers each agent's
+//! highest sequence seen and skips anything at or below it, so a resend is not counted twice.
+
+pub mod event;
+pub mod rules;
+pub mod testing;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use palisade_wire::batch::{Batch, ReceivedEvent};
+use palisade_wire::Timestamp;
+use rsigma_eval::{CorrelationConfig, CorrelationEngine, CorrelationEventMode, EvaluationResult};
+use serde::{Deserialize, Serialize};
+
+use crate::incidents::{Alert, Entities, EventRef, IncidentStore};
+use crate::ingest::CommitSink;
+use event::SigmaEvent;
+use rules::{RuleError, RuleInfo, RuleSet};
+
+/// `[correlation]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrelationSettings {
+    /// Evaluate rules at all.
+    pub enabled: bool,
+    /// Directory of Sigma rules (`*.yml`; the `tests/` folder holds their test cases).
+    pub rules_dir: PathBuf,
+    /// Seconds between checks of the rule directory for changes (reload without restart).
+    pub reload_check_secs: u64,
+    /// Most correlation state entries (one per correlation rule and group) kept; past it the
+    /// stalest tenth is evicted and counted.
+    pub max_state_entries: usize,
+    /// Most entries remembered inside one group's window (bounds a hot group).
+    pub max_group_entries: usize,
+    /// After a correlation fires for a group, seconds during which it does not fire again for
+    /// that group (the incident already holds it).
+    pub suppress_secs: u64,
+    /// Committed groups waiting for the correlator; when full, the store writer waits.
+    pub queue_groups: usize,
+    /// An alert joins an open incident with the same rule and entity if that incident saw an
+    /// alert at most this many seconds (event time) before.
+    pub incident_window_secs: u64,
+}
+
+impl Default for CorrelationSettings {
+    fn default() -> Self {
+        CorrelationSettings {
+            enabled: true,
+            rules_dir: PathBuf::from("/etc/palisade/sigma"),
+            reload_check_secs: 2,
+            max_state_entries: 2_000_000,
+            max_group_entries: 1000,
+            suppress_secs: 300,
+            queue_groups: 256,
+            incident_window_secs: 3600,
+        }
+    }
+}
+
+/// Correlator counters.
+#[derive(Debug, Default)]
+pub struct CorrelationMetrics {
+    /// Events evaluated.
+    pub events: AtomicU64,
+    /// Resent events skipped.
+    pub resent_skipped: AtomicU64,
+    /// Detection alerts raised.
+    pub detection_alerts: AtomicU64,
+    /// Correlation alerts raised.
+    pub correlation_alerts: AtomicU64,
+    /// State entries evicted because of the cap.
+    pub state_evicted: AtomicU64,
+    /// Current state entries.
+    pub state_entries: AtomicU64,
+    /// Successful rule reloads.
+    pub reloads: AtomicU64,
+    /// Rule reloads refused (the previous set stayed active).
+    pub reload_failures: AtomicU64,
+    /// Failures writing alerts.
+    pub store_errors: AtomicU64,
+    /// Matches of building-block rules (`generate: false`), fed to correlations only.
+    pub building_blocks: AtomicU64,
+    /// Groups waiting in the queue.
+    pub queued: AtomicU64,
+}
+
+/// What `GET /v1/rules` shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RulesStatus {
+    /// Rule directory.
+    pub dir: PathBuf,
+    /// Loaded rules.
+    pub rules: Vec<RuleInfo>,
+    /// When the active set was loaded.
+    pub loaded_at: Option<Timestamp>,
+    /// The latest refused reload, if it is newer than the active set.
+    pub last_error: Option<RuleError>,
+    /// Parser remarks on the active set.
+    pub warnings: Vec<RuleError>,
+}
+
+/// Counters as numbers, for `situation` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CorrelationSnapshot {
+    /// Events evaluated.
+    pub events: u64,
+    /// Resends skipped.
+    pub resent_skipped: u64,
+    /// Detection alerts.
+    pub detection_alerts: u64,
+    /// Correlation alerts.
+    pub correlation_alerts: u64,
+    /// State entries evicted at the cap.
+    pub state_evicted: u64,
+    /// State entries now.
+    pub state_entries: u64,
+    /// Reloads.
+    pub reloads: u64,
+    /// Refused reloads.
+    pub reload_failures: u64,
+    /// Alert write failures.
+    pub store_errors: u64,
+    /// Building-block matches (no alert of their own).
+    #[serde(default)]
+    pub building_blocks: u64,
+    /// Alert latency from commit, p50 and p99, milliseconds (last 10k alerts).
+    pub alert_latency_ms_p50: f64,
+    /// p99 of the same.
+    pub alert_latency_ms_p99: f64,
+}
+
+/// The running correlator.
+pub struct Correlator {
+    tx: SyncSender<Job>,
+    metrics: Arc<CorrelationMetrics>,
+    status: Arc<Mutex<RulesStatus>>,
+    latencies: Arc<Mutex<Latencies>>,
+    settings: CorrelationSettings,
+    reload_now: Arc<std::sync::atomic::AtomicBool>,
+    per_agent: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl std::fmt::Debug for Correlator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Correlator").finish_non_exhaustive()
+    }
+}
+
+struct Job {
+    batches: Arc<[Batch]>,
+    committed: Instant,
+}
+
+#[derive(Default)]
+struct Latencies {
+    ring: Vec<f64>,
+    next: usize,
+}
+
+impl Latencies {
+    fn push(&mut self, ms: f64) {
+        if self.ring.len() < 10_000 {
+            self.ring.push(ms);
+        } else {
+            self.ring[self.next] = ms;
+            self.next = (self.next + 1) % 10_000;
+        }
+    }
+
+    fn quantile(&self, q: f64) -> f64 {
+        if self.ring.is_empty() {
+            return 0.0;
+        }
+        let mut v = self.ring.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+        v[i.min(v.len() - 1)]
+    }
+}
+
+/// Why the correlator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The rules do not load.
+    #[error("correlation rules: {0}")]
+    Rules(#[from] RuleError),
+    /// Thread spawn failed.
+    #[error("cannot start the correlator thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Engine configuration from settings.
+pub fn engine_config(s: &CorrelationSettings) -> CorrelationConfig {
+    CorrelationConfig {
+        timestamp_fields: vec!["@timestamp".into()],
+        max_state_entries: s.max_state_entries.max(1),
+        max_group_entries: Some(s.max_group_entries.max(1)),
+        suppress: (s.suppress_secs > 0).then_some(s.suppress_secs),
+        correlation_event_mode: CorrelationEventMode::Refs,
+        max_correlation_events: 20,
+        ..CorrelationConfig::default()
+    }
+}
+
+impl Correlator {
+    /// Loads the rules (refusing to start on a bad set) and starts the correlator thread.
+    pub fn start(
+        settings: CorrelationSettings,
+        incidents: Arc<IncidentStore>,
+    ) -> Result<Arc<Self>, StartError> {
+        // A missing directory starts an empty set (reported, and picked up once it appears);
+        // a directory whose rules do not load refuses the start, like a config error.
+        let (set, missing) = if settings.rules_dir.is_dir() {
+            (RuleSet::load_dir(&settings.rules_dir)?, None)
+        } else {
+            let e = RuleError {
+                file: settings.rules_dir.clone(),
+                line: 0,
+                reason: "rule directory does not exist; no rules are active".into(),
+            };
+            tracing::warn!(error = %e, "correlation starts with no rules");
+            (RuleSet::empty(), Some(e))
+        };
+        let engine = set.engine(engine_config(&settings))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(settings.queue_groups.max(1));
+        let metrics = Arc::new(CorrelationMetrics::default());
+        let status = Arc::new(Mutex::new(RulesStatus {
+            dir: settings.rules_dir.clone(),
+            rules: set.rules.clone(),
+            loaded_at: Some(Timestamp::now()),
+            last_error: missing,
+            warnings: set.warnings.clone(),
+        }));
+        tracing::info!(
+            dir = %settings.rules_dir.display(),
+            rules = set.rules.len(),
+            "correlation rules loaded"
+        );
+        let latencies = Arc::new(Mutex::new(Latencies::default()));
+        let reload_now = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let per_agent = Arc::new(Mutex::new(HashMap::new()));
+        let worker = Worker {
+            settings: settings.clone(),
+            set,
+            engine,
+            incidents,
+            metrics: metrics.clone(),
+            status: status.clone(),
+            latencies: latencies.clone(),
+            last_seq: HashMap::new(),
+            reload_now: reload_now.clone(),
+            per_agent: per_agent.clone(),
+        };
+        std::thread::Builder::new()
+            .name("correlator".into())
+            .spawn(move || worker.run(rx))
+            .map_err(StartError::Thread)?;
+        Ok(Arc::new(Correlator {
+            tx,
+            metrics,
+            status,
+            latencies,
+            settings,
+            reload_now,
+            per_agent,
+        }))
+    }
+
+    /// Rules loaded, and the latest refused reload.
+    pub fn rules_status(&self) -> RulesStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Alerts raised so far, per agent that sent the event completing the match.
+    pub fn alerts_per_agent(&self) -> HashMap<String, u64> {
+        self.per_agent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Asks for a reload at the next check (within a second).
+    pub fn request_reload(&self) {
+        self.reload_now.store(true, Ordering::Relaxed);
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &CorrelationSettings {
+        &self.settings
+    }
+
+    /// Counters.
+    pub fn snapshot(&self) -> CorrelationSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let m = &self.metrics;
+        let lat = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
+        CorrelationSnapshot {
+            events: r(&m.events),
+            resent_skipped: r(&m.resent_skipped),
+            detection_alerts: r(&m.detection_alerts),
+            correlation_alerts: r(&m.correlation_alerts),
+            state_evicted: r(&m.state_evicted),
+            state_entries: r(&m.state_entries),
+            reloads: r(&m.reloads),
+            reload_failures: r(&m.reload_failures),
+            store_errors: r(&m.store_errors),
+            building_blocks: r(&m.building_blocks),
+            alert_latency_ms_p50: lat.quantile(0.5),
+            alert_latency_ms_p99: lat.quantile(0.99),
+        }
+    }
+}
+
+impl CommitSink for Correlator {
+    fn committed(&self, batches: &Arc<[Batch]>) {
+        self.metrics.queued.fetch_add(1, Ordering::Relaxed);
+        let job = Job {
+            batches: batches.clone(),
+            committed: Instant::now(),
+        };
+        // Blocking on purpose: back-pressure to ingest rather than skipped correlation.
+        if self.tx.send(job).is_err() {
+            tracing::error!("correlator stopped; committed events are not correlated");
+        }
+    }
+}
+
+struct Worker {
+    settings: CorrelationSettings,
+    set: RuleSet,
+    engine: CorrelationEngine,
+    incidents: Arc<IncidentStore>,
+    metrics: Arc<CorrelationMetrics>,
+    status: Arc<Mutex<RulesStatus>>,
+    latencies: Arc<Mutex<Latencies>>,
+    last_seq: HashMap<String, u64>,
+    reload_now: Arc<std::sync::atomic::AtomicBool>,
+    per_agent: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Job>) {
+        let check_every = Duration::from_secs(self.settings.reload_check_secs.max(1));
+        let mut last_check = Instant::now();
+        let mut last_flush = Instant::now();
+        let mut dirty = false;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(job) => {
+                    self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+                    dirty |= self.process(&job);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if dirty && last_flush.elapsed() >= Duration::from_millis(200) {
+                if let Err(e) = self.incidents.flush() {
+                    tracing::error!(error = %e, "cannot flush alerts");
+                }
+                dirty = false;
+                last_flush = Instant::now();
+            }
+            let forced = self.reload_now.swap(false, Ordering::Relaxed);
+            if forced || last_check.elapsed() >= check_every {
+                last_check = Instant::now();
+                self.maybe_reload(forced);
+            }
+        }
+        let _ = self.incidents.flush();
+        tracing::info!("correlator stopped");
+    }
+
+    fn maybe_reload(&mut self, forced: bool) {
+        if !forced && rules::fingerprint(&self.settings.rules_dir) == self.set.fingerprint {
+            return;
+        }
+        let loaded = RuleSet::load_dir(&self.settings.rules_dir).and_then(|set| {
+            let engine = set.engine(engine_config(&self.settings))?;
+            Ok((set, engine))
+        });
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        match loaded {
+            Ok((set, mut engine)) => {
+                // Keep the windows of correlations that survive the reload.
+                let snapshot = self.engine.export_state();
+                engine.import_state(snapshot);
+                tracing::info!(rules = set.rules.len(), "correlation rules reloaded");
+                status.rules = set.rules.clone();
+                status.loaded_at = Some(Timestamp::now());
+                status.last_error = None;
+                status.warnings = set.warnings.clone();
+                self.set = set;
+                self.engine = engine;
+                self.metrics.reloads.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // Remember the fingerprint so the same broken file is reported once.
+                self.set.fingerprint = rules::fingerprint(&self.settings.rules_dir);
+                tracing::error!(error = %e, "rule reload refused; the previous rule set stays active");
+                status.last_error = Some(e);
+                self.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn process(&mut self, job: &Job) -> bool {
+        let mut alerts = Vec::new();
+        for batch in job.batches.iter() {
+            let last = self.last_seq.get(&batch.agent_id).copied().unwrap_or(0);
+            let mut high = last;
+            for ev in &batch.events {
+                let seq = ev.event.event.sequence;
+                if seq <= last {
+                    self.metrics.resent_skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                high = high.max(seq);
+                self.evaluate(ev, &mut alerts);
+            }
+            if high > last {
+                self.last_seq.insert(batch.agent_id.clone(), high);
+            }
+        }
+        if alerts.is_empty() {
+            return false;
+        }
+        let n = alerts.len();
+        match self.incidents.record(alerts) {
+            Ok(stored) => {
+                let ms = job.committed.elapsed().as_secs_f64() * 1000.0;
+                let mut lat = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
+                let mut per_agent = self.per_agent.lock().unwrap_or_else(|p| p.into_inner());
+                for a in &stored {
+                    lat.push(ms);
+                    if let Some(agent) = a.events.iter().rev().find_map(|e| e.agent.clone()) {
+                        *per_agent.entry(agent).or_insert(0) += 1;
+                    }
+                    tracing::info!(
+                        alert = a.id,
+                        incident = a.incident,
+                        rule = %a.rule_id,
+                        severity = %a.severity,
+                        "alert raised"
+                    );
+                }
+            }
+            Err(e) => {
+                self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, alerts = n, "cannot record alerts; they are lost");
+            }
+        }
+        true
+    }
+
+    fn evaluate(&mut self, ev: &ReceivedEvent, alerts: &mut Vec<Alert>) {
+        self.metrics.events.fetch_add(1, Ordering::Relaxed);
+        let se = SigmaEvent::new(&ev.event, &ev.raw);
+        let ts = ev.event.timestamp.nanos().div_euclid(1_000_000_000);
+        let before = self.engine.state_count();
+        let results = self.engine.process_event_at(&se, ts);
+        let after = self.engine.state_count();
+        if before >= self.settings.max_state_entries && after < before {
+            self.metrics
+                .state_evicted
+                .fetch_add((before - after) as u64, Ordering::Relaxed);
+        }
+        self.metrics
+            .state_entries
+            .store(after as u64, Ordering::Relaxed);
+        for r in results {
+            if !r.is_correlation()
+                && r.header
+                    .rule_id
+                    .as_ref()
+                    .is_some_and(|id| self.set.quiet.contains(id))
+            {
+                self.metrics.building_blocks.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let alert = to_alert(&r, &ev.event);
+            if r.is_correlation() {
+                self.metrics
+                    .correlation_alerts
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.metrics
+                    .detection_alerts
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            alerts.push(alert);
+        }
+    }
+}
+
+/// The entities an event is about.
+pub fn entities_of(e: &palisade_wire::Event, raw_user: Option<&str>) -> Entities {
+    let mut ent = Entities::default();
+    if let Some(ip) = e.source.as_ref().and_then(|s| s.ip) {
+        ent.ips.insert(ip.to_string());
+    }
+    if let Some(ip) = e.destination.as_ref().and_then(|s| s.ip) {
+        ent.ips.insert(ip.to_string());
+    }
+    let host = e
+        .host
+        .as_ref()
+        .map(|h| h.name.clone())
+        .unwrap_or_else(|| e.agent.id.clone());
+    ent.hosts.insert(host);
+    if let Some(u) = raw_user {
+        ent.users.insert(u.to_string());
+    }
+    ent
+}
+
+fn summary(e: &palisade_wire::Event) -> String {
+    match &e.message {
+        Some(m) => format!("{}: {m}", e.event.dataset.dataset()),
+        None => e.event.dataset.dataset().to_string(),
+    }
+}
+
+/// Turns an engine result into an alert about `event` (the event that completed the match).
+pub fn to_alert(r: &EvaluationResult, event: &palisade_wire::Event) -> Alert {
+    let h = &r.header;
+    let rule_id = h.rule_id.clone().unwrap_or_else(|| h.rule_title.clone());
+    let this = EventRef {
+        timestamp: event.timestamp,
+        id: event.event.id.clone(),
+        agent: Some(event.agent.id.clone()),
+        sequence: Some(event.event.sequence),
+        summary: Some(summary(event)),
+    };
+    let mut alert = Alert {
+        id: 0,
+        timestamp: event.timestamp,
+        raised: Timestamp::now(),
+        rule_id,
+        rule_title: h.rule_title.clone(),
+        severity: rules::severity_of(h.level),
+        kind: "detection".into(),
+        group: Vec::new(),
+        value: None,
+        entities: Entities::default(),
+        events: vec![this.clone()],
+        tags: h.tags.clone(),
+        incident: 0,
+    };
+    match r.as_correlation() {
+        None => {
+            alert.entities = entities_of(event, event.user.as_ref().map(|u| u.name.as_str()));
+        }
+        Some(c) => {
+            alert.kind = c.correlation_type.as_str().to_string();
+            alert.group = c.group_key.clone();
+            alert.value = Some(c.aggregated_value);
+            for (field, value) in &c.group_key {
+                if field.ends_with(".ip") || field == "ip" {
+                    alert.entities.ips.insert(value.clone());
+                } else if field.starts_with("user") {
+                    alert.entities.users.insert(value.clone());
+                } else if field.starts_with("host") || field.ends_with("agent.id") {
+                    alert.entities.hosts.insert(value.clone());
+                }
+            }
+            if let Some(refs) = &c.event_refs {
+                alert.events = refs
+                    .iter()
+                    .map(|r| EventRef {
+                        timestamp: Timestamp(r.timestamp.saturating_mul(1_000_000_000)),
+                        id: r.id.clone().unwrap_or_default(),
+                        agent: None,
+                        sequence: None,
+                        summary: None,
+                    })
+                    .collect();
+                if !alert.events.iter().any(|e| e.id == this.id) {
+                    alert.events.push(this);
+                }
+            }
+            alert.events.truncate(20);
+        }
+    }
+    alert
+}
+
+impl crate::metrics::MetricsSource for Correlator {
+    fn write(&self, out: &mut crate::metrics::MetricsWriter) {
+        let s = self.snapshot();
+        let counters: [(&str, &str, u64); 8] = [
+            (
+                "palisade_correlation_events_total",
+                "Events evaluated by the Sigma rules.",
+                s.events,
+            ),
+            (
+                "palisade_correlation_resent_skipped_total",
+                "Resent events not evaluated twice.",
+                s.resent_skipped,
+            ),
+            (
+                "palisade_correlation_detection_alerts_total",
+                "Alerts from Sigma detection rules.",
+                s.detection_alerts,
+            ),
+            (
+                "palisade_correlation_correlation_alerts_total",
+                "Alerts from Sigma correlation rules.",
+                s.correlation_alerts,
+            ),
+            (
+                "palisade_correlation_state_evicted_total",
+                "Correlation window state entries evicted at the cap.",
+                s.state_evicted,
+            ),
+            (
+                "palisade_correlation_reloads_total",
+                "Rule sets loaded after a change.",
+                s.reloads,
+            ),
+            (
+                "palisade_correlation_reload_failures_total",
+                "Rule set reloads refused (the previous set stayed active).",
+                s.reload_failures,
+            ),
+            (
+                "palisade_correlation_store_errors_total",
+                "Alerts that could not be written to the incident store.",
+                s.store_errors,
+            ),
+        ];
+        for (name, help, v) in counters {
+            out.counter(name, help, &[], v);
+        }
+        out.gauge(
+            "palisade_correlation_state_entries",
+            "Correlation window state entries held now.",
+            &[],
+            s.state_entries as f64,
+        );
+        for (q, v) in [
+            ("0.5", s.alert_latency_ms_p50),
+            ("0.99", s.alert_latency_ms_p99),
+        ] {
+            out.gauge(
+                "palisade_correlation_alert_latency_seconds",
+                "Time from an event's durable commit to its alert, over the last 10k alerts.",
+                &[("quantile", q)],
+                v / 1000.0,
+            );
+        }
+    }
+}

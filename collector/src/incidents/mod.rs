@@ -1,0 +1,683 @@
+//! Alerts (Sigma hits) and incidents (alerts grouped by rule and entity), in their own sled
+//! database beside the event store (`<data_dir>/incidents`).
+//!
+//! An alert joins the open incident with the same grouping key — the rule and the entity it is
+//! about (a correlation's group-by values; for a detection, the source ip, else the user, else
+//! the host) — while that incident has seen an alert within `window_secs` of event time and is
+//! not resolved. Otherwise it opens a new incident. Acknowledging keeps the incident open (new
+//! alerts still land in it, on its timeline); resolving closes the key, so the next alert opens a
+//! fresh incident, as an analyst expects after a fix.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Mutex;
+
+use palisade_wire::{Severity, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::store::StoreError;
+
+/// One event behind an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRef {
+    /// Event time.
+    #[serde(rename = "@timestamp")]
+    pub timestamp: Timestamp,
+    /// Content id (`event.id`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    /// Agent that sent it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Its sequence, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// A one-line summary (dataset and message), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+}
+
+/// Who or what an alert is about.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entities {
+    /// Host names / agent ids.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub hosts: BTreeSet<String>,
+    /// IP addresses.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub ips: BTreeSet<String>,
+    /// User names.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub users: BTreeSet<String>,
+}
+
+const MAX_ENTITIES: usize = 64;
+
+impl Entities {
+    /// Adds `other`'s members, at most 64 of each kind.
+    pub fn merge(&mut self, other: &Entities) {
+        for (mine, theirs) in [
+            (&mut self.hosts, &other.hosts),
+            (&mut self.ips, &other.ips),
+            (&mut self.users, &other.users),
+        ] {
+            for v in theirs {
+                if mine.len() >= MAX_ENTITIES {
+                    break;
+                }
+                mine.insert(v.clone());
+            }
+        }
+    }
+}
+
+/// A rule hit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Sequential id.
+    pub id: u64,
+    /// Event time of the event that completed the match.
+    #[serde(rename = "@timestamp")]
+    pub timestamp: Timestamp,
+    /// When the collector raised it.
+    pub raised: Timestamp,
+    /// Rule id.
+    pub rule_id: String,
+    /// Rule title.
+    pub rule_title: String,
+    /// Severity from the rule's level.
+    pub severity: Severity,
+    /// `detection`, or the correlation type.
+    pub kind: String,
+    /// Correlation group-by values (field, value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<(String, String)>,
+    /// Correlation: the aggregated value that met the condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Entities.
+    #[serde(default)]
+    pub entities: Entities,
+    /// Events behind it (at most 20).
+    #[serde(default)]
+    pub events: Vec<EventRef>,
+    /// Rule tags (ATT&CK ids and the like).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The incident it belongs to.
+    pub incident: u64,
+}
+
+/// Incident status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Not looked at yet.
+    New,
+    /// Someone is on it.
+    Acknowledged,
+    /// Closed.
+    Resolved,
+}
+
+impl Status {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Acknowledged => "acknowledged",
+            Status::Resolved => "resolved",
+        }
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "new" => Ok(Status::New),
+            "acknowledged" | "ack" => Ok(Status::Acknowledged),
+            "resolved" => Ok(Status::Resolved),
+            "open" => Err("use --open for new and acknowledged".into()),
+            _ => Err(format!(
+                "status {s:?} must be new, acknowledged or resolved"
+            )),
+        }
+    }
+}
+
+/// One line of an incident's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// When (event time for alerts, wall time for analyst actions).
+    #[serde(rename = "@timestamp")]
+    pub timestamp: Timestamp,
+    /// `alert`, `acknowledged`, `resolved`, `reopened`, `comment`.
+    pub what: String,
+    /// Who (certificate CN) for analyst actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// The analyst's comment, or the alert's summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The alert, for alert entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<u64>,
+}
+
+/// Most timeline alert entries kept per incident (analyst actions are always kept).
+pub const MAX_TIMELINE_ALERTS: usize = 500;
+
+/// An incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// Sequential id (shown as `INC-<id>`).
+    pub id: u64,
+    /// Grouping key: rule and entity.
+    pub key: String,
+    /// Title (the rule's, plus the entity).
+    pub title: String,
+    /// Rule id.
+    pub rule_id: String,
+    /// Highest severity of its alerts.
+    pub severity: Severity,
+    /// Status.
+    pub status: Status,
+    /// First alert (event time).
+    pub first_seen: Timestamp,
+    /// Latest alert (event time).
+    pub last_seen: Timestamp,
+    /// Alerts in it.
+    pub alerts: u64,
+    /// Entities involved.
+    pub entities: Entities,
+    /// Timeline, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+    /// Timeline alert entries left out past [`MAX_TIMELINE_ALERTS`].
+    #[serde(default)]
+    pub timeline_dropped: u64,
+}
+
+impl Incident {
+    /// `INC-42`.
+    pub fn label(&self) -> String {
+        format!("INC-{}", self.id)
+    }
+}
+
+/// Parses `INC-42` or `42`.
+pub fn parse_id(s: &str) -> Result<u64, String> {
+    let digits = s
+        .strip_prefix("INC-")
+        .or_else(|| s.strip_prefix("inc-"))
+        .unwrap_or(s);
+    digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not an incident id (INC-<number>)"))
+}
+
+/// The grouping key and entity label of an alert.
+pub fn group_key(alert: &Alert) -> (String, String) {
+    let entity = if !alert.group.is_empty() {
+        alert
+            .group
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    } else if let Some(ip) = alert.entities.ips.iter().next() {
+        format!("ip={ip}")
+    } else if let Some(u) = alert.entities.users.iter().next() {
+        format!("user={u}")
+    } else if let Some(h) = alert.entities.hosts.iter().next() {
+        format!("host={h}")
+    } else {
+        String::new()
+    };
+    (format!("{}|{entity}", alert.rule_id), entity)
+}
+
+/// Listing filter for incidents.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    /// Only these statuses (empty = all).
+    pub statuses: Vec<Status>,
+    /// At least this severity.
+    pub min_severity: Option<Severity>,
+    /// Last seen at or after.
+    pub since: Option<Timestamp>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// Listing filter for alerts.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    /// Event time at or after.
+    pub since: Option<Timestamp>,
+    /// Event time before.
+    pub until: Option<Timestamp>,
+    /// At least this severity.
+    pub min_severity: Option<Severity>,
+    /// Only this rule.
+    pub rule: Option<String>,
+    /// Only this incident.
+    pub incident: Option<u64>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// The alert/incident database.
+pub struct IncidentStore {
+    db: sled::Db,
+    alerts: sled::Tree,
+    incidents: sled::Tree,
+    open: sled::Tree,
+    /// Serializes read-modify-write of incidents (the correlator and analysts' acks).
+    lock: Mutex<()>,
+    window_secs: i64,
+}
+
+impl std::fmt::Debug for IncidentStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncidentStore").finish_non_exhaustive()
+    }
+}
+
+fn sled_err(context: &str) -> impl FnOnce(sled::Error) -> StoreError + '_ {
+    move |source| StoreError::Sled {
+        context: context.to_string(),
+        source,
+    }
+}
+
+fn corrupt(tree: &str, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        tree: tree.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Why an analyst action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// No such incident.
+    #[error("no incident INC-{0}")]
+    NotFound(u64),
+    /// Not possible from the current status.
+    #[error("INC-{id} is {status}; cannot {action}")]
+    Conflict {
+        /// Incident.
+        id: u64,
+        /// Current status.
+        status: &'static str,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// Storage trouble.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IncidentStore {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path, window_secs: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(32 << 20)
+            .open()
+            .map_err(sled_err("open incidents"))?;
+        let tree = |name: &str| db.open_tree(name).map_err(sled_err("open incidents tree"));
+        Ok(IncidentStore {
+            alerts: tree("alerts")?,
+            incidents: tree("incidents")?,
+            open: tree("open")?,
+            db,
+            lock: Mutex::new(()),
+            window_secs: i64::try_from(window_secs).unwrap_or(i64::MAX),
+        })
+    }
+
+    fn get_incident(&self, id: u64) -> Result<Option<Incident>, StoreError> {
+        match self
+            .incidents
+            .get(id.to_be_bytes())
+            .map_err(sled_err("read incident"))?
+        {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt("incidents", e)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_incident(&self, inc: &Incident) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(inc).map_err(|e| corrupt("incidents", e))?;
+        self.incidents
+            .insert(inc.id.to_be_bytes(), v)
+            .map_err(sled_err("write incident"))?;
+        Ok(())
+    }
+
+    /// Records alerts (ids and incidents are assigned here) and returns them as stored.
+    pub fn record(&self, alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::with_capacity(alerts.len());
+        for mut alert in alerts {
+            alert.id = self.db.generate_id().map_err(sled_err("alert id"))? + 1;
+            let (key, entity) = group_key(&alert);
+            let existing = match self
+                .open
+                .get(key.as_bytes())
+                .map_err(sled_err("read open"))?
+            {
+                Some(v) => {
+                    let id = u64::from_be_bytes(
+                        v.as_ref()
+                            .try_into()
+                            .map_err(|_| corrupt("open", "bad id"))?,
+                    );
+                    self.get_incident(id)?.filter(|i| {
+                        i.status != Status::Resolved
+                            && (alert.timestamp.nanos() - i.last_seen.nanos()) / 1_000_000_000
+                                <= self.window_secs
+                    })
+                }
+                None => None,
+            };
+            let mut inc = match existing {
+                Some(i) => i,
+                None => {
+                    let id = self.incidents.len() as u64 + 1;
+                    let id = self
+                        .incidents
+                        .last()
+                        .map_err(sled_err("read incidents"))?
+                        .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
+                        .map_or(id, |last| last + 1);
+                    let title = if entity.is_empty() {
+                        alert.rule_title.clone()
+                    } else {
+                        format!("{} ({entity})", alert.rule_title)
+                    };
+                    Incident {
+                        id,
+                        key: key.clone(),
+                        title,
+                        rule_id: alert.rule_id.clone(),
+                        severity: alert.severity,
+                        status: Status::New,
+                        first_seen: alert.timestamp,
+                        last_seen: alert.timestamp,
+                        alerts: 0,
+                        entities: Entities::default(),
+                        timeline: Vec::new(),
+                        timeline_dropped: 0,
+                    }
+                }
+            };
+            alert.incident = inc.id;
+            inc.alerts += 1;
+            inc.severity = inc.severity.max(alert.severity);
+            inc.first_seen = inc.first_seen.min(alert.timestamp);
+            inc.last_seen = inc.last_seen.max(alert.timestamp);
+            inc.entities.merge(&alert.entities);
+            let alert_entries = inc.timeline.iter().filter(|t| t.alert.is_some()).count();
+            if alert_entries < MAX_TIMELINE_ALERTS {
+                let text = alert
+                    .events
+                    .first()
+                    .and_then(|e| e.summary.clone())
+                    .or_else(|| alert.value.map(|v| format!("{} reached {v}", alert.kind)));
+                inc.timeline.push(TimelineEntry {
+                    timestamp: alert.timestamp,
+                    what: "alert".into(),
+                    by: None,
+                    text,
+                    alert: Some(alert.id),
+                });
+            } else {
+                inc.timeline_dropped += 1;
+            }
+            self.put_incident(&inc)?;
+            self.open
+                .insert(key.as_bytes(), &inc.id.to_be_bytes())
+                .map_err(sled_err("write open"))?;
+            let v = serde_json::to_vec(&alert).map_err(|e| corrupt("alerts", e))?;
+            self.alerts
+                .insert(alert.id.to_be_bytes(), v)
+                .map_err(sled_err("write alert"))?;
+            out.push(alert);
+        }
+        Ok(out)
+    }
+
+    /// Makes everything recorded so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(sled_err("flush incidents"))
+    }
+
+    /// One incident.
+    pub fn incident(&self, id: u64) -> Result<Option<Incident>, StoreError> {
+        self.get_incident(id)
+    }
+
+    /// Incidents, newest (by last alert) first.
+    pub fn incidents(&self, f: &IncidentFilter) -> Result<Vec<Incident>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.incidents.iter() {
+            let (_, v) = kv.map_err(sled_err("read incidents"))?;
+            let inc: Incident = serde_json::from_slice(&v).map_err(|e| corrupt("incidents", e))?;
+            if !f.statuses.is_empty() && !f.statuses.contains(&inc.status) {
+                continue;
+            }
+            if f.min_severity.is_some_and(|s| inc.severity < s) {
+                continue;
+            }
+            if f.since.is_some_and(|s| inc.last_seen < s) {
+                continue;
+            }
+            out.push(inc);
+        }
+        out.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(b.id.cmp(&a.id)));
+        out.truncate(f.limit.max(1));
+        Ok(out)
+    }
+
+    /// Alerts, newest first. Scans from the newest id backwards.
+    pub fn alerts(&self, f: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.alerts.iter().rev() {
+            let (_, v) = kv.map_err(sled_err("read alerts"))?;
+            let a: Alert = serde_json::from_slice(&v).map_err(|e| corrupt("alerts", e))?;
+            if f.since.is_some_and(|s| a.timestamp < s)
+                || f.until.is_some_and(|u| a.timestamp >= u)
+                || f.min_severity.is_some_and(|s| a.severity < s)
+                || f.rule.as_ref().is_some_and(|r| &a.rule_id != r)
+                || f.incident.is_some_and(|i| a.incident != i)
+            {
+                continue;
+            }
+            out.push(a);
+            if out.len() >= f.limit.max(1) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Alert count.
+    pub fn alert_count(&self) -> u64 {
+        self.alerts.len() as u64
+    }
+
+    fn act(
+        &self,
+        id: u64,
+        by: &str,
+        comment: Option<String>,
+        action: &'static str,
+        apply: impl FnOnce(&mut Incident) -> Result<&'static str, ActionError>,
+    ) -> Result<Incident, ActionError> {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inc = self.get_incident(id)?.ok_or(ActionError::NotFound(id))?;
+        let what = apply(&mut inc)?;
+        inc.timeline.push(TimelineEntry {
+            timestamp: Timestamp::now(),
+            what: what.into(),
+            by: Some(by.to_string()),
+            text: comment,
+            alert: None,
+        });
+        self.put_incident(&inc)?;
+        if inc.status == Status::Resolved {
+            // Only close the key if it still points at this incident.
+            let _ = self.open.compare_and_swap(
+                inc.key.as_bytes(),
+                Some(&inc.id.to_be_bytes()[..]),
+                None as Option<&[u8]>,
+            );
+        }
+        self.flush()?;
+        tracing::info!(incident = id, by, action, "incident updated");
+        Ok(inc)
+    }
+
+    /// Acknowledges an incident (new → acknowledged).
+    pub fn ack(&self, id: u64, by: &str, comment: Option<String>) -> Result<Incident, ActionError> {
+        self.act(id, by, comment, "acknowledge", |inc| match inc.status {
+            Status::New => {
+                inc.status = Status::Acknowledged;
+                Ok("acknowledged")
+            }
+            s => Err(ActionError::Conflict {
+                id,
+                status: s.name(),
+                action: "acknowledge",
+            }),
+        })
+    }
+
+    /// Resolves an incident (new or acknowledged → resolved).
+    pub fn resolve(
+        &self,
+        id: u64,
+        by: &str,
+        comment: Option<String>,
+    ) -> Result<Incident, ActionError> {
+        self.act(id, by, comment, "resolve", |inc| match inc.status {
+            Status::Resolved => Err(ActionError::Conflict {
+                id,
+                status: "resolved",
+                action: "resolve",
+            }),
+            _ => {
+                inc.status = Status::Resolved;
+                Ok("resolved")
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(rule: &str, ip: &str, t: i64, sev: Severity) -> Alert {
+        let mut entities = Entities::default();
+        entities.ips.insert(ip.into());
+        Alert {
+            id: 0,
+            timestamp: Timestamp(t * 1_000_000_000),
+            raised: Timestamp::now(),
+            rule_id: rule.into(),
+            rule_title: format!("Rule {rule}"),
+            severity: sev,
+            kind: "detection".into(),
+            group: Vec::new(),
+            value: None,
+            entities,
+            events: Vec::new(),
+            tags: Vec::new(),
+            incident: 0,
+        }
+    }
+
+    #[test]
+    fn alerts_group_by_rule_and_entity_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let a = s
+            .record(vec![
+                alert("r1", "10.0.0.1", 1000, Severity::Medium),
+                alert("r1", "10.0.0.1", 1100, Severity::High),
+                alert("r1", "10.0.0.2", 1100, Severity::Low),
+                alert("r2", "10.0.0.1", 1200, Severity::Low),
+                alert("r1", "10.0.0.1", 1100 + 3601, Severity::Low),
+            ])
+            .unwrap();
+        let incs: Vec<u64> = a.iter().map(|a| a.incident).collect();
+        assert_eq!(incs, vec![1, 1, 2, 3, 4]);
+        let i1 = s.incident(1).unwrap().unwrap();
+        assert_eq!(i1.alerts, 2);
+        assert_eq!(i1.severity, Severity::High);
+        assert_eq!(i1.timeline.len(), 2);
+        assert_eq!(i1.title, "Rule r1 (ip=10.0.0.1)");
+    }
+
+    #[test]
+    fn ack_keeps_the_incident_open_and_resolve_closes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        s.record(vec![alert("r1", "10.0.0.1", 1000, Severity::Medium)])
+            .unwrap();
+        let i = s.ack(1, "soc-lead", Some("looking".into())).unwrap();
+        assert_eq!(i.status, Status::Acknowledged);
+        assert!(matches!(
+            s.ack(1, "x", None),
+            Err(ActionError::Conflict { .. })
+        ));
+        let a = s
+            .record(vec![alert("r1", "10.0.0.1", 1010, Severity::Medium)])
+            .unwrap();
+        assert_eq!(a[0].incident, 1);
+        s.resolve(1, "soc-lead", Some("blocked at firewall".into()))
+            .unwrap();
+        let a = s
+            .record(vec![alert("r1", "10.0.0.1", 1020, Severity::Medium)])
+            .unwrap();
+        assert_eq!(a[0].incident, 2, "a resolved incident is not reopened");
+        let i1 = s.incident(1).unwrap().unwrap();
+        let whats: Vec<&str> = i1.timeline.iter().map(|t| t.what.as_str()).collect();
+        assert_eq!(whats, vec!["alert", "acknowledged", "alert", "resolved"]);
+        assert!(matches!(s.ack(9, "x", None), Err(ActionError::NotFound(9))));
+        let open = s
+            .incidents(&IncidentFilter {
+                statuses: vec![Status::New, Status::Acknowledged],
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(open.iter().map(|i| i.id).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn ids_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = IncidentStore::open(dir.path(), 3600).unwrap();
+            s.record(vec![alert("r1", "10.0.0.1", 1000, Severity::Medium)])
+                .unwrap();
+            s.flush().unwrap();
+        }
+        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let a = s
+            .record(vec![alert("r9", "10.0.0.1", 1000, Severity::Medium)])
+            .unwrap();
+        assert_eq!(a[0].incident, 2);
+        assert!(a[0].id > 1);
+    }
+}
