@@ -291,6 +291,7 @@ pub async fn serve(
         &config.data_dir.join("audit"),
         &config.audit,
     )?);
+    metric_sources.push(audit.clone());
     let state = Arc::new(AppState {
         store: store.clone(),
         queue,

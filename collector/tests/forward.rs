@@ -491,11 +491,32 @@ async fn metrics_scrape_over_http_is_valid_exposition_format() {
         .accepted
         .fetch_add(4, std::sync::atomic::Ordering::Relaxed);
     let fwd = Arc::new(SyslogForwarder::start(config(closed_port())).unwrap());
+    let incidents = Arc::new(
+        palisade_collector::incidents::IncidentStore::open(&dir.path().join("incidents"), 3600)
+            .unwrap(),
+    );
+    let correlator = palisade_collector::correlate::Correlator::start(
+        palisade_collector::correlate::CorrelationSettings {
+            rules_dir: dir.path().join("no-rules"),
+            ..Default::default()
+        },
+        incidents,
+    )
+    .unwrap();
+    let audit = Arc::new(
+        palisade_collector::audit::AuditLog::open(
+            &dir.path().join("audit"),
+            &palisade_collector::audit::AuditConfig::default(),
+        )
+        .unwrap(),
+    );
     let sources: Vec<Arc<dyn MetricsSource>> = vec![
         ingest,
         Arc::new(StoreMetrics::new(store.clone())),
         Arc::new(ProcessMetrics::new()),
         fwd.clone(),
+        correlator,
+        audit,
     ];
     let cfg = MetricsConfig::new("127.0.0.1:0".parse().unwrap());
     let server = MetricsServer::start(Some(&cfg), sources).await.unwrap();
@@ -563,6 +584,14 @@ async fn metrics_scrape_over_http_is_valid_exposition_format() {
         Some(("output", "syslog")),
     );
     find("palisade_forward_errors_total", Some(("output", "syslog")));
+    find("palisade_correlation_events_total", None);
+    find("palisade_correlation_state_entries", None);
+    find(
+        "palisade_correlation_alert_latency_seconds",
+        Some(("quantile", "0.99")),
+    );
+    find("palisade_audit_records_total", None);
+    assert_eq!(find("palisade_audit_lost_total", None), 0.0);
     assert!(find("process_resident_memory_bytes", None) > 0.0);
     assert!(find("palisade_uptime_seconds", None) >= 0.0);
 

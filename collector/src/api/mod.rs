@@ -80,6 +80,12 @@ pub struct StatusReport {
     /// Correlation counters, when correlation is on.
     #[serde(default)]
     pub correlation: Option<crate::correlate::CorrelationSnapshot>,
+    /// Audit records written since start.
+    #[serde(default)]
+    pub audit_records: u64,
+    /// Audit records lost since start (should stay 0).
+    #[serde(default)]
+    pub audit_lost: u64,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -426,6 +432,7 @@ async fn note_certificate(state: &Arc<AppState>, who: &Arc<Identity>) {
 }
 
 async fn status(state: &Arc<AppState>) -> Resp {
+    use std::sync::atomic::Ordering::Relaxed;
     let read = blocking(state, |s| Ok((s.store.stats()?, s.store.agents()?))).await;
     match read {
         Ok((store, agents)) => json_resp(
@@ -438,6 +445,8 @@ async fn status(state: &Arc<AppState>) -> Resp {
                 ingest: state.metrics.snapshot(),
                 agents,
                 correlation: state.correlator.as_ref().map(|c| c.snapshot()),
+                audit_records: state.audit.metrics().records.load(Relaxed),
+                audit_lost: state.audit.metrics().lost.load(Relaxed),
             },
         ),
         Err(e) => e,

@@ -161,6 +161,13 @@ pub async fn finish(audit: &AuditLog, mut pending: Pending, status: StatusCode) 
     }
     let (method, path) = (pending.entry.method.clone(), pending.entry.path.clone());
     if let Err(e) = audit.record(pending.entry, pending.durable).await {
+        if matches!(e, super::AuditError::Stopped) {
+            // Write errors are counted by the writer; a stopped writer counts here.
+            audit
+                .metrics()
+                .lost
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         tracing::error!(error = %e, %method, %path, "audit record lost");
     }
 }

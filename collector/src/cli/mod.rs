@@ -622,6 +622,16 @@ fn write_status_text(out: &mut impl Write, r: &StatusReport, addr: &str) -> std:
         )?,
         None => writeln!(out, "correlation    disabled")?,
     }
+    writeln!(
+        out,
+        "audit log      {} records since start{}",
+        r.audit_records,
+        if r.audit_lost > 0 {
+            format!(", {} LOST (check the audit disk)", r.audit_lost)
+        } else {
+            String::new()
+        }
+    )?;
     writeln!(out, "agents         {}", r.agents.len())?;
     if !r.agents.is_empty() {
         writeln!(

@@ -239,3 +239,40 @@ fn every_refusal_is_clear_and_changes_nothing_stored() {
     let r = post(&url, agent_tls(), "/v1/ingest", good).unwrap();
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
+
+#[test]
+fn retention_below_180_days_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(&dir.path().join("pki"));
+    let config = dir.path().join("short.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[tls]\nca = \"{0}/ca.crt\"\ncert = \"{0}/palisade-collector.crt\"\nkey = \"{0}/palisade-collector.key\"\n[correlation]\nenabled = false\n[retention]\ndays = 30\n",
+            pki.dir.display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    for args in [
+        vec!["serve", "--config", c],
+        vec!["validate", "--config", c],
+    ] {
+        let out = palisade_tests::run("palisade-collector", &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("retention.days = 30") && err.contains("--allow-short-retention"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing created by a refused start"
+    );
+    let ok = palisade_tests::run(
+        "palisade-collector",
+        &["validate", "--config", c, "--allow-short-retention"],
+    );
+    assert!(ok.status.success(), "{ok:?}");
+}
