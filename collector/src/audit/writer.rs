@@ -542,6 +542,31 @@ fn recover_anchors(path: &Path) -> Result<Option<Anchor>, AuditError> {
         .next_back())
 }
 
+impl crate::metrics::MetricsSource for AuditLog {
+    fn write(&self, out: &mut crate::metrics::MetricsWriter) {
+        let m = &self.metrics;
+        for (name, help, v) in [
+            (
+                "palisade_audit_records_total",
+                "Audit records made durable in the hash chain.",
+                &m.records,
+            ),
+            (
+                "palisade_audit_lost_total",
+                "Audit records that could not be written (alarm on any increase).",
+                &m.lost,
+            ),
+            (
+                "palisade_audit_anchors_total",
+                "Anchors (chain head hashes) written.",
+                &m.anchors,
+            ),
+        ] {
+            out.counter(name, help, &[], v.load(Ordering::Relaxed));
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -613,30 +638,5 @@ pub(crate) mod tests {
             .warnings
             .iter()
             .any(|w| w.kind == super::super::FindingKind::TornEvidence));
-    }
-}
-
-impl crate::metrics::MetricsSource for AuditLog {
-    fn write(&self, out: &mut crate::metrics::MetricsWriter) {
-        let m = &self.metrics;
-        for (name, help, v) in [
-            (
-                "palisade_audit_records_total",
-                "Audit records made durable in the hash chain.",
-                &m.records,
-            ),
-            (
-                "palisade_audit_lost_total",
-                "Audit records that could not be written (alarm on any increase).",
-                &m.lost,
-            ),
-            (
-                "palisade_audit_anchors_total",
-                "Anchors (chain head hashes) written.",
-                &m.anchors,
-            ),
-        ] {
-            out.counter(name, help, &[], v.load(Ordering::Relaxed));
-        }
     }
 }
