@@ -16,6 +16,7 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"; cpid=""
 trap '[ -n "$cpid" ] && kill $cpid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 "$C" pki init --dir "$work/pki" >/dev/null
+"$C" pki issue --dir "$work/pki" --role analyst --name analyst >/dev/null
 for i in $(seq 0 $((agents - 1))); do
     "$C" pki issue --dir "$work/pki" --role agent --name "$(printf 'loadgen-%02d' "$i")" >/dev/null
 done
@@ -61,11 +62,13 @@ key = "pki/palisade-collector.key"
 enabled = $1
 rules_dir = "rules"
 max_state_entries = 4000000
+event_refs = ${EVENT_REFS:-5}
 TOML
     "$C" serve --config "$work/collector.toml" >"$work/out" 2>"$work/log" &
     cpid=$!
     for _ in $(seq 1 100); do grep -q listening "$work/out" && break; sleep 0.1; done
     url="$(sed -n 's/^palisade-collector listening on //p' "$work/out")"
+    t_start="$(date +%s.%N)"
     "$A" loadgen --collector "$url" --pki-dir "$work/pki" --agents "$agents" --mix security \
         --groups "$groups" --events-per-agent "$per_agent" --batch-events 2000 \
         --collector-pid "$cpid" --output-format json > "$work/report.json"
@@ -75,18 +78,22 @@ TOML
         "$C" status --collector "$url" --pki-dir "$work/pki" --as analyst --output-format json > "$work/status.json"
         done_="$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); c=s.get("correlation"); print(1 if c is None or c["events"]>=int(sys.argv[2]) else 0)' "$work/status.json" "$acked")"
         [ "$done_" = 1 ] && break
-        sleep 0.5
+        sleep 0.2
     done
+    t_done="$(date +%s.%N)"
     rss="$(awk '/VmRSS/{print $2/1024}' /proc/$cpid/status)"
     hwm="$(awk '/VmHWM/{print $2/1024}' /proc/$cpid/status)"
-    python3 - "$work/report.json" "$work/status.json" "$1" "$rss" "$hwm" <<'PY'
+    python3 - "$work/report.json" "$work/status.json" "$1" "$rss" "$hwm" "$t_start" "$t_done" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); s = json.load(open(sys.argv[2])); c = s.get("correlation")
+span = float(sys.argv[7]) - float(sys.argv[6])
 print(f"correlation={sys.argv[3]:5}  {r['events_acked']} events durable in {r['elapsed_secs']:.1f} s = {r['events_per_sec']:.0f} events/s"
       f"  (ack p99 {r['p99_ms']:.0f} ms, {r['busy']} busy answers)  RSS {float(sys.argv[4]):.0f} MiB, peak {float(sys.argv[5]):.0f} MiB")
 if c:
     print(f"    evaluated {c['events']}, alerts {c['detection_alerts']} detection + {c['correlation_alerts']} correlation,"
           f" groups in state {c['state_entries']} (evicted {c['state_evicted']}), alert latency from commit p50 {c['alert_latency_ms_p50']:.0f} ms p99 {c['alert_latency_ms_p99']:.0f} ms")
+    print(f"    every event durable AND evaluated: {c['events']} in {span:.1f} s = {c['events']/span:.0f} events/s end to end"
+          f" (building blocks {c.get('building_blocks', 0)})")
 PY
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["events_per_sec"])' "$work/report.json" > "$work/eps.$1"
     kill "$cpid"; wait "$cpid" 2>/dev/null || true; cpid=""

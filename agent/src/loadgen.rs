@@ -109,8 +109,8 @@ pub fn security_event(agent: &str, n: u64, groups: u32) -> Event {
         }
         17 | 18 => {
             let mut e = alert(
-                "pal.scan.horizontal",
-                "horizontal port scan",
+                "palisade.net.port_scan.horizontal",
+                "Horizontal port scan",
                 Severity::Medium,
             );
             e.destination = Some(dst(445));
@@ -118,9 +118,9 @@ pub fn security_event(agent: &str, n: u64, groups: u32) -> Event {
         }
         _ => {
             let (id, name) = match n % 60 {
-                0..=19 => ("pal.dns.tunnel", "DNS tunnelling"),
-                20..=39 => ("pal.beacon", "periodic beaconing"),
-                _ => ("pal.ioc.ip", "IOC: known bad address"),
+                0..=19 => ("palisade.net.dns_tunnel.long_label", "DNS tunnelling"),
+                20..=39 => ("palisade.net.beacon.periodic", "Periodic beaconing"),
+                _ => ("palisade.net.ioc.ip", "IOC: known bad address"),
             };
             let mut e = alert(id, name, Severity::High);
             e.destination = Some(dst(53));

@@ -17,7 +17,7 @@ pub mod testing;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,11 +49,16 @@ pub struct CorrelationSettings {
     /// After a correlation fires for a group, seconds during which it does not fire again for
     /// that group (the incident already holds it).
     pub suppress_secs: u64,
-    /// Committed groups waiting for the correlator; when full, the store writer waits.
-    pub queue_groups: usize,
+    /// Committed events waiting for the correlator; past it the store writer waits (so ingest
+    /// slows down rather than events skipping correlation or piling up in memory).
+    pub queue_events: usize,
     /// An alert joins an open incident with the same rule and entity if that incident saw an
     /// alert at most this many seconds (event time) before.
     pub incident_window_secs: u64,
+    /// Events remembered per correlation group to name in its alert (timestamp and id each);
+    /// 0 keeps none (the alert then names only the event that completed it). This is most of
+    /// the memory of a group: about 100 bytes per reference.
+    pub event_refs: usize,
 }
 
 impl Default for CorrelationSettings {
@@ -65,8 +70,9 @@ impl Default for CorrelationSettings {
             max_state_entries: 2_000_000,
             max_group_entries: 1000,
             suppress_secs: 300,
-            queue_groups: 256,
+            queue_events: 20_000,
             incident_window_secs: 3600,
+            event_refs: 5,
         }
     }
 }
@@ -137,6 +143,9 @@ pub struct CorrelationSnapshot {
     /// Building-block matches (no alert of their own).
     #[serde(default)]
     pub building_blocks: u64,
+    /// Committed events waiting for the correlator now.
+    #[serde(default)]
+    pub backlog_events: u64,
     /// Alert latency from commit, p50 and p99, milliseconds (last 10k alerts).
     pub alert_latency_ms_p50: f64,
     /// p99 of the same.
@@ -145,7 +154,9 @@ pub struct CorrelationSnapshot {
 
 /// The running correlator.
 pub struct Correlator {
-    tx: SyncSender<Job>,
+    tx: std::sync::mpsc::Sender<Job>,
+    /// Events sent to the worker and not yet evaluated, with the condition the sink waits on.
+    backlog: Arc<Backlog>,
     metrics: Arc<CorrelationMetrics>,
     status: Arc<Mutex<RulesStatus>>,
     latencies: Arc<Mutex<Latencies>>,
@@ -163,6 +174,42 @@ impl std::fmt::Debug for Correlator {
 struct Job {
     batches: Arc<[Batch]>,
     committed: Instant,
+    events: u64,
+}
+
+/// The bound on what waits for the correlator, counted in events (a group may hold one event or
+/// fifty thousand, so counting groups bounds nothing).
+#[derive(Default)]
+struct Backlog {
+    events: Mutex<u64>,
+    drained: std::sync::Condvar,
+}
+
+impl Backlog {
+    /// Waits until `n` more events fit under `cap` (always admits into an empty backlog).
+    fn admit(&self, n: u64, cap: u64) {
+        let mut queued = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        while *queued > 0 && *queued + n > cap {
+            queued = match self
+                .drained
+                .wait_timeout(queued, Duration::from_millis(200))
+            {
+                Ok((q, _)) => q,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        *queued += n;
+    }
+
+    fn done(&self, n: u64) {
+        let mut queued = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        *queued = queued.saturating_sub(n);
+        self.drained.notify_all();
+    }
+
+    fn queued(&self) -> u64 {
+        *self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[derive(Default)]
@@ -210,8 +257,12 @@ pub fn engine_config(s: &CorrelationSettings) -> CorrelationConfig {
         max_state_entries: s.max_state_entries.max(1),
         max_group_entries: Some(s.max_group_entries.max(1)),
         suppress: (s.suppress_secs > 0).then_some(s.suppress_secs),
-        correlation_event_mode: CorrelationEventMode::Refs,
-        max_correlation_events: 20,
+        correlation_event_mode: if s.event_refs == 0 {
+            CorrelationEventMode::None
+        } else {
+            CorrelationEventMode::Refs
+        },
+        max_correlation_events: s.event_refs.max(1),
         ..CorrelationConfig::default()
     }
 }
@@ -236,7 +287,8 @@ impl Correlator {
             (RuleSet::empty(), Some(e))
         };
         let engine = set.engine(engine_config(&settings))?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(settings.queue_groups.max(1));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let backlog = Arc::new(Backlog::default());
         let metrics = Arc::new(CorrelationMetrics::default());
         let status = Arc::new(Mutex::new(RulesStatus {
             dir: settings.rules_dir.clone(),
@@ -264,6 +316,7 @@ impl Correlator {
             last_seq: HashMap::new(),
             reload_now: reload_now.clone(),
             per_agent: per_agent.clone(),
+            backlog: backlog.clone(),
         };
         std::thread::Builder::new()
             .name("correlator".into())
@@ -271,6 +324,7 @@ impl Correlator {
             .map_err(StartError::Thread)?;
         Ok(Arc::new(Correlator {
             tx,
+            backlog,
             metrics,
             status,
             latencies,
@@ -322,6 +376,7 @@ impl Correlator {
             reload_failures: r(&m.reload_failures),
             store_errors: r(&m.store_errors),
             building_blocks: r(&m.building_blocks),
+            backlog_events: self.backlog.queued(),
             alert_latency_ms_p50: lat.quantile(0.5),
             alert_latency_ms_p99: lat.quantile(0.99),
         }
@@ -330,13 +385,18 @@ impl Correlator {
 
 impl CommitSink for Correlator {
     fn committed(&self, batches: &Arc<[Batch]>) {
+        let events: u64 = batches.iter().map(|b| b.events.len() as u64).sum();
+        // Blocking on purpose: back-pressure to ingest rather than skipped correlation.
+        self.backlog
+            .admit(events, self.settings.queue_events.max(1) as u64);
         self.metrics.queued.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             batches: batches.clone(),
             committed: Instant::now(),
+            events,
         };
-        // Blocking on purpose: back-pressure to ingest rather than skipped correlation.
         if self.tx.send(job).is_err() {
+            self.backlog.done(events);
             tracing::error!("correlator stopped; committed events are not correlated");
         }
     }
@@ -353,6 +413,7 @@ struct Worker {
     last_seq: HashMap<String, u64>,
     reload_now: Arc<std::sync::atomic::AtomicBool>,
     per_agent: Arc<Mutex<HashMap<String, u64>>>,
+    backlog: Arc<Backlog>,
 }
 
 impl Worker {
@@ -366,6 +427,7 @@ impl Worker {
                 Ok(job) => {
                     self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
                     dirty |= self.process(&job);
+                    self.backlog.done(job.events);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -604,7 +666,12 @@ pub fn to_alert(r: &EvaluationResult, event: &palisade_wire::Event) -> Alert {
 impl crate::metrics::MetricsSource for Correlator {
     fn write(&self, out: &mut crate::metrics::MetricsWriter) {
         let s = self.snapshot();
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 9] = [
+            (
+                "palisade_correlation_building_blocks_total",
+                "Matches of building-block rules (generate: false), fed to correlations only.",
+                s.building_blocks,
+            ),
             (
                 "palisade_correlation_events_total",
                 "Events evaluated by the Sigma rules.",
@@ -649,6 +716,12 @@ impl crate::metrics::MetricsSource for Correlator {
         for (name, help, v) in counters {
             out.counter(name, help, &[], v);
         }
+        out.gauge(
+            "palisade_correlation_backlog_events",
+            "Committed events waiting for the correlator.",
+            &[],
+            s.backlog_events as f64,
+        );
         out.gauge(
             "palisade_correlation_state_entries",
             "Correlation window state entries held now.",

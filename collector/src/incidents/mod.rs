@@ -8,8 +8,9 @@
 //! alerts still land in it, on its timeline); resolving closes the key, so the next alert opens a
 //! fresh incident, as an analyst expects after a fix.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use palisade_wire::{Severity, Timestamp};
@@ -276,6 +277,8 @@ pub struct IncidentStore {
     /// Serializes read-modify-write of incidents (the correlator and analysts' acks).
     lock: Mutex<()>,
     window_secs: i64,
+    /// The next incident id (INC-n), from the highest stored at open.
+    next_id: AtomicU64,
 }
 
 impl std::fmt::Debug for IncidentStore {
@@ -328,10 +331,17 @@ impl IncidentStore {
             .open()
             .map_err(sled_err("open incidents"))?;
         let tree = |name: &str| db.open_tree(name).map_err(sled_err("open incidents tree"));
+        let incidents = tree("incidents")?;
+        let next_id = incidents
+            .last()
+            .map_err(sled_err("read incidents"))?
+            .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .map_or(1, |last| last + 1);
         Ok(IncidentStore {
             alerts: tree("alerts")?,
-            incidents: tree("incidents")?,
+            incidents,
             open: tree("open")?,
+            next_id: AtomicU64::new(next_id),
             db,
             lock: Mutex::new(()),
             window_secs: i64::try_from(window_secs).unwrap_or(i64::MAX),
@@ -359,42 +369,52 @@ impl IncidentStore {
         Ok(())
     }
 
-    /// Records alerts (ids and incidents are assigned here) and returns them as stored.
+    /// Records alerts (ids and incidents are assigned here) and returns them as stored. Each
+    /// incident touched is read at most once and written once per call, whatever the number of
+    /// its alerts in the call; the three trees are written as batches.
     pub fn record(&self, alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::with_capacity(alerts.len());
+        let mut touched: HashMap<u64, Incident> = HashMap::new();
+        let mut open_now: HashMap<String, u64> = HashMap::new();
+        let mut alert_rows = sled::Batch::default();
         for mut alert in alerts {
             alert.id = self.db.generate_id().map_err(sled_err("alert id"))? + 1;
             let (key, entity) = group_key(&alert);
-            let existing = match self
-                .open
-                .get(key.as_bytes())
-                .map_err(sled_err("read open"))?
-            {
-                Some(v) => {
-                    let id = u64::from_be_bytes(
+            let candidate = match open_now.get(&key) {
+                Some(id) => Some(*id),
+                None => match self
+                    .open
+                    .get(key.as_bytes())
+                    .map_err(sled_err("read open"))?
+                {
+                    Some(v) => Some(u64::from_be_bytes(
                         v.as_ref()
                             .try_into()
                             .map_err(|_| corrupt("open", "bad id"))?,
-                    );
-                    self.get_incident(id)?.filter(|i| {
-                        i.status != Status::Resolved
-                            && (alert.timestamp.nanos() - i.last_seen.nanos()) / 1_000_000_000
-                                <= self.window_secs
-                    })
-                }
+                    )),
+                    None => None,
+                },
+            };
+            let current = match candidate {
+                Some(id) => match touched.remove(&id) {
+                    Some(i) => Some(i),
+                    None => self.get_incident(id)?,
+                },
                 None => None,
             };
-            let mut inc = match existing {
-                Some(i) => i,
-                None => {
-                    let id = self.incidents.len() as u64 + 1;
-                    let id = self
-                        .incidents
-                        .last()
-                        .map_err(sled_err("read incidents"))?
-                        .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
-                        .map_or(id, |last| last + 1);
+            let joinable = |i: &Incident| {
+                i.status != Status::Resolved
+                    && (alert.timestamp.nanos() - i.last_seen.nanos()) / 1_000_000_000
+                        <= self.window_secs
+            };
+            let mut inc = match current {
+                Some(i) if joinable(&i) => i,
+                other => {
+                    if let Some(i) = other {
+                        touched.insert(i.id, i);
+                    }
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                     let title = if entity.is_empty() {
                         alert.rule_title.clone()
                     } else {
@@ -417,12 +437,13 @@ impl IncidentStore {
                 }
             };
             alert.incident = inc.id;
+            // Every alert either has its timeline entry or was counted as dropped.
+            let alert_entries = inc.alerts.saturating_sub(inc.timeline_dropped) as usize;
             inc.alerts += 1;
             inc.severity = inc.severity.max(alert.severity);
             inc.first_seen = inc.first_seen.min(alert.timestamp);
             inc.last_seen = inc.last_seen.max(alert.timestamp);
             inc.entities.merge(&alert.entities);
-            let alert_entries = inc.timeline.iter().filter(|t| t.alert.is_some()).count();
             if alert_entries < MAX_TIMELINE_ALERTS {
                 let text = alert
                     .events
@@ -439,16 +460,32 @@ impl IncidentStore {
             } else {
                 inc.timeline_dropped += 1;
             }
-            self.put_incident(&inc)?;
-            self.open
-                .insert(key.as_bytes(), &inc.id.to_be_bytes())
-                .map_err(sled_err("write open"))?;
+            open_now.insert(key, inc.id);
             let v = serde_json::to_vec(&alert).map_err(|e| corrupt("alerts", e))?;
-            self.alerts
-                .insert(alert.id.to_be_bytes(), v)
-                .map_err(sled_err("write alert"))?;
+            alert_rows.insert(&alert.id.to_be_bytes(), v);
+            touched.insert(inc.id, inc);
             out.push(alert);
         }
+        let mut incident_rows = sled::Batch::default();
+        for inc in touched.values() {
+            let v = serde_json::to_vec(inc).map_err(|e| corrupt("incidents", e))?;
+            incident_rows.insert(&inc.id.to_be_bytes(), v);
+        }
+        let mut open_rows = sled::Batch::default();
+        for (key, id) in &open_now {
+            open_rows.insert(key.as_bytes(), &id.to_be_bytes());
+        }
+        // Incidents first, then the index to them, then the alerts that name them: a crash in
+        // between leaves no reference to something unwritten.
+        self.incidents
+            .apply_batch(incident_rows)
+            .map_err(sled_err("write incidents"))?;
+        self.open
+            .apply_batch(open_rows)
+            .map_err(sled_err("write open"))?;
+        self.alerts
+            .apply_batch(alert_rows)
+            .map_err(sled_err("write alerts"))?;
         Ok(out)
     }
 
@@ -507,11 +544,6 @@ impl IncidentStore {
             }
         }
         Ok(out)
-    }
-
-    /// Alert count.
-    pub fn alert_count(&self) -> u64 {
-        self.alerts.len() as u64
     }
 
     fn act(

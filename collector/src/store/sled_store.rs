@@ -157,6 +157,15 @@ impl Best {
         }
     }
 
+    /// Whether no event of a segment spanning `ts_min..=ts_max` can displace what is held: the
+    /// segment is then skipped without reading its body.
+    fn excludes(&self, ts_min: i64, ts_max: i64, limit: usize) -> bool {
+        match self {
+            Best::Earliest(h) => h.len() >= limit && h.peek().is_some_and(|w| ts_min > w.ts),
+            Best::Latest(h) => h.len() >= limit && h.peek().is_some_and(|w| ts_max < w.0.ts),
+        }
+    }
+
     fn into_sorted(self) -> Vec<Hit> {
         match self {
             Best::Earliest(h) => h.into_sorted_vec(),
@@ -444,7 +453,10 @@ impl EventStore for SledStore {
                 if !best.wants(h.ts_min, q.limit) {
                     break 'days;
                 }
-                if h.ts_max < since || h.ts_min >= until {
+                if h.ts_max < since
+                    || h.ts_min >= until
+                    || best.excludes(h.ts_min, h.ts_max, q.limit)
+                {
                     continue;
                 }
                 let agent =
