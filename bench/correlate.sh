@@ -96,6 +96,16 @@ if c:
           f" (building blocks {c.get('building_blocks', 0)})")
 PY
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["events_per_sec"])' "$work/report.json" > "$work/eps.$1"
+    if [ "$1" = true ]; then
+        # What the analyst waits for on a store holding this run's alerts and incidents.
+        for cmd in "incidents --limit 20" "alerts --since 1h --limit 20" "situation" "incidents --status all --severity high --limit 20"; do
+            t0="$(date +%s.%N)"
+            # shellcheck disable=SC2086
+            "$C" $cmd --collector "$url" --pki-dir "$work/pki" --as analyst >/dev/null 2>&1 || true
+            t1="$(date +%s.%N)"
+            python3 -c "print(f'    {\"$cmd\":<52} {($t1 - $t0) * 1000:6.0f} ms')"
+        done
+    fi
     kill "$cpid"; wait "$cpid" 2>/dev/null || true; cpid=""
 }
 echo "$agents agents x $per_agent events, $groups source addresses, $total rules ($shipped shipped), $(nproc) cores"

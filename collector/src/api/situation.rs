@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 
 use super::incidents::params;
 use super::{blocking, error, json_resp, AppState, Resp};
-use crate::incidents::{AlertFilter, IncidentFilter, Status};
 use crate::store::Query;
 
 /// Seconds between rate samples.
@@ -300,28 +299,19 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
     let alert_events_previous =
         for_each(state, EventKind::Alert, before, since, &mut |_| {})? as u64;
 
-    let sigma = state.incidents.alerts(&AlertFilter {
-        since: Some(before),
-        limit: SCAN_LIMIT,
-        ..AlertFilter::default()
-    })?;
-    let (mut alerts, mut alerts_previous) = (0, 0);
-    for a in &sigma {
-        if a.timestamp >= since {
-            alerts += 1;
-            *detectors
-                .entry(format!("sigma: {}", a.rule_title))
-                .or_insert(0) += 1;
-        } else {
-            alerts_previous += 1;
-        }
+    // Collector alerts and open incidents from the incident store's in-memory tallies (an
+    // alert storm leaves hundreds of thousands; reading them all made `situation` take seconds).
+    // The current minute counts in the current period.
+    let now_alerts = state
+        .incidents
+        .alert_counts(since, Timestamp(now.nanos().saturating_add(60_000_000_000)));
+    let alerts: u64 = now_alerts.values().sum();
+    let alerts_previous: u64 = state.incidents.alert_counts(before, since).values().sum();
+    for (title, n) in now_alerts {
+        *detectors.entry(format!("sigma: {title}")).or_insert(0) += n;
     }
 
-    let open = state.incidents.incidents(&IncidentFilter {
-        statuses: vec![Status::New, Status::Acknowledged],
-        limit: SCAN_LIMIT,
-        ..IncidentFilter::default()
-    })?;
+    let (open_by, new_incidents) = state.incidents.open_counts();
     let mut open_incidents = BTreeMap::new();
     for s in [
         Severity::Critical,
@@ -330,14 +320,8 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
         Severity::Low,
         Severity::Info,
     ] {
-        open_incidents.insert(s.name().to_string(), 0);
+        open_incidents.insert(s.name().to_string(), open_by.get(&s).copied().unwrap_or(0));
     }
-    for i in &open {
-        *open_incidents
-            .entry(i.severity.name().to_string())
-            .or_insert(0) += 1;
-    }
-    let new_incidents = open.iter().filter(|i| i.status == Status::New).count() as u64;
 
     let mut integrity: BTreeMap<String, IntegrityLine> = BTreeMap::new();
     for kind in [EventKind::Integrity, EventKind::Malware] {

@@ -8,7 +8,7 @@
 //! alerts still land in it, on its timeline); resolving closes the key, so the next alert opens a
 //! fresh incident, as an analyst expects after a fix.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -279,6 +279,37 @@ pub struct IncidentStore {
     window_secs: i64,
     /// The next incident id (INC-n), from the highest stored at open.
     next_id: AtomicU64,
+    /// Status, severity and last alert of every incident, so listings and `situation` do not
+    /// parse every incident (with its timeline) on each call. Built at open, kept in step.
+    index: Mutex<HashMap<u64, Summary>>,
+    /// Alerts per minute (event time) and rule title over the last [`ALERT_MINUTES_KEPT`]
+    /// minutes, for `situation`'s counts and trends without reading the alerts.
+    alert_minutes: Mutex<BTreeMap<i64, HashMap<String, u64>>>,
+}
+
+/// What listings filter incidents on.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    last_seen: Timestamp,
+    status: Status,
+    severity: Severity,
+}
+
+impl Summary {
+    fn of(i: &Incident) -> Summary {
+        Summary {
+            last_seen: i.last_seen,
+            status: i.status,
+            severity: i.severity,
+        }
+    }
+}
+
+/// Minutes of alert counts kept in memory (31 days).
+const ALERT_MINUTES_KEPT: i64 = 31 * 24 * 60;
+
+fn minute_of(t: Timestamp) -> i64 {
+    t.nanos().div_euclid(60_000_000_000)
 }
 
 impl std::fmt::Debug for IncidentStore {
@@ -337,11 +368,34 @@ impl IncidentStore {
             .map_err(sled_err("read incidents"))?
             .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
             .map_or(1, |last| last + 1);
+        let mut index = HashMap::new();
+        for kv in incidents.iter() {
+            let (_, v) = kv.map_err(sled_err("read incidents"))?;
+            let inc: Incident = serde_json::from_slice(&v).map_err(|e| corrupt("incidents", e))?;
+            index.insert(inc.id, Summary::of(&inc));
+        }
+        let alerts = tree("alerts")?;
+        let mut alert_minutes: BTreeMap<i64, HashMap<String, u64>> = BTreeMap::new();
+        let oldest = minute_of(Timestamp::now()) - ALERT_MINUTES_KEPT;
+        for kv in alerts.iter().rev() {
+            let (_, v) = kv.map_err(sled_err("read alerts"))?;
+            let a: Alert = serde_json::from_slice(&v).map_err(|e| corrupt("alerts", e))?;
+            let m = minute_of(a.timestamp);
+            if m >= oldest {
+                *alert_minutes
+                    .entry(m)
+                    .or_default()
+                    .entry(a.rule_title)
+                    .or_default() += 1;
+            }
+        }
         Ok(IncidentStore {
-            alerts: tree("alerts")?,
+            alerts,
             incidents,
             open: tree("open")?,
             next_id: AtomicU64::new(next_id),
+            index: Mutex::new(index),
+            alert_minutes: Mutex::new(alert_minutes),
             db,
             lock: Mutex::new(()),
             window_secs: i64::try_from(window_secs).unwrap_or(i64::MAX),
@@ -486,7 +540,52 @@ impl IncidentStore {
         self.alerts
             .apply_batch(alert_rows)
             .map_err(sled_err("write alerts"))?;
+        {
+            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            for inc in touched.values() {
+                index.insert(inc.id, Summary::of(inc));
+            }
+        }
+        let mut minutes = self.alert_minutes.lock().unwrap_or_else(|p| p.into_inner());
+        for a in &out {
+            *minutes
+                .entry(minute_of(a.timestamp))
+                .or_default()
+                .entry(a.rule_title.clone())
+                .or_default() += 1;
+        }
+        let oldest = minute_of(Timestamp::now()) - ALERT_MINUTES_KEPT;
+        while minutes.first_key_value().is_some_and(|(m, _)| *m < oldest) {
+            minutes.pop_first();
+        }
         Ok(out)
+    }
+
+    /// Alerts per rule title with event time in `[from, to)`, at minute granularity (an alert
+    /// counts in a window when its minute starts inside it), from memory.
+    pub fn alert_counts(&self, from: Timestamp, to: Timestamp) -> HashMap<String, u64> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        let minutes = self.alert_minutes.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, rules) in minutes.range(minute_of(from)..minute_of(to).max(minute_of(from))) {
+            for (r, n) in rules {
+                *out.entry(r.clone()).or_default() += n;
+            }
+        }
+        out
+    }
+
+    /// Open incidents (new or acknowledged) by severity, and how many are new.
+    pub fn open_counts(&self) -> (BTreeMap<Severity, u64>, u64) {
+        let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by = BTreeMap::new();
+        let mut new = 0;
+        for s in index.values().filter(|s| s.status != Status::Resolved) {
+            *by.entry(s.severity).or_default() += 1;
+            if s.status == Status::New {
+                new += 1;
+            }
+        }
+        (by, new)
     }
 
     /// Makes everything recorded so far durable.
@@ -502,25 +601,30 @@ impl IncidentStore {
         self.get_incident(id)
     }
 
-    /// Incidents, newest (by last alert) first.
+    /// Incidents, newest (by last alert) first: chosen from the in-memory index, then read.
     pub fn incidents(&self, f: &IncidentFilter) -> Result<Vec<Incident>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.incidents.iter() {
-            let (_, v) = kv.map_err(sled_err("read incidents"))?;
-            let inc: Incident = serde_json::from_slice(&v).map_err(|e| corrupt("incidents", e))?;
-            if !f.statuses.is_empty() && !f.statuses.contains(&inc.status) {
-                continue;
-            }
-            if f.min_severity.is_some_and(|s| inc.severity < s) {
-                continue;
-            }
-            if f.since.is_some_and(|s| inc.last_seen < s) {
-                continue;
-            }
-            out.push(inc);
+        let mut chosen: Vec<(Timestamp, u64)> = {
+            let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            index
+                .iter()
+                .filter(|(_, s)| f.statuses.is_empty() || f.statuses.contains(&s.status))
+                .filter(|(_, s)| f.min_severity.is_none_or(|m| s.severity >= m))
+                .filter(|(_, s)| f.since.is_none_or(|t| s.last_seen >= t))
+                .map(|(id, s)| (s.last_seen, *id))
+                .collect()
+        };
+        let limit = f.limit.max(1);
+        if chosen.len() > limit {
+            chosen.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a));
+            chosen.truncate(limit);
         }
-        out.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(b.id.cmp(&a.id)));
-        out.truncate(f.limit.max(1));
+        chosen.sort_unstable_by(|a, b| b.cmp(a));
+        let mut out = Vec::with_capacity(chosen.len());
+        for (_, id) in chosen {
+            if let Some(inc) = self.get_incident(id)? {
+                out.push(inc);
+            }
+        }
         Ok(out)
     }
 
@@ -574,6 +678,10 @@ impl IncidentStore {
             );
         }
         self.flush()?;
+        self.index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(inc.id, Summary::of(&inc));
         tracing::info!(incident = id, by, action, "incident updated");
         Ok(inc)
     }
@@ -636,6 +744,54 @@ mod tests {
             tags: Vec::new(),
             incident: 0,
         }
+    }
+
+    #[test]
+    fn tallies_and_listings_survive_a_reopen_and_follow_actions() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now().nanos() / 1_000_000_000;
+        {
+            let s = IncidentStore::open(dir.path(), 3600).unwrap();
+            s.record(vec![
+                alert("r1", "10.0.0.1", now - 30, Severity::High),
+                alert("r1", "10.0.0.2", now - 20, Severity::Medium),
+                alert("r2", "10.0.0.3", now - 7200, Severity::Low),
+            ])
+            .unwrap();
+            s.record(vec![alert("r1", "10.0.0.1", now - 10, Severity::High)])
+                .unwrap();
+            s.flush().unwrap();
+        }
+        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let (open, new) = s.open_counts();
+        assert_eq!(new, 3);
+        assert_eq!(open.get(&Severity::High), Some(&1));
+        assert_eq!(open.get(&Severity::Low), Some(&1));
+        s.ack(1, "sec", None).unwrap();
+        s.resolve(2, "sec", None).unwrap();
+        let (open, new) = s.open_counts();
+        assert_eq!((open.values().sum::<u64>(), new), (2, 1));
+        let hour_ago = Timestamp((now - 3600) * 1_000_000_000);
+        let later = Timestamp((now + 120) * 1_000_000_000);
+        let counts = s.alert_counts(hour_ago, later);
+        assert_eq!(counts.get("Rule r1"), Some(&3), "{counts:?}");
+        assert_eq!(counts.get("Rule r2"), None);
+        let listed = s
+            .incidents(&IncidentFilter {
+                statuses: vec![Status::New, Status::Acknowledged],
+                limit: 10,
+                ..IncidentFilter::default()
+            })
+            .unwrap();
+        let ids: Vec<u64> = listed.iter().map(|i| i.id).collect();
+        assert_eq!(ids, vec![1, 3], "newest first, resolved left out");
+        let one = s
+            .incidents(&IncidentFilter {
+                limit: 1,
+                ..IncidentFilter::default()
+            })
+            .unwrap();
+        assert_eq!(one[0].id, 1);
     }
 
     #[test]
