@@ -548,28 +548,9 @@ pub async fn run(
     let limit = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = &mut shutdown => break,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = &mut shutdown => break,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => {
-                backoff = Duration::from_millis(5);
-                a
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics accept failed; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
+    while let Some((permit, tcp, peer)) =
+        crate::server::accept_bounded(&listener, &limit, &mut shutdown, "metrics").await
+    {
         let sources = sources.clone();
         let stop = stop_rx.clone();
         let timeout = Duration::from_secs(config.header_read_timeout_secs.max(1));

@@ -4,31 +4,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{Seek, SeekFrom, Write};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use palisade_collector::audit::{self, FindingKind, Record, Report};
-use palisade_collector::config::CollectorConfig;
-use palisade_collector::pki::Pki;
 use palisade_wire::client::Client;
-use palisade_wire::tls::{self, Role, TlsFiles};
-
-fn client(pki: &Path, name: &str, port: u16) -> Client {
-    let files = TlsFiles {
-        ca: pki.join("ca.crt"),
-        cert: pki.join(format!("{name}.crt")),
-        key: pki.join(format!("{name}.key")),
-    };
-    Client::new(
-        &format!("https://127.0.0.1:{port}"),
-        tls::client_config(&files).unwrap(),
-        Duration::from_secs(10),
-    )
-    .unwrap()
-}
+use palisade_wire::tls::Role;
 
 async fn call(c: &mut Client, method: Method, path: &str, body: &str) -> (StatusCode, Bytes) {
     let r = c
@@ -53,53 +38,17 @@ fn records(body: &[u8]) -> Vec<Record> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_audited_and_only_audit_admin_reads_the_log() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki_dir = tmp.path().join("pki");
-    let pki = Pki::new(&pki_dir);
-    pki.init(&[], 30).unwrap();
+    let pki = common::pki(tmp.path());
     pki.issue(Role::Analyst, "analyst", &[], 30).unwrap();
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config_path = tmp.path().join("collector.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/palisade-collector.crt\"\nkey = \"pki/palisade-collector.key\"\ncrl = \"pki/crl.pem\"\n[audit]\nanchor_every_records = 3\n"
-        ),
-    )
-    .unwrap();
-    let config = CollectorConfig::load(&config_path).unwrap();
-    let audit_dir = config.data_dir.join("audit");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(palisade_collector::server::serve(config, async {
-        let _ = stop_rx.await;
-    }));
-
-    let mut analyst = client(&pki_dir, "analyst", port);
-    let mut secadmin = client(&pki_dir, "security-admin", port);
-    let mut auditor = client(&pki_dir, "audit-admin", port);
-
-    // Wait for the listener.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match analyst
-            .request(Method::GET, "/v1/status", "application/json", Bytes::new())
-            .await
-        {
-            Ok(r) => {
-                assert_eq!(r.status, StatusCode::OK);
-                break;
-            }
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("collector did not come up: {e}"),
-        }
-    }
+    let server = common::start(tmp.path(), "[audit]\nanchor_every_records = 3\n").await;
+    let audit_dir = server.config.data_dir.join("audit");
+    let mut analyst = server.client("analyst");
+    let mut secadmin = server.client("security-admin");
+    let mut auditor = server.client("audit-admin");
+    assert_eq!(
+        call(&mut analyst, Method::GET, "/v1/status", "").await.0,
+        StatusCode::OK
+    );
 
     assert_eq!(
         call(&mut analyst, Method::GET, "/v1/audit", "").await.0,
@@ -236,8 +185,7 @@ async fn every_request_is_audited_and_only_audit_admin_reads_the_log() {
     assert_eq!(f.file.as_deref(), Some(file.as_str()));
     assert_eq!((f.line, f.seq), (Some(line_no), Some(seq)));
 
-    let _ = stop_tx.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 
     // Offline, as an assessor runs it, after the collector stopped.
     let offline = audit::verify(&audit_dir).unwrap();

@@ -7,16 +7,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+mod common;
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use palisade_collector::api::ENDPOINTS;
 use palisade_collector::audit::Record;
-use palisade_collector::config::CollectorConfig;
-use palisade_collector::pki::Pki;
-use palisade_wire::client::Client;
-use palisade_wire::tls::{self, Role, TlsFiles};
+use palisade_wire::tls::Role;
 
 const READ: &[Role] = &[Role::Analyst, Role::SecurityAdmin];
 const OVERVIEW: &[Role] = &[Role::Analyst, Role::SecurityAdmin, Role::SystemAdmin];
@@ -42,20 +39,6 @@ fn policy() -> Vec<(&'static str, &'static str, &'static [Role])> {
     ]
 }
 
-fn client(pki: &std::path::Path, name: &str, port: u16) -> Client {
-    let files = TlsFiles {
-        ca: pki.join("ca.crt"),
-        cert: pki.join(format!("{name}.crt")),
-        key: pki.join(format!("{name}.key")),
-    };
-    Client::new(
-        &format!("https://127.0.0.1:{port}"),
-        tls::client_config(&files).unwrap(),
-        Duration::from_secs(10),
-    )
-    .unwrap()
-}
-
 #[test]
 fn the_policy_covers_every_route_of_the_server() {
     let mut ours: Vec<(String, String)> = policy()
@@ -77,9 +60,8 @@ fn the_policy_covers_every_route_of_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_on_every_endpoint() {
     let tmp = tempfile::tempdir().unwrap();
+    let pki = common::pki(tmp.path());
     let pki_dir = tmp.path().join("pki");
-    let pki = Pki::new(&pki_dir);
-    pki.init(&[], 30).unwrap();
     // One certificate per role, named after the role (init issued the three admins).
     for role in Role::ALL {
         let name = role.to_string();
@@ -90,36 +72,7 @@ async fn every_role_on_every_endpoint() {
             }
         }
     }
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config_path = tmp.path().join("collector.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/palisade-collector.crt\"\nkey = \"pki/palisade-collector.key\"\ncrl = \"pki/crl.pem\"\n[correlation]\nenabled = false\n"
-        ),
-    )
-    .unwrap();
-    let config = CollectorConfig::load(&config_path).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(palisade_collector::server::serve(config, async {
-        let _ = stop_rx.await;
-    }));
-
-    let mut probe = client(&pki_dir, "analyst", port);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while probe
-        .request(Method::GET, "/v1/status", "application/json", Bytes::new())
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "collector did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let server = common::start(tmp.path(), "[correlation]\nenabled = false\n").await;
 
     let mut refused = 0;
     let mut cells = 0;
@@ -129,7 +82,7 @@ async fn every_role_on_every_endpoint() {
         if !pki_dir.join(format!("{name}.crt")).exists() {
             continue;
         }
-        let mut c = client(&pki_dir, &name, port);
+        let mut c = server.client(&name);
         for (method, pattern, allowed) in policy() {
             let path = pattern.replace("{id}", "INC-1");
             let method: Method = method.parse().unwrap();
@@ -145,7 +98,7 @@ async fn every_role_on_every_endpoint() {
                     if allowed.contains(&role) {
                         wrong.push(format!("{role} {method} {path}: connection refused: {e}"));
                     }
-                    c = client(&pki_dir, &name, port);
+                    c = server.client(&name);
                     continue;
                 }
             };
@@ -169,7 +122,7 @@ async fn every_role_on_every_endpoint() {
     assert!(cells >= 15 * 6, "only {cells} cells tried");
 
     // Every refusal is in the audit log with the caller's role and a 403.
-    let mut auditor = client(&pki_dir, "audit-admin", port);
+    let mut auditor = server.client("audit-admin");
     let r = auditor
         .request(
             Method::GET,
@@ -192,10 +145,5 @@ async fn every_role_on_every_endpoint() {
         .iter()
         .any(|r| r.result == 403 && r.role == "audit-admin" && r.path.starts_with("/v1/events")));
 
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(30), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    server.stop().await;
 }

@@ -48,13 +48,25 @@ pub fn is_broken_pipe(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
 }
 
-/// One text line for an event: time (ms), agent, kind, severity, summary.
+/// One text line for an event: time (ms, UTC), agent, kind, severity, summary.
 pub fn text_line(e: &Event) -> String {
-    let ts = e.timestamp.to_string();
-    // 2026-11-21T23:59:01.123456789Z -> 2026-11-21T23:59:01.123Z
-    let short = match (ts.get(..23), ts.ends_with('Z')) {
-        (Some(head), true) => format!("{head}Z"),
-        _ => ts,
+    text_line_in(e, false)
+}
+
+/// The same, with the time in this machine's local zone when `local` (`--local-time`).
+pub fn text_line_in(e: &Event, local: bool) -> String {
+    let short = if local {
+        chrono::DateTime::from_timestamp_nanos(e.timestamp.nanos())
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S%.3f%:z")
+            .to_string()
+    } else {
+        let ts = e.timestamp.to_string();
+        // 2026-11-21T23:59:01.123456789Z -> 2026-11-21T23:59:01.123Z
+        match (ts.get(..23), ts.ends_with('Z')) {
+            (Some(head), true) => format!("{head}Z"),
+            _ => ts,
+        }
     };
     let mut summary = e.message.clone().unwrap_or_default();
     if let Some(rule) = e.rule.as_ref().and_then(|r| r.name.as_deref()) {
@@ -88,6 +100,7 @@ pub struct EventWriter<W: Write> {
     out: W,
     format: OutputFormat,
     count: usize,
+    local: bool,
 }
 
 impl<W: Write> EventWriter<W> {
@@ -104,7 +117,14 @@ impl<W: Write> EventWriter<W> {
             out,
             format,
             count: 0,
+            local: false,
         })
+    }
+
+    /// Text times in this machine's local zone instead of UTC (JSON keeps RFC 3339 UTC).
+    pub fn local_time(mut self, local: bool) -> Self {
+        self.local = local;
+        self
     }
 
     /// Writes one event given as stored JSON (re-parsed only for text).
@@ -120,7 +140,7 @@ impl<W: Write> EventWriter<W> {
                 self.out.write_all(json)?;
             }
             OutputFormat::Text => match serde_json::from_slice::<Event>(json) {
-                Ok(e) => writeln!(self.out, "{}", text_line(&e))?,
+                Ok(e) => writeln!(self.out, "{}", text_line_in(&e, self.local))?,
                 Err(err) => writeln!(self.out, "(unparseable event: {err})")?,
             },
         }
@@ -148,6 +168,18 @@ impl<W: Write> EventWriter<W> {
 mod tests {
     use super::*;
     use crate::event::{EventKind, Severity};
+
+    #[test]
+    fn text_times_are_utc_unless_local_is_asked() {
+        let mut e = Event::new("a", EventKind::Heartbeat, Severity::Info);
+        e.timestamp = "2026-11-21T23:59:01.123456789Z".parse().unwrap();
+        assert!(text_line(&e).starts_with("2026-11-21T23:59:01.123Z "));
+        let local = text_line_in(&e, true);
+        let stamp = local.split("  ").next().unwrap();
+        // YYYY-MM-DD HH:MM:SS.mmm+HH:MM in this machine's zone.
+        assert_eq!(stamp.len(), 29, "{local}");
+        assert!(matches!(&stamp[23..24], "+" | "-"), "{local}");
+    }
 
     #[test]
     fn json_is_a_valid_array_even_when_empty() {

@@ -20,6 +20,7 @@ pub mod incidents;
 pub mod situation;
 
 use crate::ingest::{IngestMetrics, IngestQueue, IngestSnapshot};
+use crate::query::url_decode;
 use crate::store::{AgentRecord, EventStore, Query, StoreStats};
 
 /// Most events one `GET /v1/events` returns.
@@ -451,34 +452,6 @@ async fn status(state: &Arc<AppState>) -> Resp {
         ),
         Err(e) => e,
     }
-}
-
-/// Decodes `%XX` and `+` in a query component.
-fn url_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = s
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("bad percent-escape in {s:?}"))?;
-                out.push(hex);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("query value {s:?} is not UTF-8"))
 }
 
 /// Parses the `GET /v1/events` query string.

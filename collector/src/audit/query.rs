@@ -10,6 +10,7 @@ use palisade_wire::Timestamp;
 
 use super::record::Record;
 use super::{day_files, io_err, AuditError};
+use crate::query::url_decode;
 
 /// Most records one listing returns.
 pub const MAX_LIMIT: usize = 100_000;
@@ -50,34 +51,6 @@ impl AuditQuery {
             && self.identity.as_ref().is_none_or(|i| *i == r.identity)
             && self.role.as_ref().is_none_or(|x| *x == r.role)
     }
-}
-
-/// Decodes `%XX` and `+` in a query component.
-fn url_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let v = s
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("bad percent-escape in {s:?}"))?;
-                out.push(v);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("query value {s:?} is not UTF-8"))
 }
 
 /// Parses `since, until, identity, role, limit, order` from a query string.

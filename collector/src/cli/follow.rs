@@ -47,6 +47,9 @@ pub struct FollowArgs {
     /// Output format.
     #[arg(long, default_value_t = OutputFormat::Text)]
     pub output_format: OutputFormat,
+    /// Show text times in this machine's local time zone instead of UTC.
+    #[arg(long)]
+    pub local_time: bool,
     /// Stop after printing this many events.
     #[arg(long)]
     pub max_events: Option<usize>,
@@ -110,7 +113,7 @@ pub(crate) async fn run(args: FollowArgs) -> Result<Outcome, CliError> {
     tokio::pin!(shutdown);
 
     let mut writer = match EventWriter::new(std::io::stdout(), args.output_format) {
-        Ok(w) => w,
+        Ok(w) => w.local_time(args.local_time),
         Err(e) => return finish_output(Err(e)).map(|_| Outcome::NothingFound),
     };
     let mut printed = 0usize;

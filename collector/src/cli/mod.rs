@@ -350,6 +350,9 @@ pub struct EventsArgs {
     /// Output format.
     #[arg(long, default_value_t = OutputFormat::Text)]
     pub output_format: OutputFormat,
+    /// Show text times in this machine's local time zone instead of UTC.
+    #[arg(long)]
+    pub local_time: bool,
 }
 
 /// Runs a parsed command line. `serve` runs until SIGINT/SIGTERM.
@@ -697,7 +700,7 @@ async fn events(args: EventsArgs) -> Result<Outcome, CliError> {
     let out = std::io::stdout().lock();
     let mut n = 0;
     let written = (|| {
-        let mut w = EventWriter::new(out, args.output_format)?;
+        let mut w = EventWriter::new(out, args.output_format)?.local_time(args.local_time);
         for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             w.write_raw(line)?;
         }
