@@ -200,9 +200,6 @@ fn top(map: HashMap<String, u64>, n: usize) -> Vec<Top> {
     v
 }
 
-/// Most events of one kind read for the tallies.
-const SCAN_LIMIT: usize = 200_000;
-
 fn for_each(
     state: &AppState,
     kind: EventKind,
@@ -216,17 +213,78 @@ fn for_each(
         agent: None,
         kind: Some(kind),
         min_severity: None,
-        limit: SCAN_LIMIT,
+        limit: usize::MAX,
         newest_first: true,
         after: None,
         filter: None,
     };
-    state.store.query(&q, &mut |raw| {
+    state.store.scan(&q, &mut |raw| {
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) {
             f(&v);
         }
         true
     })
+}
+
+/// Like [`for_each`] but hands over the stored JSON unparsed (for counting, or a typed parse
+/// of the few fields wanted: an alert storm brings hundreds of thousands).
+fn for_each_raw(
+    state: &AppState,
+    kind: EventKind,
+    since: Timestamp,
+    until: Timestamp,
+    f: &mut dyn FnMut(&[u8]),
+) -> Result<usize, crate::store::StoreError> {
+    let q = Query {
+        since,
+        until,
+        agent: None,
+        kind: Some(kind),
+        min_severity: None,
+        limit: usize::MAX,
+        newest_first: true,
+        after: None,
+        filter: None,
+    };
+    state.store.scan(&q, &mut |raw| {
+        f(raw);
+        true
+    })
+}
+
+/// The fields of an alert event the tallies read.
+#[derive(Deserialize)]
+struct AlertFields<'a> {
+    #[serde(borrow, default)]
+    source: Option<IpField<'a>>,
+    #[serde(borrow, default)]
+    destination: Option<IpField<'a>>,
+    #[serde(borrow, default)]
+    rule: Option<RuleFields<'a>>,
+}
+
+#[derive(Deserialize)]
+struct IpField<'a> {
+    #[serde(borrow, default)]
+    ip: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RuleFields<'a> {
+    #[serde(borrow, default)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Counts one more of `key` without allocating when it is already there.
+fn bump(map: &mut HashMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_string(), 1);
+        }
+    }
 }
 
 fn str_at<'v>(v: &'v serde_json::Value, path: &[&str]) -> Option<&'v str> {
@@ -278,26 +336,27 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
     let mut attacked = HashMap::new();
     let mut sources = HashMap::new();
     let mut detectors: HashMap<String, u64> = HashMap::new();
-    let alert_events = for_each(
+    let alert_events = for_each_raw(
         state,
         EventKind::Alert,
         since,
         Timestamp(i64::MAX),
-        &mut |v| {
-            if let Some(ip) = str_at(v, &["destination", "ip"]) {
-                *attacked.entry(ip.to_string()).or_insert(0) += 1;
+        &mut |raw| {
+            let Ok(a) = serde_json::from_slice::<AlertFields<'_>>(raw) else {
+                return;
+            };
+            if let Some(ip) = a.destination.and_then(|d| d.ip) {
+                bump(&mut attacked, &ip);
             }
-            if let Some(ip) = str_at(v, &["source", "ip"]) {
-                *sources.entry(ip.to_string()).or_insert(0) += 1;
+            if let Some(ip) = a.source.and_then(|d| d.ip) {
+                bump(&mut sources, &ip);
             }
-            let name = str_at(v, &["rule", "name"])
-                .or_else(|| str_at(v, &["rule", "id"]))
-                .unwrap_or("unnamed");
-            *detectors.entry(name.to_string()).or_insert(0) += 1;
+            let name = a.rule.and_then(|r| r.name.or(r.id));
+            bump(&mut detectors, name.as_deref().unwrap_or("unnamed"));
         },
     )? as u64;
     let alert_events_previous =
-        for_each(state, EventKind::Alert, before, since, &mut |_| {})? as u64;
+        for_each_raw(state, EventKind::Alert, before, since, &mut |_| {})? as u64;
 
     // Collector alerts and open incidents from the incident store's in-memory tallies (an
     // alert storm leaves hundreds of thousands; reading them all made `situation` take seconds).

@@ -133,6 +133,12 @@ pub trait EventStore: Send + Sync {
     /// false or `limit` is reached. Returns how many were passed.
     fn query(&self, q: &Query, sink: &mut dyn FnMut(&[u8]) -> bool) -> Result<usize, StoreError>;
 
+    /// Calls `sink` with every matching event's stored JSON in no particular order, ignoring
+    /// `limit` and `newest_first`, until it returns false; returns how many were
+    /// passed. For tallies over a period (`situation`), where ordering would cost a heap of
+    /// copies.
+    fn scan(&self, q: &Query, sink: &mut dyn FnMut(&[u8]) -> bool) -> Result<usize, StoreError>;
+
     /// Every agent ever seen.
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
 

@@ -124,6 +124,8 @@ impl PartialOrd for Hit {
 enum Best {
     Earliest(BinaryHeap<Hit>),
     Latest(BinaryHeap<Reverse<Hit>>),
+    /// No order and no limit: every match goes straight to the sink (`scan`).
+    Stream,
 }
 
 impl Best {
@@ -141,6 +143,7 @@ impl Best {
                     h.pop();
                 }
             }
+            Best::Stream => {}
         }
     }
 
@@ -154,6 +157,7 @@ impl Best {
                     || h.peek()
                         .is_some_and(|w| ts_min.saturating_add(MAX_SPAN_NANOS) >= w.0.ts)
             }
+            Best::Stream => true,
         }
     }
 
@@ -163,6 +167,7 @@ impl Best {
         match self {
             Best::Earliest(h) => h.len() >= limit && h.peek().is_some_and(|w| ts_min > w.ts),
             Best::Latest(h) => h.len() >= limit && h.peek().is_some_and(|w| ts_max < w.0.ts),
+            Best::Stream => false,
         }
     }
 
@@ -170,6 +175,7 @@ impl Best {
         match self {
             Best::Earliest(h) => h.into_sorted_vec(),
             Best::Latest(h) => h.into_sorted_vec().into_iter().map(|r| r.0).collect(),
+            Best::Stream => Vec::new(),
         }
     }
 }
@@ -246,6 +252,148 @@ impl SledStore {
             }
             None => Ok(SeqSet::default()),
         }
+    }
+
+    /// Queries (best `limit` in order) or, when `unordered`, streams every match in storage
+    /// order with no limit.
+    fn visit(
+        &self,
+        q: &Query,
+        unordered: bool,
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<usize, StoreError> {
+        if (q.limit == 0 && !unordered) || q.until <= q.since {
+            return Ok(0);
+        }
+
+        let (since, until) = (q.since.nanos(), q.until.nanos());
+        // Paging: nothing earlier (ascending) or later (descending) than the cursor can follow it.
+        let (since, until) = match &q.after {
+            Some(a) if q.newest_first => (since, until.min(a.timestamp.nanos().saturating_add(1))),
+            Some(a) => (since.max(a.timestamp.nanos()), until),
+            None => (since, until),
+        };
+        if until <= since {
+            return Ok(0);
+        }
+        let first = day_index(since);
+        let last = day_index(until.saturating_sub(1));
+        let mut days: Vec<(i64, String)> = self
+            .stored_days()
+            .into_iter()
+            .filter(|(i, _)| (first..=last).contains(i))
+            .collect();
+        if q.newest_first {
+            days.reverse();
+        }
+        let mut best = if unordered {
+            Best::Stream
+        } else if q.newest_first {
+            Best::Latest(BinaryHeap::new())
+        } else {
+            Best::Earliest(BinaryHeap::new())
+        };
+        let mut streamed = 0;
+        let lo = segment::key_floor(since.saturating_sub(MAX_SPAN_NANOS));
+        let hi = segment::key_floor(until);
+        'days: for (index, name) in days {
+            let tree = self.day(index)?;
+            let range = tree.range(lo.as_slice()..hi.as_slice());
+            let iter: Box<dyn Iterator<Item = _>> = if q.newest_first {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
+            for item in iter {
+                let (k, v) = item.map_err(sled_err(format!("scan {name}")))?;
+                let h = segment::header(&v).map_err(|e| corrupt(&name, e))?;
+                if !best.wants(h.ts_min, q.limit) {
+                    break 'days;
+                }
+                if h.ts_max < since
+                    || h.ts_min >= until
+                    || best.excludes(h.ts_min, h.ts_max, q.limit)
+                {
+                    continue;
+                }
+                let agent =
+                    segment::key_agent(&k).ok_or_else(|| corrupt(&name, "bad segment key"))?;
+                if q.agent.as_deref().is_some_and(|a| a != agent) {
+                    continue;
+                }
+                if let Some(kind) = q.kind {
+                    if h.kinds & (1u32 << kind.code()) == 0 {
+                        continue;
+                    }
+                }
+                if let Some(min) = q.min_severity {
+                    if u32::from(h.severities) >> min.number() == 0 {
+                        continue;
+                    }
+                }
+                let body = self.files.read(&name, &v)?;
+                let raw = segment::events(&body).map_err(|e| corrupt(&name, e))?;
+                for line in raw.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    let light: Light = serde_json::from_slice(line)
+                        .map_err(|e| corrupt(&name, format!("stored event: {e}")))?;
+                    let ts = light.timestamp.nanos();
+                    if ts < since || ts >= until {
+                        continue;
+                    }
+                    if q.kind.is_some_and(|k| k != light.event.dataset) {
+                        continue;
+                    }
+                    if q.min_severity.is_some_and(|m| light.event.severity < m) {
+                        continue;
+                    }
+                    if let Some(a) = &q.after {
+                        let from_cursor = (ts, agent, light.event.sequence).cmp(&(
+                            a.timestamp.nanos(),
+                            a.agent.as_str(),
+                            a.sequence,
+                        ));
+                        let wanted = if q.newest_first {
+                            Ordering::Less
+                        } else {
+                            Ordering::Greater
+                        };
+                        if from_cursor != wanted {
+                            continue;
+                        }
+                    }
+                    if q.filter.as_ref().is_some_and(|f| !f.matches_json(line)) {
+                        continue;
+                    }
+                    if unordered {
+                        streamed += 1;
+                        if !sink(line) {
+                            break 'days;
+                        }
+                        continue;
+                    }
+                    best.push(
+                        Hit {
+                            ts,
+                            agent: agent.to_string(),
+                            seq: light.event.sequence,
+                            json: line.to_vec(),
+                        },
+                        q.limit,
+                    );
+                }
+            }
+        }
+        if unordered {
+            return Ok(streamed);
+        }
+        let mut n = 0;
+        for hit in best.into_sorted() {
+            n += 1;
+            if !sink(&hit.json) {
+                break;
+            }
+        }
+        Ok(n)
     }
 
     fn update_agents(&self, deltas: HashMap<&str, AgentDelta>) -> Result<(), StoreError> {
@@ -409,124 +557,11 @@ impl EventStore for SledStore {
     }
 
     fn query(&self, q: &Query, sink: &mut dyn FnMut(&[u8]) -> bool) -> Result<usize, StoreError> {
-        if q.limit == 0 || q.until <= q.since {
-            return Ok(0);
-        }
-        let (since, until) = (q.since.nanos(), q.until.nanos());
-        // Paging: nothing earlier (ascending) or later (descending) than the cursor can follow it.
-        let (since, until) = match &q.after {
-            Some(a) if q.newest_first => (since, until.min(a.timestamp.nanos().saturating_add(1))),
-            Some(a) => (since.max(a.timestamp.nanos()), until),
-            None => (since, until),
-        };
-        if until <= since {
-            return Ok(0);
-        }
-        let first = day_index(since);
-        let last = day_index(until.saturating_sub(1));
-        let mut days: Vec<(i64, String)> = self
-            .stored_days()
-            .into_iter()
-            .filter(|(i, _)| (first..=last).contains(i))
-            .collect();
-        if q.newest_first {
-            days.reverse();
-        }
-        let mut best = if q.newest_first {
-            Best::Latest(BinaryHeap::new())
-        } else {
-            Best::Earliest(BinaryHeap::new())
-        };
-        let lo = segment::key_floor(since.saturating_sub(MAX_SPAN_NANOS));
-        let hi = segment::key_floor(until);
-        'days: for (index, name) in days {
-            let tree = self.day(index)?;
-            let range = tree.range(lo.as_slice()..hi.as_slice());
-            let iter: Box<dyn Iterator<Item = _>> = if q.newest_first {
-                Box::new(range.rev())
-            } else {
-                Box::new(range)
-            };
-            for item in iter {
-                let (k, v) = item.map_err(sled_err(format!("scan {name}")))?;
-                let h = segment::header(&v).map_err(|e| corrupt(&name, e))?;
-                if !best.wants(h.ts_min, q.limit) {
-                    break 'days;
-                }
-                if h.ts_max < since
-                    || h.ts_min >= until
-                    || best.excludes(h.ts_min, h.ts_max, q.limit)
-                {
-                    continue;
-                }
-                let agent =
-                    segment::key_agent(&k).ok_or_else(|| corrupt(&name, "bad segment key"))?;
-                if q.agent.as_deref().is_some_and(|a| a != agent) {
-                    continue;
-                }
-                if let Some(kind) = q.kind {
-                    if h.kinds & (1u32 << kind.code()) == 0 {
-                        continue;
-                    }
-                }
-                if let Some(min) = q.min_severity {
-                    if u32::from(h.severities) >> min.number() == 0 {
-                        continue;
-                    }
-                }
-                let body = self.files.read(&name, &v)?;
-                let raw = segment::events(&body).map_err(|e| corrupt(&name, e))?;
-                for line in raw.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                    let light: Light = serde_json::from_slice(line)
-                        .map_err(|e| corrupt(&name, format!("stored event: {e}")))?;
-                    let ts = light.timestamp.nanos();
-                    if ts < since || ts >= until {
-                        continue;
-                    }
-                    if q.kind.is_some_and(|k| k != light.event.dataset) {
-                        continue;
-                    }
-                    if q.min_severity.is_some_and(|m| light.event.severity < m) {
-                        continue;
-                    }
-                    if let Some(a) = &q.after {
-                        let from_cursor = (ts, agent, light.event.sequence).cmp(&(
-                            a.timestamp.nanos(),
-                            a.agent.as_str(),
-                            a.sequence,
-                        ));
-                        let wanted = if q.newest_first {
-                            Ordering::Less
-                        } else {
-                            Ordering::Greater
-                        };
-                        if from_cursor != wanted {
-                            continue;
-                        }
-                    }
-                    if q.filter.as_ref().is_some_and(|f| !f.matches_json(line)) {
-                        continue;
-                    }
-                    best.push(
-                        Hit {
-                            ts,
-                            agent: agent.to_string(),
-                            seq: light.event.sequence,
-                            json: line.to_vec(),
-                        },
-                        q.limit,
-                    );
-                }
-            }
-        }
-        let mut n = 0;
-        for hit in best.into_sorted() {
-            n += 1;
-            if !sink(&hit.json) {
-                break;
-            }
-        }
-        Ok(n)
+        self.visit(q, false, sink)
+    }
+
+    fn scan(&self, q: &Query, sink: &mut dyn FnMut(&[u8]) -> bool) -> Result<usize, StoreError> {
+        self.visit(q, true, sink)
     }
 
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
@@ -666,6 +701,49 @@ mod tests {
     }
 
     const T: i64 = 1_700_000_000_000_000_000;
+
+    #[test]
+    fn scan_streams_every_match_without_limit_and_stops_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let seqs: Vec<u64> = (1..=500).collect();
+        s.write(&[&batch("a", &seqs, T, EventKind::Alert)]).unwrap();
+        s.write(&[&batch("b", &seqs, T, EventKind::Heartbeat)])
+            .unwrap();
+        let q = Query {
+            since: Timestamp(0),
+            until: Timestamp(i64::MAX),
+            agent: None,
+            kind: Some(EventKind::Alert),
+            min_severity: None,
+            limit: 1,
+            newest_first: true,
+            after: None,
+            filter: None,
+        };
+        let mut seen = std::collections::HashSet::new();
+        let n = s
+            .scan(&q, &mut |v| {
+                let e: Event = serde_json::from_slice(v).unwrap();
+                assert_eq!(e.kind(), EventKind::Alert);
+                seen.insert(e.event.sequence);
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            (n, seen.len()),
+            (500, 500),
+            "limit ignored, every alert once"
+        );
+        let mut taken = 0;
+        let n = s
+            .scan(&q, &mut |_| {
+                taken += 1;
+                taken < 10
+            })
+            .unwrap();
+        assert_eq!((n, taken), (10, 10));
+    }
 
     #[test]
     fn duplicates_are_dropped_within_and_across_writes() {
