@@ -266,11 +266,16 @@ pub async fn serve(
         config.correlation.incident_window_secs,
     )?);
     let correlator = if config.correlation.enabled {
-        let c = crate::correlate::Correlator::start(config.correlation.clone(), incidents.clone())
-            .map_err(|e| ServeError::Io {
+        let settings = crate::correlate::CorrelationSettings {
+            state_file: Some(config.data_dir.join("correlation-state.json")),
+            ..config.correlation.clone()
+        };
+        let c = crate::correlate::Correlator::start(settings, incidents.clone()).map_err(|e| {
+            ServeError::Io {
                 context: e.to_string(),
                 source: std::io::Error::other("correlation could not start"),
-            })?;
+            }
+        })?;
         sinks.push(c.clone());
         Some(c)
     } else {
@@ -405,6 +410,10 @@ pub async fn serve(
     sampler.abort();
     // Write what is queued and a final anchor.
     let _ = tokio::task::spawn_blocking(move || audit.close()).await;
+    // Evaluate what was committed, flush alerts, save the correlation windows.
+    if let Some(c) = correlator {
+        let _ = tokio::task::spawn_blocking(move || c.close(Duration::from_secs(30))).await;
+    }
     metrics_server.stop().await;
     // Give the forwarders a moment to hand over what they hold.
     let _ = tokio::task::spawn_blocking(move || forwarders.close(Duration::from_secs(5))).await;

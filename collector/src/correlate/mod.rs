@@ -15,7 +15,7 @@ pub mod rules;
 pub mod testing;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -59,6 +59,10 @@ pub struct CorrelationSettings {
     /// 0 keeps none (the alert then names only the event that completed it). This is most of
     /// the memory of a group: about 100 bytes per reference.
     pub event_refs: usize,
+    /// Where the correlation windows and resend marks are saved at a clean shutdown and
+    /// restored from at start (`<data_dir>/correlation-state.json`, set by `serve`).
+    #[serde(skip)]
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for CorrelationSettings {
@@ -73,6 +77,7 @@ impl Default for CorrelationSettings {
             queue_events: 20_000,
             incident_window_secs: 3600,
             event_refs: 5,
+            state_file: None,
         }
     }
 }
@@ -157,6 +162,9 @@ pub struct Correlator {
     tx: std::sync::mpsc::Sender<Job>,
     /// Events sent to the worker and not yet evaluated, with the condition the sink waits on.
     backlog: Arc<Backlog>,
+    /// Set by [`Correlator::close`]: the worker drains its queue, saves its state and ends.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     metrics: Arc<CorrelationMetrics>,
     status: Arc<Mutex<RulesStatus>>,
     latencies: Arc<Mutex<Latencies>>,
@@ -250,6 +258,62 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
+/// What survives a clean restart: the correlation windows and each agent's last evaluated
+/// sequence (so resends after the restart are still not counted twice).
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    engine: rsigma_eval::CorrelationSnapshot,
+    last_seq: HashMap<String, u64>,
+}
+
+impl SavedState {
+    /// Restores into `engine`; a missing file is a first start, an unreadable one is reported
+    /// (and kept aside as `.bad`) and correlation starts empty.
+    fn load(path: &Path, engine: &mut CorrelationEngine) -> Option<HashMap<String, u64>> {
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, file = %path.display(), "cannot read correlation state; starting empty");
+                return None;
+            }
+        };
+        match serde_json::from_reader::<_, SavedState>(std::io::BufReader::new(file)) {
+            Ok(saved) => {
+                let groups: usize = saved.engine.windows.values().map(Vec::len).sum();
+                if engine.import_state(saved.engine) {
+                    tracing::info!(groups, file = %path.display(), "correlation state restored");
+                    Some(saved.last_seq)
+                } else {
+                    tracing::warn!(file = %path.display(), "correlation state from another version; starting empty");
+                    None
+                }
+            }
+            Err(e) => {
+                let bad = path.with_extension("json.bad");
+                let _ = std::fs::rename(path, &bad);
+                tracing::warn!(error = %e, kept = %bad.display(), "correlation state unreadable; starting empty");
+                None
+            }
+        }
+    }
+
+    /// Writes atomically (temp file, fsync, rename, fsync of the directory); returns groups.
+    fn save(&self, path: &Path) -> std::io::Result<usize> {
+        let tmp = path.with_extension("json.tmp");
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        serde_json::to_writer(&mut w, self)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(self.engine.windows.values().map(Vec::len).sum())
+    }
+}
+
 /// Engine configuration from settings.
 pub fn engine_config(s: &CorrelationSettings) -> CorrelationConfig {
     CorrelationConfig {
@@ -286,8 +350,13 @@ impl Correlator {
             tracing::warn!(error = %e, "correlation starts with no rules");
             (RuleSet::empty(), Some(e))
         };
-        let engine = set.engine(engine_config(&settings))?;
+        let mut engine = set.engine(engine_config(&settings))?;
+        let restored = settings
+            .state_file
+            .as_deref()
+            .and_then(|p| SavedState::load(p, &mut engine));
         let (tx, rx) = std::sync::mpsc::channel();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let backlog = Arc::new(Backlog::default());
         let metrics = Arc::new(CorrelationMetrics::default());
         let status = Arc::new(Mutex::new(RulesStatus {
@@ -313,18 +382,21 @@ impl Correlator {
             metrics: metrics.clone(),
             status: status.clone(),
             latencies: latencies.clone(),
-            last_seq: HashMap::new(),
+            last_seq: restored.unwrap_or_default(),
             reload_now: reload_now.clone(),
             per_agent: per_agent.clone(),
             backlog: backlog.clone(),
+            stop: stop.clone(),
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("correlator".into())
             .spawn(move || worker.run(rx))
             .map_err(StartError::Thread)?;
         Ok(Arc::new(Correlator {
             tx,
             backlog,
+            stop,
+            thread: Mutex::new(Some(thread)),
             metrics,
             status,
             latencies,
@@ -332,6 +404,24 @@ impl Correlator {
             reload_now,
             per_agent,
         }))
+    }
+
+    /// Stops the correlator: what was committed before is evaluated, alerts are flushed and
+    /// the windows saved to `state_file`. Waits at most `timeout`.
+    pub fn close(&self, timeout: Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let deadline = Instant::now() + timeout;
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                tracing::warn!("correlator did not stop in time; its state is not saved");
+            }
+        }
     }
 
     /// Rules loaded, and the latest refused reload.
@@ -414,6 +504,7 @@ struct Worker {
     reload_now: Arc<std::sync::atomic::AtomicBool>,
     per_agent: Arc<Mutex<HashMap<String, u64>>>,
     backlog: Arc<Backlog>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Worker {
@@ -432,6 +523,15 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            if self.stop.load(Ordering::Relaxed) {
+                // Everything committed before the close is still evaluated.
+                while let Ok(job) = rx.try_recv() {
+                    self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.process(&job);
+                    self.backlog.done(job.events);
+                }
+                break;
+            }
             if dirty && last_flush.elapsed() >= Duration::from_millis(200) {
                 if let Err(e) = self.incidents.flush() {
                     tracing::error!(error = %e, "cannot flush alerts");
@@ -446,6 +546,20 @@ impl Worker {
             }
         }
         let _ = self.incidents.flush();
+        if let Some(path) = &self.settings.state_file {
+            let saved = SavedState {
+                engine: self.engine.export_state(),
+                last_seq: std::mem::take(&mut self.last_seq),
+            };
+            match saved.save(path) {
+                Ok(groups) => {
+                    tracing::info!(groups, file = %path.display(), "correlation state saved")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, file = %path.display(), "correlation state not saved; windows start empty next time")
+                }
+            }
+        }
         tracing::info!("correlator stopped");
     }
 
@@ -739,5 +853,101 @@ impl crate::metrics::MetricsSource for Correlator {
                 v / 1000.0,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_wire::{Event, EventKind, Severity};
+
+    const RULES: &str = "title: Failed login\nid: t-fail\nlogsource:\n  product: palisade\ndetection:\n  sel:\n    event.dataset: palisade.auth\n    event.outcome: failure\n  condition: sel\nlevel: low\n---\ntitle: Brute force\nid: t-brute\ncorrelation:\n  type: event_count\n  rules:\n    - t-fail\n  group-by:\n    - source.ip\n  timespan: 10m\n  condition:\n    gte: 3\nlevel: high\n";
+
+    fn failures(agent: &str, seqs: std::ops::RangeInclusive<u64>, t0: i64) -> Arc<[Batch]> {
+        let events: Vec<ReceivedEvent> = seqs
+            .clone()
+            .map(|seq| {
+                let mut e = Event::new(agent, EventKind::Auth, Severity::Low);
+                e.timestamp = Timestamp(t0 + seq as i64 * 1_000_000_000);
+                e.event.outcome = Some("failure".into());
+                e.source = Some(palisade_wire::event::Endpoint {
+                    ip: Some("192.0.2.7".parse().unwrap()),
+                    ..Default::default()
+                });
+                e.seal(seq);
+                ReceivedEvent {
+                    raw: e.to_json(),
+                    event: e,
+                }
+            })
+            .collect();
+        Arc::from(vec![Batch {
+            agent_id: agent.into(),
+            first_sequence: *seqs.start(),
+            last_sequence: *seqs.end(),
+            events,
+        }])
+    }
+
+    fn brute_force_alerts(incidents: &IncidentStore) -> usize {
+        incidents
+            .alerts(&crate::incidents::AlertFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap()
+            .iter()
+            .filter(|a| a.rule_id == "t-brute")
+            .count()
+    }
+
+    #[test]
+    fn windows_and_resend_marks_survive_a_clean_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/r.yml"), RULES).unwrap();
+        let settings = CorrelationSettings {
+            rules_dir: dir.path().join("rules"),
+            state_file: Some(dir.path().join("correlation-state.json")),
+            ..Default::default()
+        };
+        let t0 = Timestamp::now().nanos() - 120_000_000_000;
+        let incidents = Arc::new(IncidentStore::open(&dir.path().join("inc"), 3600).unwrap());
+        let c = Correlator::start(settings.clone(), incidents.clone()).unwrap();
+        c.committed(&failures("probe-1", 1..=2, t0));
+        c.close(Duration::from_secs(10));
+        assert_eq!(
+            brute_force_alerts(&incidents),
+            0,
+            "two failures are not brute force"
+        );
+        assert!(dir.path().join("correlation-state.json").exists());
+        drop(c);
+
+        let c = Correlator::start(settings, incidents.clone()).unwrap();
+        // A resend of the same two is not counted again...
+        c.committed(&failures("probe-1", 1..=2, t0));
+        // ...and the third failure completes the window kept across the restart.
+        c.committed(&failures("probe-1", 3..=3, t0));
+        c.close(Duration::from_secs(10));
+        assert_eq!(c.snapshot().resent_skipped, 2);
+        assert_eq!(brute_force_alerts(&incidents), 1);
+    }
+
+    #[test]
+    fn an_unreadable_state_file_is_kept_aside_and_correlation_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("correlation-state.json");
+        std::fs::write(&state, "{ not json").unwrap();
+        let settings = CorrelationSettings {
+            rules_dir: dir.path().join("none"),
+            state_file: Some(state.clone()),
+            ..Default::default()
+        };
+        let incidents = Arc::new(IncidentStore::open(&dir.path().join("inc"), 3600).unwrap());
+        let c = Correlator::start(settings, incidents).unwrap();
+        assert!(dir.path().join("correlation-state.json.bad").exists());
+        c.close(Duration::from_secs(10));
+        assert!(state.exists(), "a fresh state is saved at close");
     }
 }
