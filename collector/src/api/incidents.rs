@@ -10,23 +10,14 @@ use palisade_wire::tls::Identity;
 use palisade_wire::{Severity, Timestamp};
 use serde::Deserialize;
 
-use super::{blocking, error, json_resp, respond, url_decode, AppState, Resp};
+use super::{blocking, error, json_resp, respond, AppState, Resp};
 use crate::incidents::{parse_id, ActionError, AlertFilter, IncidentFilter, Status};
 
 /// Most incidents or alerts one listing returns.
 pub const MAX_LISTED: usize = 100_000;
 
 /// Decoded `k=v` pairs of a query string.
-pub(super) fn params(query: &str) -> Result<Vec<(String, String)>, String> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((k.to_string(), url_decode(v)?))
-        })
-        .collect()
-}
+pub(super) use crate::query::query_params as params;
 
 fn limit_of(v: &str) -> Result<usize, String> {
     let n: usize = v

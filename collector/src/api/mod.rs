@@ -20,7 +20,6 @@ pub mod incidents;
 pub mod situation;
 
 use crate::ingest::{IngestMetrics, IngestQueue, IngestSnapshot};
-use crate::query::url_decode;
 use crate::store::{AgentRecord, EventStore, Query, StoreStats};
 
 /// Most events one `GET /v1/events` returns.
@@ -467,10 +466,8 @@ pub fn parse_query(query: &str, now: Timestamp) -> Result<Query, String> {
         after: None,
         filter: None,
     };
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = url_decode(v)?;
-        match k {
+    for (k, v) in crate::query::query_params(query)? {
+        match k.as_str() {
             "since" => q.since = parse_time_spec(&v, now)?,
             "until" => q.until = parse_time_spec(&v, now)?,
             "agent" => q.agent = Some(v),

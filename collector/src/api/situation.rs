@@ -207,22 +207,10 @@ fn for_each(
     until: Timestamp,
     f: &mut dyn FnMut(&serde_json::Value),
 ) -> Result<usize, crate::store::StoreError> {
-    let q = Query {
-        since,
-        until,
-        agent: None,
-        kind: Some(kind),
-        min_severity: None,
-        limit: usize::MAX,
-        newest_first: true,
-        after: None,
-        filter: None,
-    };
-    state.store.scan(&q, &mut |raw| {
+    for_each_raw(state, kind, since, until, &mut |raw| {
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) {
             f(&v);
         }
-        true
     })
 }
 

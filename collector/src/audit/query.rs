@@ -10,7 +10,6 @@ use palisade_wire::Timestamp;
 
 use super::record::Record;
 use super::{day_files, io_err, AuditError};
-use crate::query::url_decode;
 
 /// Most records one listing returns.
 pub const MAX_LIMIT: usize = 100_000;
@@ -56,10 +55,8 @@ impl AuditQuery {
 /// Parses `since, until, identity, role, limit, order` from a query string.
 pub fn parse_query(query: &str, now: Timestamp) -> Result<AuditQuery, String> {
     let mut q = AuditQuery::new(now);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = url_decode(v)?;
-        match k {
+    for (k, v) in crate::query::query_params(query)? {
+        match k.as_str() {
             "since" => q.since = parse_time_spec(&v, now)?,
             "until" => q.until = parse_time_spec(&v, now)?,
             "identity" => q.identity = Some(v),

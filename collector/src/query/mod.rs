@@ -119,6 +119,18 @@ pub fn next_after(body: &[u8], n: usize, limit: usize) -> Option<String> {
     EventKey::of_json(last).map(|k| k.to_string())
 }
 
+/// The `key=value` pairs of a query string, values decoded.
+pub fn query_params(query: &str) -> Result<Vec<(String, String)>, String> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((k.to_string(), url_decode(v)?))
+        })
+        .collect()
+}
+
 /// Decodes `%XX` and `+` in a query component.
 pub fn url_decode(s: &str) -> Result<String, String> {
     let bytes = s.as_bytes();
