@@ -15,11 +15,7 @@ C="$PALISADE_BIN/palisade-collector"; A="$PALISADE_BIN/palisade-agent"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"; cpid=""
 trap '[ -n "$cpid" ] && kill $cpid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-"$C" pki init --dir "$work/pki" >/dev/null
-"$C" pki issue --dir "$work/pki" --role analyst --name analyst >/dev/null
-for i in $(seq 0 $((agents - 1))); do
-    "$C" pki issue --dir "$work/pki" --role agent --name "$(printf 'loadgen-%02d' "$i")" >/dev/null
-done
+bench_pki "$work" "$agents"
 
 # The shipped rules, plus generated detection rules in the shapes real rule sets use (exact
 # values, lists, prefixes, substrings, CIDR, numeric ranges) until there are $nrules.
@@ -51,23 +47,13 @@ total="$("$C" rules check --dir "$work/rules" | sed -n 's/.*: \([0-9]*\) rules .
 
 run() { # $1 = true|false (correlation)
     rm -rf "$work/data"
-    cat > "$work/collector.toml" <<TOML
-listen = "127.0.0.1:0"
-data_dir = "data"
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/palisade-collector.crt"
-key = "pki/palisade-collector.key"
+    bench_collector "$work" <<TOML
 [correlation]
 enabled = $1
 rules_dir = "rules"
 max_state_entries = 4000000
 event_refs = ${EVENT_REFS:-5}
 TOML
-    "$C" serve --config "$work/collector.toml" >"$work/out" 2>"$work/log" &
-    cpid=$!
-    for _ in $(seq 1 100); do grep -q listening "$work/out" && break; sleep 0.1; done
-    url="$(sed -n 's/^palisade-collector listening on //p' "$work/out")"
     t_start="$(date +%s.%N)"
     "$A" loadgen --collector "$url" --pki-dir "$work/pki" --agents "$agents" --mix security \
         --groups "$groups" --events-per-agent "$per_agent" --batch-events 2000 \

@@ -11,22 +11,8 @@ ensure_system_packages
 build_release >/dev/null 2>&1 || build_release
 C="$PALISADE_BIN/palisade-collector"; A="$PALISADE_BIN/palisade-agent"
 work="$(mktemp -d)"; trap 'kill $cpid 2>/dev/null; wait $cpid 2>/dev/null; rm -rf "$work"' EXIT
-"$C" pki init --dir "$work/pki" >/dev/null
-for i in $(seq 0 $((agents - 1))); do
-    "$C" pki issue --dir "$work/pki" --role agent --name "$(printf 'loadgen-%02d' "$i")" >/dev/null
-done
-cat > "$work/collector.toml" <<TOML
-listen = "127.0.0.1:0"
-data_dir = "data"
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/palisade-collector.crt"
-key = "pki/palisade-collector.key"
-TOML
-"$C" serve --config "$work/collector.toml" >"$work/out" 2>"$work/log" &
-cpid=$!
-for _ in $(seq 1 100); do grep -q listening "$work/out" && break; sleep 0.1; done
-url="$(sed -n 's/^palisade-collector listening on //p' "$work/out")"
+bench_pki "$work" "$agents"
+bench_collector "$work" </dev/null
 echo "collector $url (pid $cpid), $agents agents x $per_agent events, $batch events/batch, $(nproc) cores"
 "$A" loadgen --collector "$url" --pki-dir "$work/pki" --agents "$agents" \
     --events-per-agent "$per_agent" --batch-events "$batch" --collector-pid "$cpid"

@@ -15,25 +15,11 @@ C="$PALISADE_BIN/palisade-collector"; A="$PALISADE_BIN/palisade-agent"
 work="$(mktemp -d)"; cpid=""
 trap '[ -n "$cpid" ] && kill $cpid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 agents=8
-"$C" pki init --dir "$work/pki" >/dev/null
-"$C" pki issue --dir "$work/pki" --role analyst --name analyst >/dev/null
-for i in $(seq 0 $((agents - 1))); do
-    "$C" pki issue --dir "$work/pki" --role agent --name "$(printf 'loadgen-%02d' "$i")" >/dev/null
-done
-cat > "$work/collector.toml" <<TOML
-listen = "127.0.0.1:0"
-data_dir = "data"
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/palisade-collector.crt"
-key = "pki/palisade-collector.key"
+bench_pki "$work" "$agents"
+bench_collector "$work" <<TOML
 [correlation]
 enabled = false
 TOML
-"$C" serve --config "$work/collector.toml" >"$work/out" 2>"$work/log" &
-cpid=$!
-for _ in $(seq 1 100); do grep -q listening "$work/out" && break; sleep 0.1; done
-url="$(sed -n 's/^palisade-collector listening on //p' "$work/out")"
 "$A" loadgen --collector "$url" --pki-dir "$work/pki" --agents "$agents" --mix security \
     --groups 100000 --events-per-agent "$((events / agents))" --batch-events 2000 \
     --output-format json > "$work/fill.json"

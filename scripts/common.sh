@@ -33,3 +33,25 @@ build_release() {
     echo "==> building (release profile, target dir $CARGO_TARGET_DIR)" >&2
     (cd "$PALISADE_ROOT" && cargo build --release --workspace --bins)
 }
+
+# Benchmarks: a dev PKI in DIR/pki with an analyst and N load-generator agents (loadgen-00 …).
+bench_pki() { # DIR N
+    local c="$PALISADE_BIN/palisade-collector"
+    "$c" pki init --dir "$1/pki" >/dev/null
+    "$c" pki issue --dir "$1/pki" --role analyst --name analyst >/dev/null
+    for i in $(seq 0 $(($2 - 1))); do
+        "$c" pki issue --dir "$1/pki" --role agent --name "$(printf 'loadgen-%02d' "$i")" >/dev/null
+    done
+}
+
+# Benchmarks: writes DIR/collector.toml (a free loopback port, data in DIR/data, TLS from
+# DIR/pki, then the extra TOML read from stdin), starts `serve` in the background and waits for
+# it; sets `cpid` and `url`.
+bench_collector() { # DIR < extra.toml
+    { printf 'listen = "127.0.0.1:0"\ndata_dir = "data"\n[tls]\nca = "pki/ca.crt"\ncert = "pki/palisade-collector.crt"\nkey = "pki/palisade-collector.key"\n'; cat; } \
+        > "$1/collector.toml"
+    "$PALISADE_BIN/palisade-collector" serve --config "$1/collector.toml" >"$1/out" 2>"$1/log" </dev/null &
+    cpid=$!
+    for _ in $(seq 1 100); do grep -q listening "$1/out" && break; sleep 0.1; done
+    url="$(sed -n 's/^palisade-collector listening on //p' "$1/out")"
+}

@@ -473,24 +473,8 @@ pub fn parse_query(query: &str, now: Timestamp) -> Result<Query, String> {
             "agent" => q.agent = Some(v),
             "kind" => q.kind = Some(v.parse::<EventKind>()?),
             "severity" => q.min_severity = Some(v.parse::<Severity>()?),
-            "limit" => {
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| format!("limit {v:?} is not a number"))?;
-                if n > MAX_EVENTS_PER_QUERY {
-                    return Err(format!(
-                        "limit {n} is above the maximum {MAX_EVENTS_PER_QUERY}"
-                    ));
-                }
-                q.limit = n;
-            }
-            "order" => {
-                q.newest_first = match v.as_str() {
-                    "desc" => true,
-                    "asc" => false,
-                    _ => return Err(format!("order {v:?} must be asc or desc")),
-                }
-            }
+            "limit" => q.limit = crate::query::parse_limit(&v, MAX_EVENTS_PER_QUERY)?,
+            "order" => q.newest_first = crate::query::parse_newest_first(&v)?,
             "filter" => crate::query::apply_filter(&mut q, &v)?,
             "after" => q.after = Some(v.parse()?),
             _ => return Err(format!("unknown query parameter {k:?}")),

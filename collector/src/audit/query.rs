@@ -61,22 +61,8 @@ pub fn parse_query(query: &str, now: Timestamp) -> Result<AuditQuery, String> {
             "until" => q.until = parse_time_spec(&v, now)?,
             "identity" => q.identity = Some(v),
             "role" => q.role = Some(v),
-            "limit" => {
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| format!("limit {v:?} is not a number"))?;
-                if n > MAX_LIMIT {
-                    return Err(format!("limit {n} is above the maximum {MAX_LIMIT}"));
-                }
-                q.limit = n;
-            }
-            "order" => {
-                q.newest_first = match v.as_str() {
-                    "desc" => true,
-                    "asc" => false,
-                    _ => return Err(format!("order {v:?} must be asc or desc")),
-                }
-            }
+            "limit" => q.limit = crate::query::parse_limit(&v, MAX_LIMIT)?,
+            "order" => q.newest_first = crate::query::parse_newest_first(&v)?,
             _ => return Err(format!("unknown query parameter {k:?}")),
         }
     }

@@ -131,6 +131,26 @@ pub fn query_params(query: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// A `limit` query value: a number up to `max`.
+pub fn parse_limit(v: &str, max: usize) -> Result<usize, String> {
+    let n: usize = v
+        .parse()
+        .map_err(|_| format!("limit {v:?} is not a number"))?;
+    if n > max {
+        return Err(format!("limit {n} is above the maximum {max}"));
+    }
+    Ok(n)
+}
+
+/// An `order` query value: `desc` (newest first, true) or `asc`.
+pub fn parse_newest_first(v: &str) -> Result<bool, String> {
+    match v {
+        "desc" => Ok(true),
+        "asc" => Ok(false),
+        _ => Err(format!("order {v:?} must be asc or desc")),
+    }
+}
+
 /// Decodes `%XX` and `+` in a query component.
 pub fn url_decode(s: &str) -> Result<String, String> {
     let bytes = s.as_bytes();
