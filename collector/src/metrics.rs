@@ -549,7 +549,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     while let Some((permit, tcp, peer)) =
-        crate::server::accept_bounded(&listener, &limit, &mut shutdown, "metrics").await
+        palisade_wire::server::accept_bounded(&listener, &limit, &mut shutdown, "metrics").await
     {
         let sources = sources.clone();
         let stop = stop_rx.clone();

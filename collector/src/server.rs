@@ -117,7 +117,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     while let Some((permit, tcp, peer)) =
-        accept_bounded(&listener, &limit, &mut shutdown, "api").await
+        palisade_wire::server::accept_bounded(&listener, &limit, &mut shutdown, "api").await
     {
         let state = state.clone();
         let acceptor = tls.acceptor();
@@ -136,36 +136,6 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("connections still open after 5 s; closing them");
-    }
-}
-
-/// Waits for a free connection slot of `limit`, then for the next connection; `None` once
-/// `shutdown` fires or the limit is closed. Accept errors (EMFILE and friends) back off, up to a
-/// second between tries, instead of spinning.
-pub(crate) async fn accept_bounded<F: Future<Output = ()>>(
-    listener: &TcpListener,
-    limit: &Arc<Semaphore>,
-    shutdown: &mut std::pin::Pin<&mut F>,
-    what: &str,
-) -> Option<(tokio::sync::OwnedSemaphorePermit, TcpStream, SocketAddr)> {
-    let permit = tokio::select! {
-        p = limit.clone().acquire_owned() => p.ok()?,
-        _ = shutdown.as_mut() => return None,
-    };
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.as_mut() => return None,
-        };
-        match accepted {
-            Ok((tcp, peer)) => return Some((permit, tcp, peer)),
-            Err(e) => {
-                tracing::warn!(error = %e, listener = what, "accept failed; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
     }
 }
 

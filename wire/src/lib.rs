@@ -8,6 +8,7 @@ pub mod config;
 pub mod event;
 pub mod output;
 pub mod process;
+pub mod server;
 pub mod tls;
 
 pub use event::{Event, EventKind, Severity, Timestamp};

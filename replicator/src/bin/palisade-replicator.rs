@@ -1,24 +1,35 @@
-//! Thin binary: parse flags, call the library.
+//! Thin binary: parse flags, set up logging, call the library.
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
-/// Palisade replicator: verified delta shipping for off-site backup and active-active sites.
-#[derive(Debug, Parser)]
-#[command(name = "palisade-replicator", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use clap::Parser;
+use palisade_replicator::cli::{run, Cli};
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Say what this build can do.
-    Status,
-}
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Status => println!("{}", palisade_replicator::capabilities()),
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli) {
+        Ok(outcome) => ExitCode::from(outcome.code()),
+        Err(e) => {
+            let hint = if e.retryable() {
+                " (retrying later may help)"
+            } else {
+                ""
+            };
+            eprintln!(
+                "palisade-replicator: error: {:#}{hint}",
+                anyhow::Error::from(e)
+            );
+            ExitCode::from(2)
+        }
     }
 }

@@ -1,0 +1,799 @@
+//! The content-addressed repository on disk, and the [`Store`] trait that lets backup, restore
+//! and verify work the same way on a local repository and on a peer's.
+//!
+//! Layout:
+//! ```text
+//! REPO/config                 JSON: format, chunker, compression, keys (id key, or sealed keys)
+//! REPO/packs/ab/<pack id>     blobs (see format.rs); pack id = blake3 of the file
+//! REPO/index/<pack id>        the pack's entries, checksummed
+//! REPO/snapshots/<id>         one snapshot (JSON, sealed when encrypted); id = blake3 of the file
+//! REPO/prune/<time>-<rand>    prune marks: packs to delete after the grace period
+//! ```
+//! Every file is written to a temporary name, fsynced, renamed and its directory fsynced, in the
+//! order packs → index → snapshot: a crash at any point leaves only complete files plus, at
+//! worst, a pack without an index (re-indexed from the pack itself at the next open) or garbage
+//! that `prune` removes. Nothing is ever locked.
+
+pub mod format;
+pub mod keys;
+pub mod snapshot;
+pub mod tree;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::{blob_id, ChunkerParams, Id};
+use crate::error::{Error, Result};
+use format::{BlobHeader, Entry, IndexFile, FLAG_SEALED, FLAG_TREE, FLAG_ZSTD, PACK_MAGIC};
+use keys::Keys;
+pub use snapshot::Snapshot;
+
+/// `REPO/config`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Always `palisade-repository`.
+    pub format: String,
+    /// Layout version (1).
+    pub version: u32,
+    /// Random repository id, hex.
+    pub id: String,
+    /// Chunk sizes and gear seed.
+    pub chunker: ChunkerParams,
+    /// zstd level for new blobs (0 = store raw).
+    pub compression_level: i32,
+    /// The id key, hex, for an unencrypted repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_key: Option<String>,
+    /// For an encrypted repository: the id and data keys sealed under the key file's master key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// How an encrypted repository's keys are held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    /// `xchacha20poly1305`.
+    pub algorithm: String,
+    /// `nonce || sealed(id_key || data_key)`, hex.
+    pub wrapped_keys: String,
+}
+
+const FORMAT: &str = "palisade-repository";
+
+impl Config {
+    /// Parses and checks a config; `at` names its origin.
+    pub fn parse(bytes: &[u8], at: &Path) -> Result<Config> {
+        let bad = |reason: String| Error::Repo {
+            path: at.to_path_buf(),
+            reason,
+        };
+        let c: Config = serde_json::from_slice(bytes)
+            .map_err(|e| bad(format!("config does not parse: {e}")))?;
+        if c.format != FORMAT || c.version != 1 {
+            return Err(bad(format!(
+                "config is {:?} version {}, this build reads {FORMAT:?} version 1",
+                c.format, c.version
+            )));
+        }
+        c.chunker.validate().map_err(bad)?;
+        if !(0..=22).contains(&c.compression_level) {
+            return Err(bad(format!(
+                "compression_level {} is outside 0..=22",
+                c.compression_level
+            )));
+        }
+        match (&c.id_key, &c.encryption) {
+            (Some(k), None) if crate::chunk::parse_hex32(k).is_some() => {}
+            (None, Some(e)) if e.algorithm == "xchacha20poly1305" => {}
+            _ => {
+                return Err(bad(
+                    "config must hold either an id key or xchacha20poly1305 encryption".into(),
+                ))
+            }
+        }
+        Ok(c)
+    }
+
+    /// The keys, from the config itself or by unsealing with the key file.
+    pub fn keys(&self, key_file: Option<&Path>) -> Result<Option<Keys>> {
+        if let Some(k) = &self.id_key {
+            let id_key = crate::chunk::parse_hex32(k)
+                .ok_or_else(|| Error::Key("config id key is not hex".into()))?;
+            return Ok(Some(Keys { id_key, data: None }));
+        }
+        let Some(enc) = &self.encryption else {
+            return Ok(None);
+        };
+        let Some(path) = key_file else {
+            return Ok(None);
+        };
+        let master = keys::read_key_file(path)?;
+        let wrapped = tree::hex_decode(&enc.wrapped_keys)
+            .ok_or_else(|| Error::Key("wrapped keys are not hex".into()))?;
+        keys::unwrap(&master, &wrapped, path).map(Some)
+    }
+
+    /// Whether blobs are sealed.
+    pub fn encrypted(&self) -> bool {
+        self.encryption.is_some()
+    }
+}
+
+/// Options of `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Seal blobs and snapshots under this key file (created when missing).
+    pub key_file: Option<PathBuf>,
+    /// zstd level.
+    pub compression_level: i32,
+    /// Chunk sizes.
+    pub chunker: ChunkerParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            key_file: None,
+            compression_level: 3,
+            chunker: ChunkerParams::new_random(),
+        }
+    }
+}
+
+/// A new repository's config (and, when encrypting, its key file).
+pub fn new_config(opts: &InitOptions) -> Result<Config> {
+    let id = keys::random32()?;
+    let id_key = keys::random32()?;
+    let (id_key_hex, encryption) = match &opts.key_file {
+        None => (Some(crate::chunk::hex(&id_key)), None),
+        Some(path) => {
+            let master = if path.exists() {
+                keys::read_key_file(path)?
+            } else {
+                keys::create_key_file(path)?
+            };
+            let data_key = keys::random32()?;
+            let wrapped = keys::wrap(&master, &id_key, &data_key)?;
+            (
+                None,
+                Some(Encryption {
+                    algorithm: "xchacha20poly1305".into(),
+                    wrapped_keys: crate::chunk::hex(&wrapped),
+                }),
+            )
+        }
+    };
+    let config = Config {
+        format: FORMAT.into(),
+        version: 1,
+        id: crate::chunk::hex(&id[..16]),
+        chunker: opts.chunker,
+        compression_level: opts.compression_level,
+        id_key: id_key_hex,
+        encryption,
+    };
+    opts.chunker
+        .validate()
+        .map_err(|e| Error::Usage(format!("init: {e}")))?;
+    Ok(config)
+}
+
+/// Where a blob lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loc {
+    /// The pack's id.
+    pub pack: [u8; 32],
+    /// The blob's entry in it.
+    pub entry: Entry,
+}
+
+/// Storage that backup, restore and verify use: a local repository or a peer's.
+pub trait Store: Send + Sync {
+    /// The repository's config.
+    fn config(&self) -> &Config;
+    /// Where this store is, for messages.
+    fn location(&self) -> String;
+    /// Ids of every blob stored (blobs in packs marked for deletion excluded).
+    fn known_ids(&self) -> Result<HashSet<Id>>;
+    /// Of `ids`, those the store does not hold.
+    fn missing(&self, ids: &[Id]) -> Result<Vec<Id>>;
+    /// Stores blobs (one pack); each blob's hash is checked before it is kept. Returns the bytes
+    /// that crossed to the store (pack bytes locally; request bytes for a peer).
+    fn put_blobs(&self, blobs: &[(BlobHeader, Vec<u8>)]) -> Result<u64>;
+    /// One blob's header and stored bytes, hash-checked.
+    fn read_stored(&self, id: &Id) -> Result<(BlobHeader, Vec<u8>)>;
+    /// Stores a snapshot file (after every blob it names); returns its id.
+    fn put_snapshot(&self, stored: &[u8]) -> Result<String>;
+    /// Every snapshot file: (id, stored bytes).
+    fn snapshot_files(&self) -> Result<Vec<(String, Vec<u8>)>>;
+}
+
+/// Encodes a blob for storage: id over the plaintext, zstd when it shrinks, sealed when the
+/// repository is encrypted.
+pub fn encode_blob(
+    config: &Config,
+    keys: &Keys,
+    data: &[u8],
+    is_tree: bool,
+) -> Result<(BlobHeader, Vec<u8>)> {
+    let id = blob_id(&keys.id_key, data);
+    let mut flags = if is_tree { FLAG_TREE } else { 0 };
+    let mut stored = None;
+    if config.compression_level > 0 {
+        let c = zstd::bulk::compress(data, config.compression_level)
+            .map_err(|e| Error::corrupt(format!("blob {}", id.short()), format!("zstd: {e}")))?;
+        // Stored raw unless compression saves at least 1/64 (already-compressed data).
+        if c.len() + c.len() / 64 < data.len() {
+            flags |= FLAG_ZSTD;
+            stored = Some(c);
+        }
+    }
+    let mut stored = stored.unwrap_or_else(|| data.to_vec());
+    if let Some(cipher) = &keys.data {
+        stored = keys::seal(cipher, &stored)?;
+        flags |= FLAG_SEALED;
+    }
+    let header = BlobHeader {
+        id,
+        flags,
+        raw_len: u32::try_from(data.len())
+            .map_err(|_| Error::Usage(format!("blob of {} bytes is too large", data.len())))?,
+        stored_len: u32::try_from(stored.len())
+            .map_err(|_| Error::Usage("stored blob is too large".into()))?,
+        blob_hash: *blake3::hash(&stored).as_bytes(),
+    };
+    Ok((header, stored))
+}
+
+/// Decodes stored bytes to the plaintext and checks it against the blob id.
+pub fn decode_blob(keys: &Keys, header: &BlobHeader, stored: &[u8]) -> Result<Vec<u8>> {
+    let what = || format!("blob {}", header.id.short());
+    if blake3::hash(stored).as_bytes() != &header.blob_hash {
+        return Err(Error::corrupt(
+            what(),
+            "stored bytes do not match their hash",
+        ));
+    }
+    let opened;
+    let mut bytes = stored;
+    if header.flags & FLAG_SEALED != 0 {
+        let cipher = keys
+            .data
+            .as_ref()
+            .ok_or_else(|| Error::Key(format!("{} is sealed; give --key-file", what())))?;
+        opened = keys::open(cipher, bytes)
+            .ok_or_else(|| Error::corrupt(what(), "does not open with the repository key"))?;
+        bytes = &opened;
+    }
+    let plain = if header.flags & FLAG_ZSTD != 0 {
+        zstd::bulk::decompress(bytes, header.raw_len as usize)
+            .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?
+    } else {
+        bytes.to_vec()
+    };
+    if plain.len() != header.raw_len as usize {
+        return Err(Error::corrupt(
+            what(),
+            format!("{} bytes, header says {}", plain.len(), header.raw_len),
+        ));
+    }
+    if blob_id(&keys.id_key, &plain) != header.id {
+        return Err(Error::corrupt(what(), "content does not match its id"));
+    }
+    Ok(plain)
+}
+
+/// A local repository.
+pub struct Repository {
+    root: PathBuf,
+    config: Config,
+    index: RwLock<Index>,
+    files: Mutex<HashMap<[u8; 32], Arc<File>>>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    blobs: HashMap<Id, Loc>,
+    packs: HashMap<[u8; 32], u64>,
+    /// Packs named in prune marks: their blobs count as absent for new backups.
+    marked: HashSet<[u8; 32]>,
+    /// Index files whose pack is gone.
+    dangling: Vec<String>,
+}
+
+/// A pack is sealed once it holds this much.
+pub const PACK_TARGET_BYTES: usize = 16 << 20;
+
+/// Temporary files older than this are leftovers of a crash, not of a running writer.
+const STALE_TMP: Duration = Duration::from_secs(3600);
+
+impl Repository {
+    /// Creates a repository at `path` (an empty or missing directory).
+    pub fn init(path: &Path, config: &Config) -> Result<Repository> {
+        if path.join("config").exists() {
+            return Err(Error::Repo {
+                path: path.to_path_buf(),
+                reason: "already a repository".into(),
+            });
+        }
+        for d in ["", "packs", "index", "snapshots", "prune"] {
+            let p = path.join(d);
+            fs::create_dir_all(&p).map_err(Error::io("create", &p))?;
+        }
+        let bytes =
+            serde_json::to_vec_pretty(config).map_err(|e| Error::Usage(format!("config: {e}")))?;
+        write_atomic(path, "config", &bytes)?;
+        Repository::open(path)
+    }
+
+    /// Opens a repository: reads the config, loads every index, re-indexes packs a crash left
+    /// without an index, and reads the prune marks.
+    pub fn open(path: &Path) -> Result<Repository> {
+        let cfg_path = path.join("config");
+        let bytes = fs::read(&cfg_path).map_err(|e| Error::Repo {
+            path: path.to_path_buf(),
+            reason: format!("no readable config ({e}); run `palisade-replicator init` first"),
+        })?;
+        let config = Config::parse(&bytes, path)?;
+        let repo = Repository {
+            root: path.to_path_buf(),
+            config,
+            index: RwLock::new(Index::default()),
+            files: Mutex::new(HashMap::new()),
+        };
+        repo.reload()?;
+        Ok(repo)
+    }
+
+    /// The repository's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Re-reads indexes and prune marks (another process may have written since).
+    pub fn reload(&self) -> Result<()> {
+        let mut idx = Index::default();
+        let packs_dir = self.root.join("packs");
+        let mut on_disk: HashMap<[u8; 32], (PathBuf, u64)> = HashMap::new();
+        for fan in read_dir_sorted(&packs_dir)? {
+            if !fan.is_dir() {
+                continue;
+            }
+            for p in read_dir_sorted(&fan)? {
+                let name = file_name(&p);
+                if name.starts_with(".tmp-") {
+                    remove_if_stale(&p);
+                    continue;
+                }
+                if let Some(id) = crate::chunk::parse_hex32(&name) {
+                    let len = fs::metadata(&p).map_err(Error::io("stat", &p))?.len();
+                    on_disk.insert(id, (p, len));
+                }
+            }
+        }
+        let index_dir = self.root.join("index");
+        let mut indexed = HashSet::new();
+        for p in read_dir_sorted(&index_dir)? {
+            let name = file_name(&p);
+            if name.starts_with(".tmp-") {
+                remove_if_stale(&p);
+                continue;
+            }
+            let bytes = fs::read(&p).map_err(Error::io("read", &p))?;
+            let file = IndexFile::decode(&bytes, &name)?;
+            if !on_disk.contains_key(&file.pack_id) {
+                idx.dangling.push(name);
+                continue;
+            }
+            indexed.insert(file.pack_id);
+            idx.add(&file);
+        }
+        for (id, (path, _)) in &on_disk {
+            if indexed.contains(id) {
+                continue;
+            }
+            // A crash between a pack's rename and its index's: the pack describes itself.
+            let name = crate::chunk::hex(id);
+            let bytes = fs::read(path).map_err(Error::io("read", path))?;
+            if blake3::hash(&bytes).as_bytes() != id {
+                return Err(Error::corrupt(
+                    format!("pack {name}"),
+                    "has no index and does not match its name",
+                ));
+            }
+            let file = IndexFile {
+                pack_id: *id,
+                pack_len: bytes.len() as u64,
+                entries: format::parse_pack(&bytes, &name)?,
+            };
+            tracing::warn!(pack = %name, "pack had no index (interrupted write); re-indexed");
+            write_atomic(&index_dir, &name, &file.encode())?;
+            idx.add(&file);
+        }
+        for plan in self.prune_marks()? {
+            idx.marked.extend(
+                plan.packs
+                    .iter()
+                    .filter_map(|p| crate::chunk::parse_hex32(p)),
+            );
+        }
+        *self.index.write().map_err(|_| poisoned())? = idx;
+        Ok(())
+    }
+
+    /// Index files whose pack is missing (finished prunes leave none; anything else is damage).
+    pub fn dangling_indexes(&self) -> Vec<String> {
+        self.index
+            .read()
+            .map(|i| i.dangling.clone())
+            .unwrap_or_default()
+    }
+
+    /// Where a blob is.
+    pub fn lookup(&self, id: &Id) -> Option<Loc> {
+        self.index.read().ok()?.blobs.get(id).copied()
+    }
+
+    /// Every pack: id → length.
+    pub fn packs(&self) -> HashMap<[u8; 32], u64> {
+        self.index
+            .read()
+            .map(|i| i.packs.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every blob's location.
+    pub fn all_blobs(&self) -> Vec<(Id, Loc)> {
+        self.index
+            .read()
+            .map(|i| i.blobs.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The path of a pack file.
+    pub fn pack_path(&self, pack: &[u8; 32]) -> PathBuf {
+        let hex = crate::chunk::hex(pack);
+        self.root.join("packs").join(&hex[..2]).join(hex)
+    }
+
+    fn pack_file(&self, pack: &[u8; 32]) -> Result<Arc<File>> {
+        let mut files = self.files.lock().map_err(|_| poisoned())?;
+        if let Some(f) = files.get(pack) {
+            return Ok(f.clone());
+        }
+        let path = self.pack_path(pack);
+        let f = Arc::new(File::open(&path).map_err(Error::io("open", &path))?);
+        if files.len() > 256 {
+            files.clear();
+        }
+        files.insert(*pack, f.clone());
+        Ok(f)
+    }
+
+    /// Reads a blob's stored bytes at a known location and checks their hash.
+    pub fn read_at(&self, loc: &Loc) -> Result<Vec<u8>> {
+        let f = self.pack_file(&loc.pack)?;
+        let mut buf = vec![0u8; loc.entry.header.stored_len as usize];
+        let path = self.pack_path(&loc.pack);
+        f.read_exact_at(&mut buf, loc.entry.offset)
+            .map_err(Error::io("read", &path))?;
+        if blake3::hash(&buf).as_bytes() != &loc.entry.header.blob_hash {
+            return Err(Error::corrupt(
+                format!(
+                    "blob {} in pack {}",
+                    loc.entry.header.id.short(),
+                    &crate::chunk::hex(&loc.pack)[..8]
+                ),
+                "stored bytes do not match their hash (bit rot or tampering)",
+            ));
+        }
+        Ok(buf)
+    }
+
+    /// Writes one pack and its index, durably, and adds them to the in-memory index.
+    pub fn write_pack(&self, blobs: &[(BlobHeader, Vec<u8>)]) -> Result<u64> {
+        if blobs.is_empty() {
+            return Ok(0);
+        }
+        let size: usize = blobs
+            .iter()
+            .map(|(_, s)| s.len() + format::BLOB_HEADER_LEN)
+            .sum();
+        let mut bytes = Vec::with_capacity(PACK_MAGIC.len() + size);
+        bytes.extend_from_slice(PACK_MAGIC);
+        let mut entries = Vec::with_capacity(blobs.len());
+        for (h, stored) in blobs {
+            if blake3::hash(stored).as_bytes() != &h.blob_hash {
+                return Err(Error::corrupt(
+                    format!("incoming blob {}", h.id.short()),
+                    "does not match its hash; not stored",
+                ));
+            }
+            h.encode(&mut bytes);
+            entries.push(Entry {
+                header: *h,
+                offset: bytes.len() as u64,
+            });
+            bytes.extend_from_slice(stored);
+        }
+        let pack_id = *blake3::hash(&bytes).as_bytes();
+        let hex = crate::chunk::hex(&pack_id);
+        let fan = self.root.join("packs").join(&hex[..2]);
+        fs::create_dir_all(&fan).map_err(Error::io("create", &fan))?;
+        write_atomic(&fan, &hex, &bytes)?;
+        let file = IndexFile {
+            pack_id,
+            pack_len: bytes.len() as u64,
+            entries,
+        };
+        let index_bytes = file.encode();
+        write_atomic(&self.root.join("index"), &hex, &index_bytes)?;
+        self.index.write().map_err(|_| poisoned())?.add(&file);
+        Ok((bytes.len() + index_bytes.len()) as u64)
+    }
+
+    /// The prune marks on disk.
+    pub fn prune_marks(&self) -> Result<Vec<PruneMark>> {
+        let dir = self.root.join("prune");
+        let mut out = Vec::new();
+        for p in read_dir_sorted(&dir)? {
+            let name = file_name(&p);
+            if name.starts_with(".tmp-") {
+                continue;
+            }
+            let bytes = fs::read(&p).map_err(Error::io("read", &p))?;
+            let mut mark: PruneMark = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::corrupt(format!("prune mark {name}"), format!("does not parse: {e}"))
+            })?;
+            mark.file = name;
+            out.push(mark);
+        }
+        Ok(out)
+    }
+
+    /// Writes a prune mark.
+    pub fn write_prune_mark(&self, mark: &PruneMark) -> Result<()> {
+        let bytes =
+            serde_json::to_vec_pretty(mark).map_err(|e| Error::Usage(format!("mark: {e}")))?;
+        write_atomic(&self.root.join("prune"), &mark.file, &bytes)?;
+        self.reload()
+    }
+
+    /// Deletes a pack (then its index), as the second phase of prune.
+    pub fn delete_pack(&self, pack: &[u8; 32]) -> Result<()> {
+        let hex = crate::chunk::hex(pack);
+        let path = self.pack_path(pack);
+        if let Ok(mut files) = self.files.lock() {
+            files.remove(pack);
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("delete", &path)(e)),
+        }
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+        let index = self.root.join("index").join(&hex);
+        match fs::remove_file(&index) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("delete", &index)(e)),
+        }
+        sync_dir(&self.root.join("index"))
+    }
+
+    /// Deletes a finished prune mark or a dangling index file.
+    pub fn remove_meta(&self, dir: &str, name: &str) -> Result<()> {
+        let p = self.root.join(dir).join(name);
+        fs::remove_file(&p).map_err(Error::io("delete", &p))?;
+        sync_dir(&self.root.join(dir))
+    }
+
+    /// Deletes a snapshot file (forget).
+    pub fn delete_snapshot(&self, id: &str) -> Result<()> {
+        self.remove_meta("snapshots", id)
+    }
+
+    /// The blob whose stored bytes are at `loc`, flipped by one bit (for tests and drills that
+    /// simulate bit rot). Returns the pack file touched.
+    pub fn flip_bit(&self, loc: &Loc) -> Result<PathBuf> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.pack_path(&loc.pack);
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io("open", &path))?;
+        let at = loc.entry.offset + u64::from(loc.entry.header.stored_len / 2);
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(at))
+            .and_then(|_| f.read_exact(&mut b))
+            .map_err(Error::io("read", &path))?;
+        b[0] ^= 0x10;
+        f.seek(SeekFrom::Start(at))
+            .and_then(|_| f.write_all(&b))
+            .and_then(|_| f.sync_all())
+            .map_err(Error::io("write", &path))?;
+        if let Ok(mut files) = self.files.lock() {
+            files.remove(&loc.pack);
+        }
+        Ok(path)
+    }
+}
+
+impl Index {
+    fn add(&mut self, file: &IndexFile) {
+        self.packs.insert(file.pack_id, file.pack_len);
+        for e in &file.entries {
+            self.blobs.insert(
+                e.header.id,
+                Loc {
+                    pack: file.pack_id,
+                    entry: *e,
+                },
+            );
+        }
+    }
+}
+
+impl Store for Repository {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn known_ids(&self) -> Result<HashSet<Id>> {
+        let idx = self.index.read().map_err(|_| poisoned())?;
+        Ok(idx
+            .blobs
+            .iter()
+            .filter(|(_, l)| !idx.marked.contains(&l.pack))
+            .map(|(id, _)| *id)
+            .collect())
+    }
+
+    fn missing(&self, ids: &[Id]) -> Result<Vec<Id>> {
+        let idx = self.index.read().map_err(|_| poisoned())?;
+        Ok(ids
+            .iter()
+            .filter(|id| {
+                idx.blobs
+                    .get(id)
+                    .is_none_or(|l| idx.marked.contains(&l.pack))
+            })
+            .copied()
+            .collect())
+    }
+
+    fn put_blobs(&self, blobs: &[(BlobHeader, Vec<u8>)]) -> Result<u64> {
+        self.write_pack(blobs)
+    }
+
+    fn read_stored(&self, id: &Id) -> Result<(BlobHeader, Vec<u8>)> {
+        let loc = self.lookup(id).ok_or_else(|| Error::MissingBlob {
+            id: id.hex(),
+            by: "a read".into(),
+        })?;
+        Ok((loc.entry.header, self.read_at(&loc)?))
+    }
+
+    fn put_snapshot(&self, stored: &[u8]) -> Result<String> {
+        let id = crate::chunk::hex(blake3::hash(stored).as_bytes());
+        write_atomic(&self.root.join("snapshots"), &id, stored)?;
+        Ok(id)
+    }
+
+    fn snapshot_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for p in read_dir_sorted(&self.root.join("snapshots"))? {
+            let name = file_name(&p);
+            if name.starts_with(".tmp-") {
+                continue;
+            }
+            let bytes = fs::read(&p).map_err(Error::io("read", &p))?;
+            if crate::chunk::hex(blake3::hash(&bytes).as_bytes()) != name {
+                return Err(Error::corrupt(
+                    format!("snapshot {name}"),
+                    "file does not match its name (altered or truncated)",
+                ));
+            }
+            out.push((name, bytes));
+        }
+        Ok(out)
+    }
+}
+
+/// A prune mark: packs that held only unreferenced blobs when the mark was made.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneMark {
+    /// When the mark was made, ns since the epoch.
+    pub created_ns: i64,
+    /// Pack ids, hex.
+    pub packs: Vec<String>,
+    /// The mark's file name.
+    #[serde(skip)]
+    pub file: String,
+}
+
+fn poisoned() -> Error {
+    Error::Usage("internal lock poisoned by a panic in another thread".into())
+}
+
+/// Writes `bytes` to `dir/name` so that the name holds either nothing or the whole content:
+/// temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let mut rnd = [0u8; 8];
+    let _ = getrandom::fill(&mut rnd);
+    let tmp = dir.join(format!(".tmp-{}", crate::chunk::hex(&rnd)));
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+        f.write_all(bytes).map_err(Error::io("write", &tmp))?;
+        f.sync_all().map_err(Error::io("fsync", &tmp))?;
+        let dst = dir.join(name);
+        fs::rename(&tmp, &dst).map_err(Error::io("rename into place", &dst))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// fsyncs a directory so renames and deletes in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("fsync directory", dir))
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()
+            .map_err(Error::io("list", dir))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io("list", dir)(e)),
+    };
+    out.sort();
+    Ok(out)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn remove_if_stale(p: &Path) {
+    let old = fs::metadata(p)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age > STALE_TMP);
+    if old {
+        let _ = fs::remove_file(p);
+    }
+}
