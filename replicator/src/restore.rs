@@ -38,6 +38,9 @@ pub struct RestoreOptions {
     pub threads: usize,
     /// Show a progress bar on a terminal.
     pub progress: bool,
+    /// Remove what the target holds that the snapshot does not (a tampered site back to exactly
+    /// the recovery point). Refused with `path`.
+    pub delete: bool,
 }
 
 /// What a restore did.
@@ -59,6 +62,8 @@ pub struct RestoreReport {
     pub bytes_reused: u64,
     /// Files already identical at the target, left alone.
     pub files_unchanged: u64,
+    /// Entries removed from the target because the snapshot does not have them (`delete`).
+    pub removed: u64,
     /// Wall time.
     pub duration_ms: u64,
 }
@@ -208,6 +213,11 @@ pub fn restore(
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
+    if opts.delete && opts.path.is_some() {
+        return Err(Error::Usage(
+            "--delete restores a whole snapshot; drop --path".into(),
+        ));
+    }
     let plan = plan(
         store,
         keys,
@@ -276,6 +286,11 @@ pub fn restore(
         std::os::unix::fs::symlink(link_target, &dst).map_err(Error::io("create symlink", &dst))?;
         set_owner(&dst, node, true);
     }
+    let removed = if opts.delete {
+        remove_extras(target, &plan)?
+    } else {
+        0
+    };
     // Directory metadata last, deepest first, so writing children does not disturb it.
     for (rel, node) in plan.dirs.iter().rev() {
         apply_meta(&target.join(rel), node, false)?;
@@ -298,8 +313,40 @@ pub fn restore(
         bytes_fetched: fetched.into_inner(),
         bytes_reused: reused.into_inner(),
         files_unchanged: unchanged.into_inner(),
+        removed,
         duration_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Removes every entry below `target` that the plan does not hold; never follows symlinks.
+fn remove_extras(target: &Path, plan: &Plan) -> Result<u64> {
+    let keep: std::collections::HashSet<&Path> = plan
+        .dirs
+        .iter()
+        .chain(&plan.files)
+        .chain(&plan.links)
+        .map(|(p, _)| p.as_path())
+        .collect();
+    let mut removed = 0;
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = target.join(&rel);
+        let entries = fs::read_dir(&dir).map_err(Error::io("list", &dir))?;
+        for e in entries {
+            let e = e.map_err(Error::io("list", &dir))?;
+            let child = rel.join(e.file_name());
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if keep.contains(child.as_path()) {
+                if is_dir {
+                    stack.push(child);
+                }
+            } else {
+                remove_any(&target.join(&child))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Creates `target/rel` component by component; whatever is in the way that is not a

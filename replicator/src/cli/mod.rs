@@ -174,6 +174,10 @@ pub struct RestoreArgs {
     /// Restore symlinks that point outside the target.
     #[arg(long)]
     pub allow_symlink_escape: bool,
+    /// Remove what the target holds that the snapshot does not (back to exactly the recovery
+    /// point, e.g. after a tamper that dropped files).
+    #[arg(long)]
+    pub delete: bool,
     /// Writer threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -698,6 +702,7 @@ fn restore_cmd(cli: &Cli, a: &RestoreArgs) -> Result<Outcome> {
             target: a.to.clone(),
             path: a.path.clone(),
             allow_symlink_escape: a.allow_symlink_escape,
+            delete: a.delete,
             threads: a.threads,
             progress: !a.quiet,
         },

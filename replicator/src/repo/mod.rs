@@ -388,6 +388,15 @@ impl Repository {
                 }
             }
         }
+        // Marks first: where a blob has copies in several packs, the index points at a copy
+        // outside the marked packs (a backup after a mark writes fresh copies).
+        for plan in self.prune_marks()? {
+            idx.marked.extend(
+                plan.packs
+                    .iter()
+                    .filter_map(|p| crate::chunk::parse_hex32(p)),
+            );
+        }
         let index_dir = self.root.join("index");
         let mut indexed = HashSet::new();
         for p in read_dir_sorted(&index_dir)? {
@@ -642,14 +651,18 @@ impl Repository {
 impl Index {
     fn add(&mut self, file: &IndexFile) {
         self.packs.insert(file.pack_id, file.pack_len);
+        let marked = self.marked.contains(&file.pack_id);
         for e in &file.entries {
-            self.blobs.insert(
-                e.header.id,
-                Loc {
-                    pack: file.pack_id,
-                    entry: *e,
-                },
-            );
+            let loc = Loc {
+                pack: file.pack_id,
+                entry: *e,
+            };
+            match self.blobs.get(&e.header.id) {
+                Some(old) if marked || !self.marked.contains(&old.pack) => {}
+                _ => {
+                    self.blobs.insert(e.header.id, loc);
+                }
+            }
         }
     }
 }
