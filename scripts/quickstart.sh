@@ -30,6 +30,8 @@ if [ ! -f "$DIR/pki/ca.crt" ]; then
     "$C" pki issue --dir "$DIR/pki" --role agent --name demo-probe >/dev/null
 fi
 [ -f "$DIR/pki/demo-sensor.crt" ] || "$C" pki issue --dir "$DIR/pki" --role agent --name demo-sensor >/dev/null
+# The replicator: site-a backs up the web root to an off-site repository and reports each run.
+[ -f "$DIR/pki/site-a.crt" ] || "$C" pki issue --dir "$DIR/pki" --role replicator --name site-a >/dev/null
 cat > "$DIR/collector.toml" <<TOML
 # Collector config written by scripts/quickstart.sh (see README, "Configuration").
 listen = "127.0.0.1:$PORT"
@@ -129,6 +131,11 @@ for _ in $(seq 1 50); do
     sleep 0.2
 done
 grep -q 'City e-government portal' "$DIR/www/index.html" && echo "==> index.html restored by the agent" >&2
+echo "==> replicator site-a backs up the web root to the off-site repository $DIR/offsite-repo" >&2
+replicator=(--collector "https://127.0.0.1:$PORT" --pki-dir "$DIR/pki" --identity site-a)
+[ -f "$DIR/offsite-repo/config" ] || "$R" init "$DIR/offsite-repo" >/dev/null
+"$R" backup "$DIR/www" --to "$DIR/offsite-repo" --site site-a --quiet "${replicator[@]}" >&2
+"$R" -r "$DIR/offsite-repo" verify --read-data "${replicator[@]}" >&2
 sleep 2
 show() {
     echo
@@ -153,8 +160,8 @@ show() {
 }
 show
 echo
-echo "################ palisade-replicator status"
-"$R" status
+echo "################ off-site backups: palisade-replicator -r $DIR/offsite-repo snapshots"
+"$R" -r "$DIR/offsite-repo" snapshots || true
 echo
 echo "Try it yourself (same flags):  $C events --since 1h --kind alert --severity high ${analyst[*]}"
 echo "Or without a collector:         $A replay $DIR/demo.pcap --kind alert --output-format text"
