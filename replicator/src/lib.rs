@@ -49,6 +49,11 @@ pub mod fuzzing {
         }
     }
 
+    /// Blob uploads from peers (`POST /v1/blobs` bodies).
+    pub fn peer_blobs_parse(data: &[u8]) {
+        let _ = crate::transport::peer::parse_blobs(data);
+    }
+
     /// Snapshot files and repository configs.
     pub fn snapshot_parse(data: &[u8]) {
         let _ = crate::repo::Snapshot::decode(data, None, "fuzz0000");

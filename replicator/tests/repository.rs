@@ -172,7 +172,7 @@ fn apply(root: &Path, ops: &[Op]) {
                 fs::write(&p, data).unwrap();
                 fs::set_permissions(
                     &p,
-                    fs::Permissions::from_mode(0o640 | (*name as u32 % 2) * 0o100),
+                    fs::Permissions::from_mode(0o640 | ((*name as u32 % 2) * 0o100)),
                 )
                 .unwrap();
             }

@@ -11,3 +11,5 @@ mod integrity;
 mod listing;
 mod network;
 mod refusals;
+mod replication;
+mod serve_crash;
