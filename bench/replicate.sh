@@ -61,6 +61,9 @@ while [ $# -gt 0 ]; do
 done
 
 ensure_system_packages restic borgbackup rsync time python3
+# PALISADE_BENCH_ENCRYPT=1: palisade's repositories are encrypted too (XChaCha20-Poly1305), like
+# restic's always are; the key file goes through PALISADE_KEY_FILE to every palisade command.
+enc=()
 if [ "$build" = 1 ] && command -v cargo >/dev/null; then
     build_release >/dev/null 2>&1 || build_release || echo "warning: the release build failed" >&2
 fi
@@ -70,6 +73,10 @@ gen="$PALISADE_ROOT/bench/gen_dataset.py"
 BENCH_DIR="${BENCH_DIR:-/tmp/palisade-bench-replicate}"
 mkdir -p "$BENCH_DIR"
 run="$(mktemp -d "$BENCH_DIR/run.XXXXXX")"
+if [ "${PALISADE_BENCH_ENCRYPT:-0}" = 1 ]; then
+    enc=(--encrypt)
+    export PALISADE_KEY_FILE="$run/palisade.key"
+fi
 src="$run/src"; metrics="$run/metrics.tsv"; : > "$metrics"
 spid=""
 cleanup() {
@@ -156,7 +163,7 @@ echo "  $restic_v"; echo "  $borg_v"; echo "  $rsync_v"
 tools=()
 palisade_state="not built"
 if [ -x "$R" ]; then
-    if "$R" init "$run/repo-palisade" >"$run/palisade.init.out" 2>"$run/palisade.init.err"; then
+    if "$R" init "$run/repo-palisade" "${enc[@]}" >"$run/palisade.init.out" 2>"$run/palisade.init.err"; then
         palisade_state="built"; tools+=(palisade)
         echo "  palisade-replicator: $("$R" --version 2>/dev/null || echo "$R")"
     else
@@ -177,7 +184,7 @@ start_p2p() {
         --san 127.0.0.1 --san localhost >/dev/null 2>>"$run/pki.err" \
         && "$C" pki issue --dir "$run/pki" --role replicator --name site-a >/dev/null 2>>"$run/pki.err" \
         || { note "palisade-p2p: pki issue --role replicator failed: $(tail -2 "$run/pki.err")"; return 1; }
-    "$R" init "$run/repo-p2p" >/dev/null 2>"$run/p2p.init.err" || { note "palisade-p2p: init failed"; return 1; }
+    "$R" init "$run/repo-p2p" "${enc[@]}" >/dev/null 2>"$run/p2p.init.err" || { note "palisade-p2p: init failed"; return 1; }
     local port
     port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     # shellcheck disable=SC2086

@@ -13,6 +13,7 @@ pub mod backup;
 pub mod chunk;
 pub mod cli;
 pub mod diff;
+pub mod drill;
 pub mod error;
 pub mod progress;
 pub mod prune;

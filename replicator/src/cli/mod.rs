@@ -1,5 +1,7 @@
 //! The command line: one function per subcommand, each a thin layer over the library.
 
+pub mod drill;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -102,6 +104,8 @@ pub enum Command {
     },
     /// Keep a directory in step with a peer site (active-active).
     Sync(SyncArgs),
+    /// Run a DR drill from a runbook (or `drill validate RUNBOOK`).
+    Drill(drill::DrillArgs),
     /// Say what this build can do.
     Status,
 }
@@ -301,6 +305,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             )?;
             Ok(Outcome::Ok)
         }
+        Command::Drill(a) => drill::run(&cli, a),
         Command::Status => {
             println!(
                 "palisade-replicator {}: repository (FastCDC, keyed blake3, zstd, \

@@ -1,0 +1,1 @@
+//! DR drills from runbooks. STUB: replaced by the drill work.
