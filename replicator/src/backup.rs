@@ -306,6 +306,7 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
 
     errors.extend(lock(&file_errors)?.drain(..));
     let files_read = files.iter().filter(|f| f.reuse.is_none()).count() as u64;
+    let files_saved = lock(&results)?.iter().filter(|r| r.is_some()).count() as u64;
     let snap = Snapshot {
         time_ns,
         host: opts.host.clone(),
@@ -314,7 +315,7 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
         tree,
         parent: parent.as_ref().map(|(id, _)| id.clone()),
         tags: opts.tags.clone(),
-        files: files.len() as u64 - errors.len().min(files.len()) as u64,
+        files: files_saved,
         dirs: dirs.len() as u64,
         bytes: bytes_total,
     };
