@@ -3,17 +3,13 @@
 //! with a header-read deadline), graceful shutdown. The CRL is re-read when its file changes, so
 //! `pki revoke` takes effect on the next handshake without a restart.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use palisade_wire::tls::{self, TlsFiles};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
@@ -124,7 +120,19 @@ pub async fn run(
         let stop = stop_rx.clone();
         let cfg = config.clone();
         tokio::spawn(async move {
-            connection(tcp, peer, acceptor, state, cfg, stop).await;
+            let limits = palisade_wire::server::ConnectionLimits {
+                handshake: Duration::from_secs(cfg.handshake_timeout_secs),
+                header_read: Duration::from_secs(cfg.header_read_timeout_secs),
+            };
+            palisade_wire::server::serve_connection(
+                tcp,
+                peer,
+                acceptor,
+                limits,
+                stop,
+                move |who, peer, req| api::handle(state.clone(), who, peer, req),
+            )
+            .await;
             drop(permit);
         });
     }
@@ -136,74 +144,6 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("connections still open after 5 s; closing them");
-    }
-}
-
-async fn connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    state: Arc<AppState>,
-    config: ServerConfig,
-    mut stop: watch::Receiver<bool>,
-) {
-    tcp.set_nodelay(true).ok();
-    let handshake = tokio::time::timeout(
-        Duration::from_secs(config.handshake_timeout_secs),
-        acceptor.accept(tcp),
-    )
-    .await;
-    let stream = match handshake {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "TLS handshake refused");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    let identity = match stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-    {
-        Some(cert) => match tls::identity(cert) {
-            Ok(id) => Arc::new(id),
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "client certificate has no usable identity");
-                return;
-            }
-        },
-        None => {
-            tracing::warn!(%peer, "no client certificate");
-            return;
-        }
-    };
-    tracing::debug!(%peer, identity = %identity, "connection accepted");
-    let svc = service_fn(move |req| {
-        let state = state.clone();
-        let identity = identity.clone();
-        async move { Ok::<_, Infallible>(api::handle(state, identity, peer, req).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(config.header_read_timeout_secs))
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        }
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
     }
 }
 

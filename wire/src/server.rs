@@ -1,12 +1,101 @@
-//! Server plumbing shared by the collector and the replicator: a bounded accept loop.
+//! Server plumbing shared by the collector and the replicator: a bounded accept loop, and one
+//! mutual-TLS HTTP/1.1 connection from handshake to graceful stop.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::tls::{self, Identity};
+
+/// Deadlines of one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// For the TLS handshake.
+    pub handshake: Duration,
+    /// For a request's headers (slow-loris bound).
+    pub header_read: Duration,
+}
+
+/// Serves one connection: TLS handshake within its deadline, the client certificate's identity
+/// (no certificate or no usable identity: closed), then HTTP/1.1 keep-alive with `handler` per
+/// request until the client leaves or `stop` turns true (then the request in flight finishes).
+pub async fn serve_connection<H, F>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+    handler: H,
+) where
+    H: Fn(Arc<Identity>, SocketAddr, Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    tcp.set_nodelay(true).ok();
+    let stream = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let identity = match stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    {
+        Some(cert) => match tls::identity(cert) {
+            Ok(id) => Arc::new(id),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "client certificate has no usable identity");
+                return;
+            }
+        },
+        None => {
+            tracing::warn!(%peer, "no client certificate");
+            return;
+        }
+    };
+    tracing::debug!(%peer, identity = %identity, "connection accepted");
+    let handler = Arc::new(handler);
+    let svc = service_fn(move |req| {
+        let (handler, identity) = (handler.clone(), identity.clone());
+        async move { Ok::<_, Infallible>(handler(identity, peer, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
 
 /// Waits for a free connection slot of `limit`, then for the next connection; `None` once
 /// `shutdown` fires or the limit is closed. Accept errors (EMFILE and friends) back off, up to a

@@ -2,7 +2,6 @@
 //! connections, each connection does the TLS handshake with a deadline, and the peer's
 //! certificate must carry the `replicator` role before any request is served.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,10 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use palisade_wire::tls::{self, Identity, Role};
+use palisade_wire::tls::{Identity, Role};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -83,70 +80,33 @@ async fn connection<S: Service>(
     acceptor: TlsAcceptor,
     service: Arc<S>,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    tcp.set_nodelay(true).ok();
-    let stream = match tokio::time::timeout(
-        Duration::from_secs(limits.handshake_timeout_secs),
-        acceptor.accept(tcp),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "TLS handshake refused");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(%peer, "TLS handshake timed out");
-            return;
-        }
+    let deadlines = palisade_wire::server::ConnectionLimits {
+        handshake: Duration::from_secs(limits.handshake_timeout_secs),
+        header_read: Duration::from_secs(limits.header_read_timeout_secs),
     };
-    let identity = match stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-    {
-        Some(cert) => match tls::identity(cert) {
-            Ok(id) => Arc::new(id),
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "peer certificate has no usable identity");
-                return;
+    palisade_wire::server::serve_connection(
+        tcp,
+        peer,
+        acceptor,
+        deadlines,
+        stop,
+        move |who, peer, req| {
+            let service = service.clone();
+            async move {
+                if who.role != Role::Replicator {
+                    tracing::warn!(%peer, who = %who, "refused: not a replicator certificate");
+                    return text(
+                        StatusCode::FORBIDDEN,
+                        format!("role {} may not talk to a replicator", who.role),
+                    );
+                }
+                service.handle(who, req).await
             }
         },
-        None => return,
-    };
-    let svc = service_fn(move |req| {
-        let (service, identity) = (service.clone(), identity.clone());
-        async move {
-            if identity.role != Role::Replicator {
-                tracing::warn!(%peer, who = %identity, "refused: not a replicator certificate");
-                return Ok::<_, Infallible>(text(
-                    StatusCode::FORBIDDEN,
-                    format!("role {} may not talk to a replicator", identity.role),
-                ));
-            }
-            Ok(service.handle(identity, req).await)
-        }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        }
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
+    )
+    .await;
 }
 
 /// A plain-text response.
