@@ -12,4 +12,5 @@ mod listing;
 mod network;
 mod refusals;
 mod replication;
+mod replication_report;
 mod serve_crash;
