@@ -300,6 +300,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     peer: a.peer.clone(),
                     state_dir: a.state_dir.clone(),
                     run_secs: a.run_secs,
+                    reporter: reporter(&cli),
                 },
                 &tls(&cli)?,
             )?;
@@ -309,7 +310,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Status => {
             println!(
                 "palisade-replicator {}: repository (FastCDC, keyed blake3, zstd, \
-                 XChaCha20-Poly1305), backup, restore, verify, prune, diff, serve, sync",
+                 XChaCha20-Poly1305), backup, restore, verify, prune, diff, serve, sync, drill",
                 env!("CARGO_PKG_VERSION")
             );
             Ok(Outcome::Ok)

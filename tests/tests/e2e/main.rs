@@ -7,6 +7,7 @@
 mod backup_crash;
 mod correlation;
 mod delivery;
+mod drills;
 mod integrity;
 mod listing;
 mod network;
@@ -14,3 +15,4 @@ mod refusals;
 mod replication;
 mod replication_report;
 mod serve_crash;
+mod sync;

@@ -1,0 +1,350 @@
+//! The wire side of a site: the HTTPS service the peer ships to, and the shipper that sends
+//! this site's queued versions to the peer with back-off and anti-entropy after every
+//! reconnect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use palisade_wire::client::Client;
+use palisade_wire::tls::Identity;
+use tokio::sync::watch;
+
+use super::engine::{Engine, Outgoing, Refusal, MAX_FILE_BYTES};
+use super::protocol::{self, Index, Offer, OfferReply, Outcome, Update, UpdateReply};
+use crate::transport::server::{self, Service};
+
+/// Largest request body: a whole file's chunks plus the header.
+const MAX_BODY: usize = (MAX_FILE_BYTES as usize) + (16 << 20);
+/// Back-off bounds while the peer is unreachable.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Full anti-entropy exchange this often even when nothing failed (a safety net).
+const ANTI_ENTROPY_EVERY: Duration = Duration::from_secs(15);
+
+/// Serves `/v1/sync/*` for the peer.
+#[derive(Debug)]
+pub struct SyncService {
+    engine: Arc<Engine>,
+}
+
+impl SyncService {
+    /// A service over `engine`.
+    pub fn new(engine: Arc<Engine>) -> SyncService {
+        SyncService { engine }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(v) {
+        Ok(b) => server::ok("application/json", b),
+        Err(e) => server::text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn refusal(peer: &Identity, r: Refusal) -> Response<Full<Bytes>> {
+    match r {
+        Refusal::Bad(why) => {
+            tracing::warn!(peer = %peer, reason = %why, "sync request refused");
+            server::text(StatusCode::BAD_REQUEST, why)
+        }
+        Refusal::Retry(why) => server::text(StatusCode::CONFLICT, why),
+        Refusal::Local(why) => {
+            tracing::error!(peer = %peer, reason = %why, "cannot apply a peer version");
+            server::text(StatusCode::INTERNAL_SERVER_ERROR, why)
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response<Full<Bytes>>> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| server::text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+impl Service for SyncService {
+    fn handle(
+        &self,
+        peer: Arc<Identity>,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<Full<Bytes>>> + Send {
+        let engine = self.engine.clone();
+        async move {
+            let route = (req.method().clone(), req.uri().path().to_string());
+            let result = match (&route.0, route.1.as_str()) {
+                (&Method::GET, "/v1/sync/index") => blocking(move || json(&engine.index())).await,
+                (&Method::POST, "/v1/sync/offer") => {
+                    let body = match server::body(req, 64 << 20).await {
+                        Ok(b) => b,
+                        Err(r) => return r,
+                    };
+                    let offer: Offer = match serde_json::from_slice(&body) {
+                        Ok(o) => o,
+                        Err(e) => {
+                            return refusal(&peer, Refusal::Bad(format!("offer: {e}")));
+                        }
+                    };
+                    let p = peer.clone();
+                    blocking(move || match engine.offer(&offer) {
+                        Ok(reply) => json(&reply),
+                        Err(r) => refusal(&p, r),
+                    })
+                    .await
+                }
+                (&Method::POST, "/v1/sync/update") => {
+                    let body = match server::body(req, MAX_BODY).await {
+                        Ok(b) => b,
+                        Err(r) => return r,
+                    };
+                    let p = peer.clone();
+                    blocking(move || {
+                        let (header, data) = match protocol::decode_update(&body) {
+                            Ok(x) => x,
+                            Err(why) => return refusal(&p, Refusal::Bad(why)),
+                        };
+                        match engine.update(&header, data) {
+                            Ok(result) => json(&UpdateReply { result }),
+                            Err(r) => refusal(&p, r),
+                        }
+                    })
+                    .await
+                }
+                _ => Ok(server::text(StatusCode::NOT_FOUND, "no such sync endpoint")),
+            };
+            result.unwrap_or_else(|r| r)
+        }
+    }
+}
+
+/// Why shipping one path did not finish.
+enum ShipError {
+    /// The peer could not be reached or failed: keep the path, back off, resync after.
+    Down(String),
+    /// The peer's copy moved under the update: offer again soon.
+    Again,
+    /// The peer refused the version as malformed: retrying cannot help.
+    Refused(String),
+    /// The peer could not apply this path (e.g. its disk is full, or a directory is in the
+    /// way): the next anti-entropy exchange offers it again, other paths go on meanwhile.
+    Failed(String),
+    /// A local failure reading or encoding.
+    Local(String),
+}
+
+async fn call(
+    client: &mut Client,
+    method: Method,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<Bytes, ShipError> {
+    let r = client
+        .request(method, path, content_type, Bytes::from(body))
+        .await
+        .map_err(|e| ShipError::Down(e.to_string()))?;
+    match r.status {
+        StatusCode::OK => Ok(r.body),
+        StatusCode::CONFLICT => Err(ShipError::Again),
+        StatusCode::BAD_REQUEST => Err(ShipError::Refused(r.text())),
+        s if s.is_server_error() => Err(ShipError::Failed(format!("{s}: {}", r.text()))),
+        s => Err(ShipError::Down(format!("{s}: {}", r.text()))),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T, ShipError> {
+    serde_json::from_slice(b).map_err(|e| ShipError::Down(format!("peer's {what}: {e}")))
+}
+
+/// Offers one path's current version and sends the chunks the peer lacks.
+async fn ship(engine: &Arc<Engine>, client: &mut Client, path: String) -> Result<(), ShipError> {
+    let e = engine.clone();
+    let snap = tokio::task::spawn_blocking(move || e.snapshot(&path))
+        .await
+        .map_err(|e| ShipError::Local(e.to_string()))?
+        .map_err(|e| ShipError::Local(e.to_string()))?;
+    let Some(Outgoing {
+        offer,
+        bytes,
+        ranges,
+    }) = snap
+    else {
+        return Ok(());
+    };
+    let body = serde_json::to_vec(&offer).map_err(|e| ShipError::Local(e.to_string()))?;
+    let reply: OfferReply = parse(
+        &call(
+            client,
+            Method::POST,
+            "/v1/sync/offer",
+            "application/json",
+            body,
+        )
+        .await?,
+        "offer reply",
+    )?;
+    let content_len = bytes.len() as u64;
+    let (result, wire_bytes) = if reply.result == Outcome::Need {
+        let missing = reply.missing;
+        if missing.iter().any(|&i| i >= ranges.len()) {
+            return Err(ShipError::Down(
+                "peer asked for a chunk index out of range".into(),
+            ));
+        }
+        let header = Update { offer, missing };
+        let framed = tokio::task::spawn_blocking(move || {
+            let mut raw = Vec::new();
+            for &i in &header.missing {
+                let (a, z) = ranges[i];
+                raw.extend_from_slice(&bytes[a..z]);
+            }
+            let z = zstd::bulk::compress(&raw, 3).map_err(|e| e.to_string())?;
+            protocol::encode_update(&header, &z)
+        })
+        .await
+        .map_err(|e| ShipError::Local(e.to_string()))?
+        .map_err(ShipError::Local)?;
+        let n = framed.len() as u64;
+        let r: UpdateReply = parse(
+            &call(
+                client,
+                Method::POST,
+                "/v1/sync/update",
+                "application/x-palisade-sync",
+                framed,
+            )
+            .await?,
+            "update reply",
+        )?;
+        (r.result, n)
+    } else {
+        (reply.result, 0)
+    };
+    engine.shipped(wire_bytes, content_len);
+    tracing::debug!(?result, bytes = wire_bytes, "shipped");
+    Ok(())
+}
+
+async fn anti_entropy(engine: &Arc<Engine>, client: &mut Client) -> Result<usize, ShipError> {
+    let body = call(
+        client,
+        Method::GET,
+        "/v1/sync/index",
+        "application/json",
+        Vec::new(),
+    )
+    .await?;
+    let index: Index = parse(&body, "index")?;
+    if index.site == engine.site() {
+        return Err(ShipError::Refused(format!(
+            "the peer is site {:?} too: two sites need two names",
+            index.site
+        )));
+    }
+    let e = engine.clone();
+    tokio::task::spawn_blocking(move || e.queue_unseen_by(&index))
+        .await
+        .map_err(|e| ShipError::Local(e.to_string()))
+}
+
+/// Ships queued paths until `stop`; on any failure keeps the path, backs off, and after the
+/// peer answers again runs the anti-entropy exchange so nothing queued meanwhile (or before a
+/// restart) is missed.
+pub async fn shipper(engine: Arc<Engine>, mut client: Client, mut stop: watch::Receiver<bool>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut need_sync = true;
+    let mut last_sync = tokio::time::Instant::now();
+    let mut was_down = false;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if need_sync || last_sync.elapsed() >= ANTI_ENTROPY_EVERY {
+            match anti_entropy(&engine, &mut client).await {
+                Ok(n) => {
+                    if was_down || n > 0 {
+                        tracing::info!(queued = n, "peer reachable; anti-entropy exchange done");
+                    }
+                    need_sync = false;
+                    was_down = false;
+                    backoff = BACKOFF_MIN;
+                    last_sync = tokio::time::Instant::now();
+                    engine.set_peer_reachable(true);
+                }
+                Err(ShipError::Refused(why)) => {
+                    tracing::error!(reason = %why, "peer refused the index exchange");
+                    engine.set_peer_reachable(false);
+                    if sleep_or_stop(&mut stop, BACKOFF_MAX).await {
+                        return;
+                    }
+                    continue;
+                }
+                Err(ShipError::Down(why) | ShipError::Local(why) | ShipError::Failed(why)) => {
+                    if !was_down {
+                        tracing::warn!(reason = %why, "peer unreachable; changes are kept and retried");
+                    }
+                    was_down = true;
+                    engine.set_peer_reachable(false);
+                    if sleep_or_stop(&mut stop, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+                Err(ShipError::Again) => continue,
+            }
+        }
+        let Some(path) = engine.next_pending() else {
+            let until_sync = ANTI_ENTROPY_EVERY.saturating_sub(last_sync.elapsed());
+            tokio::select! {
+                _ = engine.wake.notified() => {}
+                _ = tokio::time::sleep(until_sync) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        };
+        match ship(&engine, &mut client, path.clone()).await {
+            Ok(()) => {}
+            Err(ShipError::Again) => {
+                engine.enqueue(&path);
+                if sleep_or_stop(&mut stop, Duration::from_millis(50)).await {
+                    return;
+                }
+            }
+            Err(ShipError::Refused(why)) => {
+                tracing::error!(path, reason = %why, "peer refused this version; not retried until it changes again");
+            }
+            Err(ShipError::Local(why)) => {
+                tracing::warn!(path, reason = %why, "cannot read this version; retried by the next scan");
+            }
+            Err(ShipError::Failed(why)) => {
+                tracing::warn!(path, reason = %why, "peer could not apply this version; offered again at the next anti-entropy exchange");
+            }
+            Err(ShipError::Down(why)) => {
+                engine.enqueue(&path);
+                if !was_down {
+                    tracing::warn!(reason = %why, "peer unreachable; changes are kept and retried");
+                }
+                was_down = true;
+                need_sync = true;
+                engine.set_peer_reachable(false);
+                if sleep_or_stop(&mut stop, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Sleeps `d`; true when `stop` fired meanwhile.
+async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}

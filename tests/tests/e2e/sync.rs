@@ -1,0 +1,522 @@
+//! Active-active sync between two real `palisade-replicator sync` processes on loopback:
+//! changes flow both ways, concurrent edits keep both versions, a delete never beats a
+//! concurrent modification, and a path leaving the tree is refused.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use palisade_tests::{bin, free_port, run_ok, wait_for, Collector, Pki};
+use palisade_wire::client::Client;
+use palisade_wire::tls::{client_config, TlsFiles};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// One site: a directory, a state directory, a port, and the process while it runs.
+struct Site {
+    name: String,
+    dir: PathBuf,
+    state: PathBuf,
+    log: PathBuf,
+    port: u16,
+    peer_port: u16,
+    pki: PathBuf,
+    /// Collector URL for conflict reports.
+    collector: Option<String>,
+    child: Option<Child>,
+}
+
+impl Site {
+    fn new(base: &Path, name: &str, port: u16, peer_port: u16, pki: &Pki) -> Site {
+        let dir = base.join(name).join("data");
+        let state = base.join(name).join("state");
+        std::fs::create_dir_all(&dir).unwrap();
+        Site {
+            name: name.to_string(),
+            dir,
+            state,
+            log: base.join(name).join("sync.log"),
+            port,
+            peer_port,
+            pki: pki.dir.clone(),
+            collector: None,
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(bin("palisade-replicator"));
+        if let Some(url) = &self.collector {
+            cmd.args(["--collector", url]);
+        }
+        let mut child = cmd
+            .args([
+                "--pki-dir",
+                self.pki.to_str().unwrap(),
+                "--identity",
+                &self.name,
+                "sync",
+                "--dir",
+                self.dir.to_str().unwrap(),
+                "--site",
+                &self.name,
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--peer",
+                &format!("https://127.0.0.1:{}", self.peer_port),
+                "--state-dir",
+                self.state.to_str().unwrap(),
+            ])
+            .env("PALISADE_LOG", "info,palisade_replicator::sync=debug")
+            .env_remove("PALISADE_COLLECTOR")
+            // The report outbox lives under the test's directory.
+            .env("XDG_STATE_HOME", self.dir.parent().unwrap().join("xdg"))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("listening on ") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = child.kill();
+            panic!("site {} did not start:\n{}", self.name, self.log_text());
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: a site lost without warning.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Every regular file: relative path → content.
+    fn files(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![self.dir.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(b) = std::fs::read(&p) {
+                    let rel = p
+                        .strip_prefix(&self.dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    out.insert(rel, b);
+                }
+            }
+        }
+        out
+    }
+
+    fn status(&self) -> serde_json::Value {
+        std::fs::read(self.state.join("status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A PKI with one replicator certificate per site (SAN 127.0.0.1: each site is a server too),
+/// and two sites pointed at each other, started.
+fn two_sites(base: &Path) -> (Pki, Site, Site) {
+    let (pki, a, b, _) = two_sites_reporting_to(base, None);
+    (pki, a, b)
+}
+
+/// [`two_sites`], with a collector (in `collector`) both report to.
+fn two_sites_reporting_to(
+    base: &Path,
+    collector: Option<&Path>,
+) -> (Pki, Site, Site, Option<Collector>) {
+    let pki = Pki::init(&base.join("pki"));
+    for name in ["site-a", "site-b"] {
+        run_ok(
+            "palisade-collector",
+            &[
+                "pki",
+                "issue",
+                "--dir",
+                pki.dir.to_str().unwrap(),
+                "--role",
+                "replicator",
+                "--name",
+                name,
+                "--san",
+                "127.0.0.1",
+            ],
+        );
+    }
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Site::new(base, "site-a", pa, pb, &pki);
+    let mut b = Site::new(base, "site-b", pb, pa, &pki);
+    let collector = if let Some(dir) = collector {
+        let c = Collector::start(dir, &pki, 0, "");
+        a.collector = Some(c.url.clone());
+        b.collector = Some(c.url.clone());
+        Some(c)
+    } else {
+        None
+    };
+    a.start();
+    b.start();
+    (pki, a, b, collector)
+}
+
+fn converged(a: &Site, b: &Site) -> Option<BTreeMap<String, Vec<u8>>> {
+    let (fa, fb) = (a.files(), b.files());
+    (fa == fb).then_some(fa)
+}
+
+fn explain(a: &Site, b: &Site) -> String {
+    // Which files differ, with their contents and what each site's state says about them.
+    let (fa, fb) = (a.files(), b.files());
+    let state = |s: &Site| -> serde_json::Value {
+        std::fs::read(s.state.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
+    let (sa, sb) = (state(a), state(b));
+    let mut diff = String::new();
+    for name in fa
+        .keys()
+        .chain(fb.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (ca, cb) = (fa.get(name), fb.get(name));
+        let show = |c: Option<&Vec<u8>>| c.map(|c| String::from_utf8_lossy(c).into_owned());
+        diff.push_str(&format!(
+            "{} {name}: a {:?} {} | b {:?} {}\n",
+            if ca == cb { " " } else { "!" },
+            show(ca),
+            sa["entries"][name.as_str()],
+            show(cb),
+            sb["entries"][name.as_str()],
+        ));
+    }
+    format!(
+        "site-a files {:?}\nsite-b files {:?}\n--- per file (content, state entry)\n{diff}\
+         --- status\nsite-a {}\nsite-b {}\n--- site-a log\n{}\n--- site-b log\n{}",
+        fa.keys().collect::<Vec<_>>(),
+        fb.keys().collect::<Vec<_>>(),
+        a.status(),
+        b.status(),
+        a.log_text(),
+        b.log_text()
+    )
+}
+
+fn lag_line(site: &Site) -> String {
+    let s = site.status();
+    format!(
+        "{}: applied {} conflicts {} lag p50 {} ms p99 {} ms",
+        site.name, s["applied"], s["conflicts"], s["lag_p50_ms"], s["lag_p99_ms"]
+    )
+}
+
+#[test]
+fn sync_ships_create_edit_delete_both_ways() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_pki, a, b) = two_sites(tmp.path());
+
+    // Created at A (in a new directory, with enough data for several chunks).
+    let big: Vec<u8> = (0..600_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::create_dir_all(a.path("docs")).unwrap();
+    std::fs::write(a.path("docs/report.bin"), &big).unwrap();
+    std::fs::write(a.path("hello.txt"), b"hello from a\n").unwrap();
+    wait_for(CONVERGE, || {
+        (std::fs::read(b.path("docs/report.bin")).ok()? == big
+            && std::fs::read(b.path("hello.txt")).ok()? == b"hello from a\n")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("A's new files did not reach B\n{}", explain(&a, &b)));
+
+    // Edited at B.
+    let mut edited = big.clone();
+    edited[300_000..300_011].copy_from_slice(b"EDITED-AT-B");
+    std::fs::write(b.path("docs/report.bin"), &edited).unwrap();
+    wait_for(CONVERGE, || {
+        (std::fs::read(a.path("docs/report.bin")).ok()? == edited).then_some(())
+    })
+    .unwrap_or_else(|| panic!("B's edit did not reach A\n{}", explain(&a, &b)));
+
+    // Deleted at A.
+    std::fs::remove_file(a.path("hello.txt")).unwrap();
+    wait_for(CONVERGE, || (!b.path("hello.txt").exists()).then_some(()))
+        .unwrap_or_else(|| panic!("A's delete did not reach B\n{}", explain(&a, &b)));
+
+    let files = wait_for(CONVERGE, || converged(&a, &b))
+        .unwrap_or_else(|| panic!("sites did not converge\n{}", explain(&a, &b)));
+    assert_eq!(files.len(), 1, "{:?}", files.keys());
+    wait_for(CONVERGE, || {
+        (a.status()["applied"].as_u64()? >= 1 && b.status()["applied"].as_u64()? >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("status.json not written\n{}", explain(&a, &b)));
+    assert_eq!(a.status()["conflicts"], 0);
+    assert_eq!(b.status()["conflicts"], 0);
+    eprintln!("{}\n{}", lag_line(&a), lag_line(&b));
+}
+
+#[test]
+fn sync_concurrent_edits_during_partition_keep_both_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_pki, a, mut b) = two_sites(tmp.path());
+    std::fs::write(a.path("shared.txt"), b"base\n").unwrap();
+    wait_for(CONVERGE, || {
+        (std::fs::read(b.path("shared.txt")).ok()? == b"base\n").then_some(())
+    })
+    .unwrap_or_else(|| panic!("base did not reach B\n{}", explain(&a, &b)));
+
+    // Partition: B dies; both sides edit the same file; B comes back.
+    b.kill();
+    std::fs::write(a.path("shared.txt"), b"edited at a\n").unwrap();
+    std::fs::write(b.path("shared.txt"), b"edited at b\n").unwrap();
+    b.start();
+
+    let files = wait_for(CONVERGE, || {
+        let f = converged(&a, &b)?;
+        (f.len() == 2).then_some(f)
+    })
+    .unwrap_or_else(|| panic!("sites did not converge\n{}", explain(&a, &b)));
+    assert!(files.contains_key("shared.txt"), "{:?}", files.keys());
+    let copy = files
+        .keys()
+        .find(|k| k.starts_with("shared.txt.conflict-site-"))
+        .unwrap_or_else(|| panic!("no conflict copy: {:?}", files.keys()));
+    assert!(copy.ends_with('Z'), "{copy}");
+    let mut contents: Vec<&[u8]> = files.values().map(Vec::as_slice).collect();
+    contents.sort();
+    assert_eq!(
+        contents,
+        vec![&b"edited at a\n"[..], &b"edited at b\n"[..]],
+        "an edit was lost"
+    );
+    wait_for(CONVERGE, || {
+        let n = a.status()["conflicts"].as_u64()? + b.status()["conflicts"].as_u64()?;
+        (n >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no conflict counted\n{}", explain(&a, &b)));
+    assert!(
+        a.log_text().contains("sync conflict") || b.log_text().contains("sync conflict"),
+        "no conflict warning logged"
+    );
+    eprintln!("{}\n{}", lag_line(&a), lag_line(&b));
+}
+
+#[test]
+fn sync_simultaneous_writes_on_both_live_sites_converge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_pki, a, b) = two_sites(tmp.path());
+    let rounds = 15;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let writers: Vec<_> = [("a", a.path("hot.txt")), ("b", b.path("hot.txt"))]
+        .into_iter()
+        .map(|(who, path)| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                for i in 0..rounds {
+                    barrier.wait();
+                    std::fs::write(&path, format!("{who}-{i}\n")).unwrap();
+                    std::thread::sleep(Duration::from_millis(40 + 17 * (i % 3)));
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    // Converged: the same files with the same bytes on both sites, and it stays that way.
+    let files = wait_for(CONVERGE, || {
+        let f = converged(&a, &b)?;
+        std::thread::sleep(Duration::from_millis(1500));
+        (converged(&a, &b)? == f).then_some(f)
+    })
+    .unwrap_or_else(|| panic!("live sites did not converge\n{}", explain(&a, &b)));
+    assert!(files.contains_key("hot.txt"), "{:?}", files.keys());
+    for (name, content) in &files {
+        assert!(name.starts_with("hot.txt"), "{name}");
+        let text = String::from_utf8_lossy(content);
+        assert!(
+            text.starts_with("a-") || text.starts_with("b-"),
+            "{name} holds {text:?}\n{}",
+            explain(&a, &b)
+        );
+    }
+    eprintln!(
+        "{} files after {rounds} simultaneous rounds; {}\n{}",
+        files.len(),
+        lag_line(&a),
+        lag_line(&b)
+    );
+}
+
+#[test]
+fn sync_delete_concurrent_with_modify_keeps_the_modification() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_pki, a, mut b) = two_sites(tmp.path());
+    std::fs::write(a.path("contract.txt"), b"v1\n").unwrap();
+    wait_for(CONVERGE, || {
+        (std::fs::read(b.path("contract.txt")).ok()? == b"v1\n").then_some(())
+    })
+    .unwrap_or_else(|| panic!("v1 did not reach B\n{}", explain(&a, &b)));
+
+    b.kill();
+    std::fs::remove_file(a.path("contract.txt")).unwrap();
+    std::fs::write(b.path("contract.txt"), b"v2 signed at b\n").unwrap();
+    b.start();
+
+    let files = wait_for(CONVERGE, || {
+        let f = converged(&a, &b)?;
+        (f.get("contract.txt")? == b"v2 signed at b\n").then_some(f)
+    })
+    .unwrap_or_else(|| panic!("the modification did not survive\n{}", explain(&a, &b)));
+    assert_eq!(files.len(), 1, "{:?}", files.keys());
+    wait_for(CONVERGE, || {
+        let n = a.status()["conflicts"].as_u64()? + b.status()["conflicts"].as_u64()?;
+        (n >= 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no conflict counted\n{}", explain(&a, &b)));
+}
+
+/// Regression: the watcher reported the scan's own reads of the directory as changes, so an
+/// idle site rescanned itself in a loop.
+#[test]
+fn sync_idle_sites_do_not_rescan_themselves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_pki, a, b) = two_sites(tmp.path());
+    std::fs::write(a.path("one.txt"), b"1").unwrap();
+    wait_for(CONVERGE, || {
+        (std::fs::read(b.path("one.txt")).ok()? == b"1").then_some(())
+    })
+    .unwrap_or_else(|| panic!("one.txt did not reach B\n{}", explain(&a, &b)));
+    let batches = |s: &Site| s.status()["watch_batches"].as_u64();
+    // Settle: status.json is rewritten every second.
+    let settled = wait_for(CONVERGE, || {
+        let before = (batches(&a)?, batches(&b)?);
+        std::thread::sleep(Duration::from_millis(2500));
+        (before == (batches(&a)?, batches(&b)?)).then_some(before)
+    });
+    assert!(
+        settled.is_some(),
+        "idle sites keep re-reading their trees\n{}",
+        explain(&a, &b)
+    );
+}
+
+#[test]
+fn sync_conflict_is_reported_to_the_collector() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pki, a, mut b, collector) =
+        two_sites_reporting_to(tmp.path(), Some(&tmp.path().join("collector")));
+    std::fs::write(a.path("budget.xlsx"), b"q1\n").unwrap();
+    wait_for(CONVERGE, || {
+        (std::fs::read(b.path("budget.xlsx")).ok()? == b"q1\n").then_some(())
+    })
+    .unwrap_or_else(|| panic!("base did not reach B\n{}", explain(&a, &b)));
+    b.kill();
+    std::fs::write(a.path("budget.xlsx"), b"q1 revised at a\n").unwrap();
+    std::fs::write(b.path("budget.xlsx"), b"q1 revised at b\n").unwrap();
+    b.start();
+    wait_for(CONVERGE, || {
+        let f = converged(&a, &b)?;
+        (f.len() == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("sites did not converge\n{}", explain(&a, &b)));
+    let collector = collector.unwrap();
+    let event = wait_for(CONVERGE, || {
+        collector
+            .events(&pki, &[])
+            .into_iter()
+            .find(|e| e.to_string().contains("sync-conflict"))
+    });
+    let event = event.unwrap_or_else(|| {
+        panic!(
+            "no sync-conflict event at the collector\n{}",
+            explain(&a, &b)
+        )
+    });
+    let text = event.to_string();
+    assert!(text.contains("budget.xlsx"), "{text}");
+    assert!(text.contains("concurrent-edit"), "{text}");
+}
+
+#[test]
+fn sync_refuses_a_path_leaving_the_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pki, a, _b) = two_sites(tmp.path());
+    let offer = serde_json::json!({
+        "meta": {
+            "path": "../escaped.txt", "vv": {"site-b": 1}, "hash": null, "size": 0,
+            "mtime_ns": 0, "deleted": true, "origin_site": "site-b", "changed_at_ns": 0
+        },
+        "chunks": []
+    });
+    let tls = client_config(&TlsFiles {
+        ca: pki.ca(),
+        cert: pki.cert("site-b"),
+        key: pki.key("site-b"),
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let resp = rt
+        .block_on(async {
+            let mut c = Client::new(
+                &format!("https://127.0.0.1:{}", a.port),
+                tls,
+                Duration::from_secs(10),
+            )?;
+            c.request(
+                Method::POST,
+                "/v1/sync/offer",
+                "application/json",
+                Bytes::from(serde_json::to_vec(&offer).unwrap()),
+            )
+            .await
+        })
+        .unwrap();
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{}", resp.text());
+    assert!(resp.text().contains(".."), "{}", resp.text());
+    assert!(!a.dir.parent().unwrap().join("escaped.txt").exists());
+}
