@@ -186,8 +186,57 @@ pub struct Situation {
     pub integrity: Vec<IntegrityLine>,
     /// Replication / backup freshness.
     pub replication: Vec<ReplicationLine>,
+    /// The latest run of each DR drill (`source` = the drill's name) in the last 30 days.
+    #[serde(default)]
+    pub drills: Vec<ReplicationLine>,
     /// Per-segment rate series.
     pub segments: BTreeMap<String, SegmentSeries>,
+}
+
+/// The newest event of `kind` since `since` per value of the field at `key` (who reported, or
+/// which drill), with its message, severity and age.
+fn latest_per(
+    state: &AppState,
+    kind: EventKind,
+    since: Timestamp,
+    now: Timestamp,
+    key: &[&str],
+) -> Result<Vec<ReplicationLine>, crate::store::StoreError> {
+    let mut latest: BTreeMap<String, ReplicationLine> = BTreeMap::new();
+    for_each(state, kind, since, Timestamp(i64::MAX), &mut |v| {
+        let source = str_at(v, key).unwrap_or("?").to_string();
+        let Some(t) = v
+            .get("@timestamp")
+            .and_then(|t| t.as_str())
+            .and_then(|t| t.parse::<Timestamp>().ok())
+        else {
+            return;
+        };
+        let severity = v
+            .pointer("/event/severity")
+            .and_then(|s| s.as_u64())
+            .and_then(Severity::from_number)
+            .unwrap_or(Severity::Info);
+        let e = latest.entry(source.clone()).or_insert(ReplicationLine {
+            source,
+            last: t,
+            age_secs: 0,
+            message: None,
+            severity,
+        });
+        if t >= e.last {
+            e.last = t;
+            e.message = str_at(v, &["message"]).map(String::from);
+            e.severity = severity;
+        }
+    })?;
+    Ok(latest
+        .into_values()
+        .map(|mut r| {
+            r.age_secs = (now.nanos() - r.last.nanos()) / 1_000_000_000;
+            r
+        })
+        .collect())
 }
 
 fn top(map: HashMap<String, u64>, n: usize) -> Vec<Top> {
@@ -430,49 +479,8 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
         true
     })?;
 
-    let mut replication: BTreeMap<String, ReplicationLine> = BTreeMap::new();
-    for_each(
-        state,
-        EventKind::Replication,
-        month,
-        Timestamp(i64::MAX),
-        &mut |v| {
-            let source = str_at(v, &["agent", "id"]).unwrap_or("?").to_string();
-            let Some(t) = v
-                .get("@timestamp")
-                .and_then(|t| t.as_str())
-                .and_then(|t| t.parse::<Timestamp>().ok())
-            else {
-                return;
-            };
-            let severity = v
-                .pointer("/event/severity")
-                .and_then(|s| s.as_u64())
-                .and_then(Severity::from_number)
-                .unwrap_or(Severity::Info);
-            let e = replication
-                .entry(source.clone())
-                .or_insert(ReplicationLine {
-                    source,
-                    last: t,
-                    age_secs: 0,
-                    message: None,
-                    severity,
-                });
-            if t >= e.last {
-                e.last = t;
-                e.message = str_at(v, &["message"]).map(String::from);
-                e.severity = severity;
-            }
-        },
-    )?;
-    let replication = replication
-        .into_values()
-        .map(|mut r| {
-            r.age_secs = (now.nanos() - r.last.nanos()) / 1_000_000_000;
-            r
-        })
-        .collect();
+    let replication = latest_per(state, EventKind::Replication, month, now, &["agent", "id"])?;
+    let drills = latest_per(state, EventKind::Drill, month, now, &["palisade", "drill", "name"])?;
 
     let (events_per_sec, segments) = state.rates.rates();
     Ok(Situation {
@@ -491,6 +499,7 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
         top_detectors: top(detectors, 10),
         integrity: integrity.into_values().collect(),
         replication,
+        drills,
         segments,
     })
 }

@@ -193,6 +193,21 @@ pub fn render(s: &Situation, local: bool, width: usize) -> String {
             r.message.as_deref().unwrap_or("")
         );
     }
+    let _ = writeln!(o, "\nDR DRILLS              LAST RUN");
+    if s.drills.is_empty() {
+        let _ = writeln!(o, "  (no drill in 30 days)");
+    }
+    for d in &s.drills {
+        let bad = d.severity >= palisade_wire::Severity::Medium;
+        let _ = writeln!(
+            o,
+            "{} {:<20} {}  {}",
+            if bad { "!" } else { " " },
+            d.source,
+            ago(now, d.last),
+            d.message.as_deref().unwrap_or("")
+        );
+    }
     o
 }
 

@@ -348,6 +348,14 @@ fn drill_result_reaches_the_collector_as_a_drill_event() {
         e["palisade"]["drill"]["rto_secs"].as_f64().is_some(),
         "{e:#}"
     );
+    // The duty analyst sees the last drill on the situation screen.
+    let situation = collector.cli(&pki, "analyst", &["situation"]);
+    let screen = String::from_utf8_lossy(&situation.stdout);
+    let line = screen
+        .lines()
+        .find(|l| l.contains("ransomware-tamper"))
+        .unwrap_or_else(|| panic!("situation shows no drill:\n{screen}"));
+    assert!(line.contains("passed, all targets met"), "{line}");
 }
 
 #[test]

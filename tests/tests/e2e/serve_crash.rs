@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use palisade_tests::{bin, free_port, run, run_ok, Pki};
+use palisade_tests::{bin, run, run_ok, Pki};
 
 struct Serve(Child);
 
@@ -20,10 +20,17 @@ impl Drop for Serve {
     }
 }
 
-fn start_serve(repo: &Path, pki: &Pki, port: u16) -> Serve {
+/// Starts `serve` on a port of its own choosing (a port freed by a killed server may be taken
+/// by another test running in parallel) and returns it with its URL.
+fn start_serve(repo: &Path, pki: &Pki) -> (Serve, String) {
     let mut child = Command::new(bin("palisade-replicator"))
-        .args(["-r", repo.to_str().unwrap(), "serve", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
+        .args([
+            "-r",
+            repo.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .args([
             "--pki-dir",
             pki.dir.to_str().unwrap(),
@@ -31,15 +38,25 @@ fn start_serve(repo: &Path, pki: &Pki, port: u16) -> Serve {
             "offsite",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(
+            fs::File::create(repo.with_extension("log")).unwrap(),
+        ))
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert!(line.contains("listening on"), "serve said {line:?}");
-    Serve(child)
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| {
+            let _ = child.wait();
+            let err = fs::read_to_string(repo.with_extension("log")).unwrap_or_default();
+            panic!("serve said {line:?}; stderr:\n{err}")
+        })
+        .to_string();
+    (Serve(child), format!("https://{addr}"))
 }
 
 #[test]
@@ -74,15 +91,13 @@ fn serve_killed_at_random_points_keeps_a_verifiable_repository_and_transfers_res
         }
     }
     let repo = t.path().join("offsite");
-    let port = free_port();
-    let url = format!("https://127.0.0.1:{port}");
     let client = [
         "--pki-dir",
         pki.dir.to_str().unwrap(),
         "--identity",
         "site-a",
     ];
-    let mut serve = start_serve(&repo, &pki, port);
+    let (mut serve, mut url) = start_serve(&repo, &pki);
     let mut args = vec!["init", url.as_str()];
     args.extend(client);
     run_ok("palisade-replicator", &args);
@@ -124,7 +139,7 @@ fn serve_killed_at_random_points_keeps_a_verifiable_repository_and_transfers_res
             String::from_utf8_lossy(&v.stdout),
             String::from_utf8_lossy(&v.stderr)
         );
-        serve = start_serve(&repo, &pki, port);
+        (serve, url) = start_serve(&repo, &pki);
     }
     assert_eq!(kills, 20);
     // The transfer resumes: the last run completes and the snapshot restores exactly.
