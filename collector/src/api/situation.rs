@@ -480,7 +480,13 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
     })?;
 
     let replication = latest_per(state, EventKind::Replication, month, now, &["agent", "id"])?;
-    let drills = latest_per(state, EventKind::Drill, month, now, &["palisade", "drill", "name"])?;
+    let drills = latest_per(
+        state,
+        EventKind::Drill,
+        month,
+        now,
+        &["palisade", "drill", "name"],
+    )?;
 
     let (events_per_sec, segments) = state.rates.rates();
     Ok(Situation {
