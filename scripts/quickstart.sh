@@ -155,8 +155,11 @@ show() {
     echo "################ situational awareness: palisade-collector situation"
     "$C" situation "${analyst[@]}" || true
     echo
-    echo "################ latest events: palisade-collector events --since 15m --limit 5"
-    "$C" events --since 15m --limit 5 "${analyst[@]}" || true
+    echo "################ latest events: palisade-collector events --since 15m --limit 10"
+    "$C" events --since 15m --limit 10 "${analyst[@]}" || true
+    echo
+    echo "################ agents alive: palisade-collector events --kind heartbeat --since 15m --limit 3"
+    "$C" events --kind heartbeat --since 15m --limit 3 "${analyst[@]}" || true
 }
 show
 echo
