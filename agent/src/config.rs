@@ -24,13 +24,22 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SpoolConfig {
     /// Cap on spooled event bytes; beyond it the oldest events are dropped and a `gap` event
-    /// records how many.
+    /// records how many. Events already acknowledged (kept for `retain_acked_secs`) count
+    /// against it too and are dropped first, without a `gap` event: they were delivered.
     pub max_bytes: u64,
+    /// Seconds acknowledged events are kept after their ack, so they can be sent again if the
+    /// collector loses its store and comes back from an older backup (it answers with how far
+    /// its store reaches). Keep it above the interval between the collector's backups; 0 keeps
+    /// nothing.
+    pub retain_acked_secs: u64,
 }
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        SpoolConfig { max_bytes: 1 << 30 }
+        SpoolConfig {
+            max_bytes: 1 << 30,
+            retain_acked_secs: 86_400,
+        }
     }
 }
 

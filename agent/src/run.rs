@@ -80,11 +80,14 @@ pub fn open_spool(config: &AgentConfig, agent_id: &str) -> Result<Arc<Spool>, Ru
         path: config.data_dir.clone(),
         source,
     })?;
-    Ok(Arc::new(Spool::open(
-        &config.data_dir.join("spool"),
-        agent_id,
-        config.spool.max_bytes,
-    )?))
+    Ok(Arc::new(
+        Spool::open(
+            &config.data_dir.join("spool"),
+            agent_id,
+            config.spool.max_bytes,
+        )?
+        .retain_acked_secs(config.spool.retain_acked_secs),
+    ))
 }
 
 fn client(config: &AgentConfig) -> Result<Client, RunError> {

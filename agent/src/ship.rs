@@ -3,6 +3,10 @@
 //! so batches arrive in sequence order. Failures back off exponentially with jitter; 503 honours
 //! Retry-After; a batch refused as too large is split; one refused as malformed is quarantined
 //! (kept on disk, counted) rather than retried forever.
+//!
+//! Acknowledged events stay in the spool's replay window; when an answer's `stored_before` is
+//! below what the collector acknowledged earlier (its store came back from an older backup), the
+//! retained events above it are queued again and re-sent in sequence order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +34,8 @@ pub struct ShipCounters {
     pub failures: AtomicU64,
     /// Events quarantined after a 400.
     pub quarantined: AtomicU64,
+    /// Acknowledged events sent again because the collector lost them.
+    pub replayed: AtomicU64,
 }
 
 /// Exponential back-off with "equal jitter": half the delay fixed, half random.
@@ -65,7 +71,9 @@ impl Backoff {
 }
 
 enum Sent {
-    Acked,
+    /// Durable; with the highest sequence of ours the collector held before this batch, if it
+    /// said (`stored_before`).
+    Acked(Option<u64>),
     /// The collector is busy: wait this long (Retry-After plus jitter).
     Busy(Duration),
     /// Network error or server error: back off.
@@ -152,12 +160,22 @@ pub async fn run(
             }
         }
         let wait = match send(&mut client, &agent_id, &config, &counters, &pending).await {
-            Sent::Acked => {
+            Sent::Acked(stored_before) => {
                 backoff.reset();
                 max_events = config.max_batch_events;
                 let seqs: Vec<u64> = pending.iter().map(|p| p.seq).collect();
                 let s = spool.clone();
-                match tokio::task::spawn_blocking(move || s.ack(&seqs)).await {
+                let c = counters.clone();
+                // Replay before this batch's ack: its own events are stored, only older
+                // acknowledged ones can be missing.
+                match tokio::task::spawn_blocking(move || {
+                    if let Some(n) = stored_before {
+                        replay_if_behind(&s, &c, n);
+                    }
+                    s.ack(&seqs)
+                })
+                .await
+                {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "cannot delete acknowledged events; they will be re-sent")
@@ -201,6 +219,29 @@ pub async fn run(
     }
 }
 
+/// Blocking. If the collector holds fewer of our events than it acknowledged (its store was
+/// restored from an older backup), queues the retained ones again.
+fn replay_if_behind(spool: &Spool, counters: &ShipCounters, stored_through: u64) {
+    let acked_through = spool.acked_through();
+    if stored_through >= acked_through {
+        return;
+    }
+    match spool.replay_after(stored_through) {
+        Ok(r) => {
+            tracing::warn!(
+                stored_through,
+                acked_through,
+                replayed = r.replayed,
+                lost = r.lost,
+                "collector is behind (stored through {stored_through}, acked through {acked_through}): replaying {} retained events",
+                r.replayed
+            );
+            counters.replayed.fetch_add(r.replayed, Ordering::Relaxed);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot replay retained events"),
+    }
+}
+
 async fn send(
     client: &mut Client,
     agent_id: &str,
@@ -228,10 +269,10 @@ async fn send(
         .await;
     match resp {
         Ok(r) if r.status == StatusCode::OK => {
-            let dups = serde_json::from_slice::<serde_json::Value>(&r.body)
-                .ok()
-                .and_then(|v| v.get("duplicates").and_then(|d| d.as_u64()))
-                .unwrap_or(0);
+            let body = serde_json::from_slice::<serde_json::Value>(&r.body).ok();
+            let field = |name: &str| body.as_ref().and_then(|v| v.get(name)?.as_u64());
+            let dups = field("duplicates").unwrap_or(0);
+            let stored_before = field("stored_before");
             counters.batches.fetch_add(1, Ordering::Relaxed);
             counters
                 .events
@@ -244,7 +285,7 @@ async fn send(
                 duplicates = dups,
                 "batch acknowledged"
             );
-            Sent::Acked
+            Sent::Acked(stored_before)
         }
         Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE => {
             let secs = r.retry_after_secs.unwrap_or(1).min(60);

@@ -70,6 +70,7 @@ pub fn heartbeat(
                 "send_failures": ship.failures.load(Ordering::Relaxed),
                 "duplicates": ship.duplicates.load(Ordering::Relaxed),
                 "quarantined": ship.quarantined.load(Ordering::Relaxed),
+                "replayed": ship.replayed.load(Ordering::Relaxed),
             },
         }));
     if let (Some(n), Some(details)) = (net, e.palisade.as_mut()) {

@@ -1,10 +1,14 @@
 //! The spool: every event is written here (and flushed) before it counts as produced; the
-//! shipper reads from the oldest end and deletes only what the collector acknowledged.
+//! shipper reads from the oldest end and moves what the collector acknowledged aside.
 //!
-//! sled trees: `events` (sequence, big-endian → event JSON) and `meta` (`next_seq`). The next
-//! sequence is persisted with each append so sequences never repeat, even after the spool empties
-//! and the agent restarts. Over the byte cap, the oldest events are dropped and one `gap` event
-//! records how many and which sequences.
+//! sled trees: `events` (sequence, big-endian → event JSON: waiting to be shipped), `acked`
+//! (sequence → ack time in Unix milliseconds, big-endian, then the event JSON: delivered, kept
+//! for `retain_acked_secs` so it can be replayed to a collector restored from an older backup)
+//! and `meta` (`next_seq`, `acked_through`). The next sequence is persisted with each append so
+//! sequences never repeat, even after the spool empties and the agent restarts. Over the byte cap
+//! (pending and retained together), retained events go first, silently (they were delivered);
+//! then the oldest pending events are dropped and one `gap` event records how many and which
+//! sequences.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +18,9 @@ use palisade_wire::{Event, EventKind, Severity};
 use serde_json::json;
 
 const NEXT_SEQ: &[u8] = b"next_seq";
+const ACKED_THROUGH: &[u8] = b"acked_through";
+/// Default for [`Spool::retain_acked_secs`].
+const DEFAULT_RETAIN_ACKED_SECS: u64 = 86_400;
 
 /// Spool errors.
 #[derive(Debug, thiserror::Error)]
@@ -43,11 +50,25 @@ pub struct SpoolCounters {
     pub dropped: AtomicU64,
 }
 
+/// What [`Spool::replay_after`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// Retained events moved back to the queue.
+    pub replayed: u64,
+    /// Sequences after the collector's mark that were no longer retained (a `gap` event says so).
+    pub lost: u64,
+    /// The highest sequence the collector had acknowledged before.
+    pub acked_through: u64,
+}
+
 #[derive(Debug)]
 struct State {
     next_seq: u64,
     bytes: u64,
     count: u64,
+    acked_bytes: u64,
+    acked_count: u64,
+    acked_through: u64,
 }
 
 /// One spooled event.
@@ -64,9 +85,11 @@ pub struct Spooled {
 pub struct Spool {
     db: sled::Db,
     events: sled::Tree,
+    acked: sled::Tree,
     meta: sled::Tree,
     state: Mutex<State>,
     max_bytes: u64,
+    retain_acked_ms: u64,
     agent_id: String,
     /// Counters.
     pub counters: Arc<SpoolCounters>,
@@ -83,6 +106,7 @@ impl Spool {
             .open()
             .map_err(err("open"))?;
         let events = db.open_tree("events").map_err(err("open events"))?;
+        let acked = db.open_tree("acked").map_err(err("open acked"))?;
         let meta = db.open_tree("meta").map_err(err("open meta"))?;
         let mut bytes = 0u64;
         let mut count = 0u64;
@@ -91,12 +115,22 @@ impl Spool {
             bytes += v.len() as u64;
             count += 1;
         }
-        let stored_next = meta
-            .get(NEXT_SEQ)
-            .map_err(err("read meta"))?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(1);
+        let mut acked_bytes = 0u64;
+        let mut acked_count = 0u64;
+        for item in acked.iter() {
+            let (_, v) = item.map_err(err("scan acked"))?;
+            acked_bytes += v.len() as u64;
+            acked_count += 1;
+        }
+        let read_u64 = |key: &[u8]| -> Result<Option<u64>, SpoolError> {
+            Ok(meta
+                .get(key)
+                .map_err(err("read meta"))?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map(u64::from_be_bytes))
+        };
+        let stored_next = read_u64(NEXT_SEQ)?.unwrap_or(1);
+        let acked_through = read_u64(ACKED_THROUGH)?.unwrap_or(0);
         let after_last = events
             .last()
             .map_err(err("read last"))?
@@ -106,17 +140,28 @@ impl Spool {
         Ok(Spool {
             db,
             events,
+            acked,
             meta,
             state: Mutex::new(State {
                 next_seq: stored_next.max(after_last),
                 bytes,
                 count,
+                acked_bytes,
+                acked_count,
+                acked_through,
             }),
             max_bytes,
+            retain_acked_ms: DEFAULT_RETAIN_ACKED_SECS * 1000,
             agent_id: agent_id.to_string(),
             counters: Arc::new(SpoolCounters::default()),
             notify: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Keeps acknowledged events for `secs` after their ack (0: delete them at once).
+    pub fn retain_acked_secs(mut self, secs: u64) -> Self {
+        self.retain_acked_ms = secs.saturating_mul(1000);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -157,6 +202,25 @@ impl Spool {
     }
 
     fn enforce_cap(&self, st: &mut State) -> Result<(), SpoolError> {
+        if st.bytes + st.acked_bytes <= self.max_bytes {
+            return Ok(());
+        }
+        // Delivered events go first, and without a gap: nothing is lost yet.
+        let mut released = 0u64;
+        while st.bytes + st.acked_bytes > self.max_bytes {
+            let Some((_, v)) = self.acked.pop_min().map_err(err("drop acked"))? else {
+                break;
+            };
+            st.acked_bytes = st.acked_bytes.saturating_sub(v.len() as u64);
+            st.acked_count = st.acked_count.saturating_sub(1);
+            released += 1;
+        }
+        if released > 0 {
+            tracing::debug!(
+                released,
+                "spool cap: acknowledged events released from the replay window"
+            );
+        }
         if st.bytes <= self.max_bytes {
             return Ok(());
         }
@@ -207,6 +271,11 @@ impl Spool {
                 "spool_max_bytes": self.max_bytes,
             }));
         gap.event.action = Some("spool-overflow".into());
+        self.push_event(st, gap)
+    }
+
+    /// Seals `e` with the next sequence and queues it (caller flushes).
+    fn push_event(&self, st: &mut State, mut gap: Event) -> Result<(), SpoolError> {
         let seq = st.next_seq;
         st.next_seq += 1;
         gap.seal(seq);
@@ -216,6 +285,9 @@ impl Spool {
         self.events
             .insert(seq.to_be_bytes(), json)
             .map_err(err("write gap"))?;
+        self.meta
+            .insert(NEXT_SEQ, &st.next_seq.to_be_bytes())
+            .map_err(err("write meta"))?;
         Ok(())
     }
 
@@ -240,24 +312,164 @@ impl Spool {
         Ok(out)
     }
 
-    /// Deletes acknowledged events. Not flushed: after a crash they are re-sent and the
-    /// collector drops them as duplicates.
+    /// Moves acknowledged events out of the queue into the replay window (`acked`), records
+    /// the highest sequence acknowledged, and prunes the window by age. Not flushed: after a
+    /// crash they are re-sent and the collector drops them as duplicates.
     pub fn ack(&self, seqs: &[u64]) -> Result<(), SpoolError> {
+        self.ack_at(seqs, now_ms())
+    }
+
+    fn ack_at(&self, seqs: &[u64], now_ms: u64) -> Result<(), SpoolError> {
         let mut st = self.lock();
+        let n = self.take(&mut st, seqs, Some(now_ms))?;
+        if let Some(&top) = seqs.iter().max() {
+            if top > st.acked_through {
+                st.acked_through = top;
+                self.meta
+                    .insert(ACKED_THROUGH, &top.to_be_bytes())
+                    .map_err(err("write meta"))?;
+            }
+        }
+        self.prune_acked(&mut st, now_ms)?;
+        drop(st);
+        self.counters.acked.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes `seqs` from the queue; with `retain_at` (and a retention window) keeps them in
+    /// `acked` stamped with that time. Returns how many were in the queue.
+    fn take(
+        &self,
+        st: &mut State,
+        seqs: &[u64],
+        retain_at: Option<u64>,
+    ) -> Result<u64, SpoolError> {
+        let retain_at = retain_at.filter(|_| self.retain_acked_ms > 0);
         let mut n = 0;
+        let mut keep = sled::Batch::default();
         for seq in seqs {
-            if let Some(v) = self
+            let Some(v) = self
                 .events
                 .remove(seq.to_be_bytes())
                 .map_err(err("delete"))?
-            {
-                st.bytes = st.bytes.saturating_sub(v.len() as u64);
-                st.count = st.count.saturating_sub(1);
-                n += 1;
+            else {
+                continue;
+            };
+            st.bytes = st.bytes.saturating_sub(v.len() as u64);
+            st.count = st.count.saturating_sub(1);
+            n += 1;
+            if let Some(at) = retain_at {
+                let mut kept = Vec::with_capacity(8 + v.len());
+                kept.extend_from_slice(&at.to_be_bytes());
+                kept.extend_from_slice(&v);
+                st.acked_bytes += kept.len() as u64;
+                st.acked_count += 1;
+                keep.insert(&seq.to_be_bytes(), kept);
             }
         }
-        self.counters.acked.fetch_add(n, Ordering::Relaxed);
+        self.acked.apply_batch(keep).map_err(err("retain acked"))?;
+        Ok(n)
+    }
+
+    /// Drops retained events acknowledged `retain_acked_secs` or more before `now_ms`, oldest
+    /// sequence first (stops at the first younger one).
+    fn prune_acked(&self, st: &mut State, now_ms: u64) -> Result<(), SpoolError> {
+        while let Some((k, v)) = self.acked.first().map_err(err("read acked"))? {
+            let at = v
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if at.saturating_add(self.retain_acked_ms) > now_ms {
+                break;
+            }
+            if self.acked.remove(&k).map_err(err("prune acked"))?.is_some() {
+                st.acked_bytes = st.acked_bytes.saturating_sub(v.len() as u64);
+                st.acked_count = st.acked_count.saturating_sub(1);
+            }
+        }
         Ok(())
+    }
+
+    /// The highest sequence the collector ever acknowledged (persisted across restarts).
+    pub fn acked_through(&self) -> u64 {
+        self.lock().acked_through
+    }
+
+    /// The collector says its store holds this agent only through `stored_through`, below what
+    /// it acknowledged before: it lost data. Moves every retained event after `stored_through`
+    /// back into the queue (same sequences, so the shipper re-sends them oldest first and the
+    /// collector drops any it still has), and queues one `gap` event for the sequences in
+    /// between that are no longer retained. Flushed. Does nothing if the collector is not behind.
+    pub fn replay_after(&self, stored_through: u64) -> Result<Replay, SpoolError> {
+        let mut st = self.lock();
+        let acked_through = st.acked_through;
+        if stored_through >= acked_through {
+            return Ok(Replay {
+                acked_through,
+                ..Default::default()
+            });
+        }
+        let mut oldest = None;
+        let mut replayed = 0u64;
+        let mut back = sled::Batch::default();
+        let mut gone = sled::Batch::default();
+        for item in self.acked.range((stored_through + 1).to_be_bytes()..) {
+            let (k, v) = item.map_err(err("read acked"))?;
+            let Ok(seq) = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes) else {
+                continue;
+            };
+            oldest.get_or_insert(seq);
+            let json = v.get(8..).unwrap_or_default();
+            st.acked_bytes = st.acked_bytes.saturating_sub(v.len() as u64);
+            st.acked_count = st.acked_count.saturating_sub(1);
+            st.bytes += json.len() as u64;
+            st.count += 1;
+            back.insert(k.clone(), json);
+            gone.remove(k);
+            replayed += 1;
+        }
+        self.events.apply_batch(back).map_err(err("replay"))?;
+        self.acked.apply_batch(gone).map_err(err("replay"))?;
+        // Sequences after the collector's mark up to the oldest one still retained.
+        let first_lost = stored_through + 1;
+        let last_lost = oldest.unwrap_or(acked_through + 1) - 1;
+        let lost = (last_lost + 1).saturating_sub(first_lost);
+        if lost > 0 {
+            tracing::error!(
+                lost,
+                first_seq = first_lost,
+                last_seq = last_lost,
+                "collector lost events no longer retained for replay"
+            );
+            let mut gap = Event::new(&self.agent_id, EventKind::Gap, Severity::High)
+                .with_message(format!(
+                    "collector lost {lost} acknowledged events no longer retained for replay (sequences {first_lost}..={last_lost})"
+                ))
+                .with_details(json!({
+                    "dropped": lost,
+                    "first_sequence": first_lost,
+                    "last_sequence": last_lost,
+                    "collector_stored_through": stored_through,
+                    "acked_through": acked_through,
+                }));
+            gap.event.action = Some("replay-window-exceeded".into());
+            self.push_event(&mut st, gap)?;
+        }
+        self.db.flush().map_err(err("flush"))?;
+        drop(st);
+        self.notify.notify_one();
+        Ok(Replay {
+            replayed,
+            lost,
+            acked_through,
+        })
+    }
+
+    /// (events, bytes) kept after their ack for replay.
+    pub fn retained(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.acked_count, st.acked_bytes)
     }
 
     /// Moves events the collector refused as malformed out of the queue into `quarantine`,
@@ -272,7 +484,12 @@ impl Spool {
                 .map_err(err("quarantine"))?;
         }
         q.flush().map_err(err("flush quarantine"))?;
-        self.ack(&items.iter().map(|i| i.seq).collect::<Vec<_>>())
+        let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
+        let mut st = self.lock();
+        let n = self.take(&mut st, &seqs, None)?;
+        drop(st);
+        self.counters.acked.fetch_add(n, Ordering::Relaxed);
+        Ok(())
     }
 
     /// (events, bytes) waiting.
@@ -285,6 +502,13 @@ impl Spool {
     pub fn flush(&self) -> Result<(), SpoolError> {
         self.db.flush().map(|_| ()).map_err(err("flush"))
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The `dropped` count of a spooled gap event, or None for any other event.
@@ -359,5 +583,164 @@ mod tests {
         s.append((0..10).map(|_| ev()).collect()).unwrap();
         assert_eq!(s.peek(3, 1 << 20).unwrap().len(), 3);
         assert_eq!(s.peek(10, 1).unwrap().len(), 1);
+    }
+
+    fn seqs(items: &[Spooled]) -> Vec<u64> {
+        items.iter().map(|x| x.seq).collect()
+    }
+
+    fn acked_seqs(s: &Spool) -> Vec<u64> {
+        s.acked
+            .iter()
+            .keys()
+            .map(|k| u64::from_be_bytes(<[u8; 8]>::try_from(k.unwrap().as_ref()).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn ack_moves_events_to_the_replay_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), "a", 1 << 20).unwrap();
+        s.append((0..5).map(|_| ev()).collect()).unwrap();
+        s.ack(&[1, 2, 3]).unwrap();
+        assert_eq!(seqs(&s.peek(10, 1 << 20).unwrap()), vec![4, 5]);
+        assert_eq!(s.depth().0, 2);
+        assert_eq!(acked_seqs(&s), vec![1, 2, 3]);
+        assert_eq!(s.retained().0, 3);
+        assert_eq!(s.acked_through(), 3);
+        assert_eq!(s.counters.acked.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn zero_retention_keeps_nothing_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), "a", 1 << 20)
+            .unwrap()
+            .retain_acked_secs(0);
+        s.append((0..3).map(|_| ev()).collect()).unwrap();
+        s.ack(&[1, 2, 3]).unwrap();
+        assert!(acked_seqs(&s).is_empty());
+        assert_eq!(s.acked_through(), 3);
+    }
+
+    #[test]
+    fn retained_events_expire_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), "a", 1 << 20)
+            .unwrap()
+            .retain_acked_secs(10);
+        s.append((0..4).map(|_| ev()).collect()).unwrap();
+        s.ack_at(&[1, 2], 1_000_000).unwrap();
+        s.ack_at(&[3], 1_005_000).unwrap();
+        assert_eq!(acked_seqs(&s), vec![1, 2, 3]);
+        // 10 s after the first ack: 1 and 2 are out of the window, 3 is not.
+        s.ack_at(&[4], 1_010_000).unwrap();
+        assert_eq!(acked_seqs(&s), vec![3, 4]);
+        assert_eq!(s.retained().0, 2);
+    }
+
+    #[test]
+    fn cap_drops_retained_events_first_and_without_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), "a", 64 * 1024).unwrap();
+        // About 40 KB delivered and retained.
+        let first = s.append((0..120).map(|_| ev()).collect()).unwrap();
+        s.ack(&first).unwrap();
+        let (kept_before, _) = s.retained();
+        assert_eq!(kept_before, 120);
+        // About 40 KB more pending: over the cap together, under it alone.
+        let pending = s.append((0..120).map(|_| ev()).collect()).unwrap();
+        let (n, bytes) = s.depth();
+        let (kept, kept_bytes) = s.retained();
+        assert_eq!(n, 120, "no pending event dropped");
+        assert!(kept < 120 && kept > 0, "{kept}");
+        assert!(bytes + kept_bytes <= 64 * 1024);
+        assert_eq!(s.counters.dropped.load(Ordering::Relaxed), 0);
+        let all = s.peek(usize::MAX, usize::MAX).unwrap();
+        assert_eq!(seqs(&all), pending, "no gap event");
+        // The oldest retained went first.
+        let left = acked_seqs(&s);
+        assert_eq!(*left.last().unwrap(), 120);
+        assert_eq!(left.len() as u64, kept);
+        assert_eq!(left[0], 121 - kept);
+    }
+
+    #[test]
+    fn replay_after_moves_back_what_the_collector_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), "a", 1 << 20).unwrap();
+        s.append((0..10).map(|_| ev()).collect()).unwrap();
+        s.ack(&[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        // Not behind: nothing moves.
+        assert_eq!(s.replay_after(8).unwrap().replayed, 0);
+        assert_eq!(seqs(&s.peek(100, 1 << 20).unwrap()), vec![9, 10]);
+        let r = s.replay_after(5).unwrap();
+        assert_eq!(
+            r,
+            Replay {
+                replayed: 3,
+                lost: 0,
+                acked_through: 8
+            }
+        );
+        assert_eq!(seqs(&s.peek(100, 1 << 20).unwrap()), vec![6, 7, 8, 9, 10]);
+        assert_eq!(acked_seqs(&s), vec![1, 2, 3, 4, 5]);
+        assert_eq!(s.depth().0, 5);
+        assert_eq!(s.retained().0, 5);
+        // The replayed events are acknowledged again like any other.
+        s.ack(&[6, 7, 8, 9, 10]).unwrap();
+        assert_eq!(acked_seqs(&s), (1..=10).collect::<Vec<_>>());
+        assert_eq!(s.acked_through(), 10);
+    }
+
+    #[test]
+    fn replay_beyond_the_window_records_one_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), "a", 1 << 20)
+            .unwrap()
+            .retain_acked_secs(10);
+        s.append((0..10).map(|_| ev()).collect()).unwrap();
+        s.ack_at(&[1, 2, 3, 4, 5, 6], 1_000_000).unwrap();
+        s.ack_at(&[7, 8], 1_020_000).unwrap();
+        assert_eq!(acked_seqs(&s), vec![7, 8]);
+        let r = s.replay_after(2).unwrap();
+        assert_eq!((r.replayed, r.lost), (2, 4));
+        let all = s.peek(100, 1 << 20).unwrap();
+        assert_eq!(seqs(&all), vec![7, 8, 9, 10, 11]);
+        let gap: Event = serde_json::from_slice(&all[4].json).unwrap();
+        assert_eq!(gap.kind(), EventKind::Gap);
+        let d = gap.palisade.unwrap();
+        assert_eq!(d["dropped"], 4);
+        assert_eq!(d["first_sequence"], 3);
+        assert_eq!(d["last_sequence"], 6);
+    }
+
+    #[test]
+    fn acked_through_and_the_window_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Spool::open(dir.path(), "a", 1 << 20).unwrap();
+            s.append((0..4).map(|_| ev()).collect()).unwrap();
+            s.ack(&[1, 2, 3]).unwrap();
+            s.flush().unwrap();
+        }
+        let s = Spool::open(dir.path(), "a", 1 << 20).unwrap();
+        assert_eq!(s.acked_through(), 3);
+        assert_eq!(s.retained().0, 3);
+        assert_eq!(s.depth().0, 1);
+        assert_eq!(s.replay_after(1).unwrap().replayed, 2);
+        assert_eq!(seqs(&s.peek(100, 1 << 20).unwrap()), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn quarantined_events_are_not_retained_for_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), "a", 1 << 20).unwrap();
+        s.append((0..3).map(|_| ev()).collect()).unwrap();
+        let p = s.peek(1, 1 << 20).unwrap();
+        s.quarantine(&p).unwrap();
+        assert!(acked_seqs(&s).is_empty());
+        assert_eq!(s.acked_through(), 0);
+        assert_eq!(s.depth().0, 2);
     }
 }

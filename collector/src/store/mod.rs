@@ -51,6 +51,16 @@ pub struct BatchOutcome {
     pub duplicates: u64,
     /// The batch's last sequence (what the agent may now delete up to).
     pub last_sequence: u64,
+    /// The highest sequence of this agent durably in the store once this batch is committed
+    /// (`AgentRecord::last_sequence` after the commit).
+    #[serde(default)]
+    pub stored_through: u64,
+    /// The highest sequence of this agent the store held before this batch. An agent that had
+    /// events acknowledged beyond it knows the collector lost them (store restored from a
+    /// backup) and replays what it retained; `stored_through` alone cannot tell, since this
+    /// very batch raises it past the lost range.
+    #[serde(default)]
+    pub stored_before: u64,
 }
 
 /// What the collector knows about one agent.

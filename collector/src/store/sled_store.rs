@@ -396,6 +396,16 @@ impl SledStore {
         Ok(n)
     }
 
+    /// `AgentRecord::last_sequence` of `agent` as stored (0 for an agent never seen).
+    fn agent_last_sequence(&self, agent: &str) -> Result<u64, StoreError> {
+        match self.agents.get(agent).map_err(sled_err("read agents"))? {
+            Some(v) => serde_json::from_slice::<AgentRecord>(&v)
+                .map(|r| r.last_sequence)
+                .map_err(|e| corrupt("agents", format!("record of {agent}: {e}"))),
+            None => Ok(0),
+        }
+    }
+
     fn update_agents(&self, deltas: HashMap<&str, AgentDelta>) -> Result<(), StoreError> {
         let now = Timestamp::now();
         for (agent, delta) in deltas {
@@ -449,10 +459,20 @@ impl EventStore for SledStore {
         let mut done: Vec<(i64, &str, Builder)> = Vec::new();
         let mut counts: HashMap<i64, u64> = HashMap::new();
         let mut deltas: HashMap<&str, AgentDelta> = HashMap::new();
+        // Per agent: the highest sequence stored so far (the record, then this group's batches).
+        let mut through: HashMap<&str, u64> = HashMap::new();
         for batch in batches {
             let agent = batch.agent_id.as_str();
+            let before = match through.get(agent) {
+                Some(&n) => n,
+                None => self.agent_last_sequence(agent)?,
+            };
+            let after = before.max(batch.last_sequence);
+            through.insert(agent, after);
             let mut outcome = BatchOutcome {
                 last_sequence: batch.last_sequence,
+                stored_through: after,
+                stored_before: before,
                 ..Default::default()
             };
             let delta = deltas.entry(agent).or_default();
