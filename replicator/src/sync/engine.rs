@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use palisade_wire::event::{Event, Severity};
 use serde::Serialize;
@@ -121,6 +121,38 @@ pub struct Outgoing {
     pub ranges: Vec<(usize, usize)>,
 }
 
+/// The paths waiting to be shipped: a set (so it never outgrows the tree), taken in the order
+/// they were first queued (so under a steady load no path waits behind later ones).
+#[derive(Debug, Default)]
+struct Pending {
+    order: VecDeque<String>,
+    queued: HashSet<String>,
+}
+
+impl Pending {
+    fn push(&mut self, path: &str) {
+        if !self.queued.contains(path) {
+            self.queued.insert(path.to_string());
+            self.order.push_back(path.to_string());
+        }
+    }
+
+    fn pop(&mut self) -> Option<String> {
+        let p = self.order.pop_front()?;
+        self.queued.remove(&p);
+        Some(p)
+    }
+}
+
+/// How far the state on disk has caught up (see [`Engine::wait_saved`]).
+#[derive(Debug, Default)]
+struct Durable {
+    /// The last generation written to `STATE/state.json`.
+    saved: u64,
+    /// Whether some thread is writing it now (the others wait for that save, or the next).
+    saving: bool,
+}
+
 /// A site.
 #[derive(Debug)]
 pub struct Engine {
@@ -128,7 +160,11 @@ pub struct Engine {
     state_dir: PathBuf,
     site: String,
     state: Mutex<State>,
-    pending: Mutex<BTreeSet<String>>,
+    /// Group commit: which generation of the state is on disk, and whether a save is running.
+    durable: Mutex<Durable>,
+    /// Signalled after every save attempt.
+    durable_cv: Condvar,
+    pending: Mutex<Pending>,
     /// Wakes the shipper when something is queued.
     pub wake: tokio::sync::Notify,
     stats: Mutex<Stats>,
@@ -281,7 +317,9 @@ impl Engine {
             state_dir,
             site,
             state: Mutex::new(state),
-            pending: Mutex::new(BTreeSet::new()),
+            durable: Mutex::new(Durable::default()),
+            durable_cv: Condvar::new(),
+            pending: Mutex::new(Pending::default()),
             wake: tokio::sync::Notify::new(),
             stats: Mutex::new(Stats::default()),
             peer_reachable: std::sync::atomic::AtomicBool::new(false),
@@ -358,23 +396,75 @@ impl Engine {
             .then_some(self.state_dir.as_path())
     }
 
+    // ---- group commit of the state ------------------------------------------------------
+
+    /// Waits until generation `generation` of the state (see [`State::touch`]) is on disk.
+    /// When no save is running this thread writes the state itself, everything changed so far
+    /// in one go; otherwise it waits for that save (or the next): all the threads waiting
+    /// meanwhile share one write (group commit). Must not be called with the state locked.
+    pub fn wait_saved(&self, generation: u64) -> Result<()> {
+        let mut d = lock(&self.durable);
+        loop {
+            if d.saved >= generation {
+                return Ok(());
+            }
+            if d.saving {
+                d = self.durable_cv.wait(d).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            d.saving = true;
+            drop(d);
+            let result = self.save_now();
+            d = lock(&self.durable);
+            d.saving = false;
+            if let Ok(g) = result {
+                d.saved = d.saved.max(g);
+            }
+            self.durable_cv.notify_all();
+            result?;
+        }
+    }
+
+    /// Writes the state as it is now; returns the generation written. The copy is taken under
+    /// the state lock, the encoding and the write (temp + fsync + rename + fsync dir) are not.
+    fn save_now(&self) -> Result<u64> {
+        let (copy, generation) = {
+            let st = lock(&self.state);
+            (st.clone(), st.generation)
+        };
+        copy.save(&self.state_dir)?;
+        Ok(generation)
+    }
+
+    /// Saves every change made so far (the periodic saver, and at exit).
+    pub fn flush(&self) -> Result<()> {
+        let generation = lock(&self.state).generation;
+        self.wait_saved(generation)
+    }
+
+    /// Whether the state has changes not on disk yet.
+    pub fn dirty(&self) -> bool {
+        let generation = lock(&self.state).generation;
+        generation > lock(&self.durable).saved
+    }
+
     // ---- the shipping queue -------------------------------------------------------------
 
     /// Queues `path` for the peer. The queue is a set of paths, so it never outgrows the tree:
     /// what ships is the path's version at the moment it is sent.
     pub fn enqueue(&self, path: &str) {
-        lock(&self.pending).insert(path.to_string());
+        lock(&self.pending).push(path);
         self.wake.notify_one();
     }
 
     /// Takes the next queued path.
     pub fn next_pending(&self) -> Option<String> {
-        lock(&self.pending).pop_first()
+        lock(&self.pending).pop()
     }
 
     /// Paths waiting.
     pub fn pending_len(&self) -> usize {
-        lock(&self.pending).len()
+        lock(&self.pending).order.len()
     }
 
     /// Records whether the peer answered.
@@ -392,7 +482,9 @@ impl Engine {
         let mut st = lock(&self.state);
         let changed = self.observe_locked(&mut st, prefix);
         if changed > 0 {
-            st.save(&self.state_dir)?;
+            // Not waited for: nothing was promised to anyone yet (a crash before the save is
+            // caught by the start-up scan); `snapshot` waits before the peer hears of it.
+            st.touch();
         }
         Ok(changed)
     }
@@ -407,7 +499,7 @@ impl Engine {
             .map(|p| self.observe_locked(&mut st, p))
             .sum();
         if changed > 0 {
-            st.save(&self.state_dir)?;
+            st.touch();
         }
         Ok(changed)
     }
@@ -595,7 +687,7 @@ impl Engine {
             unsettled,
         } = self.current_locked(&mut st, path);
         if changed {
-            st.save(&self.state_dir)?;
+            st.touch();
         }
         if unsettled {
             // The watcher ships it once it has settled.
@@ -605,7 +697,11 @@ impl Engine {
             return Ok(None);
         };
         let meta = meta_of(path, e);
+        let generation = st.generation;
         drop(st);
+        // The version offered must be on disk first: a crash after the peer took it and before
+        // the save would hand out its counter again, for different content.
+        self.wait_saved(generation)?;
         let bytes = if meta.deleted {
             Vec::new()
         } else {
@@ -659,7 +755,7 @@ impl Engine {
     ) -> std::result::Result<Option<Vec<u8>>, Refusal> {
         let r = self.current_locked(st, path);
         if r.changed {
-            st.save(&self.state_dir)?;
+            st.touch();
         }
         if r.unsettled {
             return Err(Refusal::Retry(format!(
@@ -674,14 +770,22 @@ impl Engine {
     /// Every path's version vector.
     pub fn index(&self) -> Index {
         let st = lock(&self.state);
-        Index {
+        let index = Index {
             site: self.site.clone(),
             entries: st
                 .entries
                 .iter()
                 .map(|(p, e)| (p.clone(), e.vv.clone()))
                 .collect(),
+        };
+        let generation = st.generation;
+        drop(st);
+        // What the peer is told this site has must survive a crash; on a failed save the
+        // index is still the truth in memory, and the peer asks again after 15 s anyway.
+        if let Err(e) = self.wait_saved(generation) {
+            tracing::warn!(error = %e, "cannot save the sync state");
         }
+        index
     }
 
     /// Queues every path whose version the peer (per its index) has not seen. Returns how many.
@@ -691,7 +795,7 @@ impl Engine {
         for (p, e) in &st.entries {
             let seen = peer.entries.get(p).is_some_and(|v| v.covers(&e.vv));
             if !seen {
-                lock(&self.pending).insert(p.clone());
+                lock(&self.pending).push(p);
                 n += 1;
             }
         }
@@ -709,6 +813,10 @@ impl Engine {
         let local_bytes = self.current_for_peer(&mut st, &m.path)?;
         if let Some(local) = st.entries.get(&m.path) {
             if local.vv.covers(&m.vv) {
+                // "Have" is a promise too: the version that covers it must be on disk.
+                let generation = st.generation;
+                drop(st);
+                self.wait_saved(generation)?;
                 return Ok(OfferReply {
                     result: Outcome::Have,
                     missing: vec![],
@@ -741,7 +849,9 @@ impl Engine {
             });
         };
         let result = self.integrate_locked(&mut st, m, content, local_bytes)?;
-        st.save(&self.state_dir)?;
+        let generation = st.touch();
+        drop(st);
+        self.wait_saved(generation)?;
         Ok(OfferReply {
             result,
             missing: vec![],
@@ -780,6 +890,9 @@ impl Engine {
         let mut st = lock(&self.state);
         let local_bytes = self.current_for_peer(&mut st, &m.path)?;
         if st.entries.get(&m.path).is_some_and(|l| l.vv.covers(&m.vv)) {
+            let generation = st.generation;
+            drop(st);
+            self.wait_saved(generation)?;
             return Ok(Outcome::Have);
         }
         let mut local: HashMap<String, (usize, usize)> = HashMap::new();
@@ -817,7 +930,9 @@ impl Engine {
             )));
         }
         let result = self.integrate_locked(&mut st, m, Some(content), local_bytes)?;
-        st.save(&self.state_dir)?;
+        let generation = st.touch();
+        drop(st);
+        self.wait_saved(generation)?;
         Ok(result)
     }
 
@@ -1149,6 +1264,14 @@ impl Engine {
     }
 }
 
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "cannot save the sync state");
+        }
+    }
+}
+
 fn check_offer(o: &Offer) -> std::result::Result<(), String> {
     check_meta(&o.meta)?;
     let total: u64 = o.chunks.iter().map(|c| c.len).sum();
@@ -1253,6 +1376,30 @@ mod tests {
         converge(&a, &b);
         assert!(!b.root().join("sub/f").exists());
         assert_eq!(b.status().conflicts, 0);
+    }
+
+    #[test]
+    fn a_version_is_on_disk_before_it_is_offered_or_acknowledged() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (site(d.path(), "a"), site(d.path(), "b"));
+        std::fs::write(a.root().join("f"), b"one").unwrap();
+        assert_eq!(a.observe("").unwrap(), 1);
+        // Group commit: the change alone is not written yet...
+        assert!(!State::load(a.state_dir(), "a")
+            .unwrap()
+            .entries
+            .contains_key("f"));
+        assert!(a.dirty());
+        // ...but it is before it is offered,
+        let out = a.snapshot("f").unwrap().unwrap();
+        let vv = out.offer.meta.vv.clone();
+        let saved = State::load(a.state_dir(), "a").unwrap();
+        assert_eq!(saved.entries.get("f").map(|e| &e.vv), Some(&vv));
+        // and the peer has it on disk before it says so.
+        assert_eq!(deliver(out, &b), Outcome::Applied);
+        let saved = State::load(b.state_dir(), "b").unwrap();
+        assert_eq!(saved.entries.get("f").map(|e| &e.vv), Some(&vv));
+        assert!(!b.dirty());
     }
 
     #[test]

@@ -22,6 +22,9 @@ const MAX_BODY: usize = (MAX_FILE_BYTES as usize) + (16 << 20);
 /// Back-off bounds while the peer is unreachable.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Paths shipped at once, each over its own connection: a version waits until it is saved
+/// here and then at the peer (group commit), and paths in flight together share those saves.
+pub const SHIPPERS: usize = 24;
 /// Full anti-entropy exchange this often even when nothing failed (a safety net).
 const ANTI_ENTROPY_EVERY: Duration = Duration::from_secs(15);
 
@@ -251,10 +254,22 @@ async fn anti_entropy(engine: &Arc<Engine>, client: &mut Client) -> Result<usize
         .map_err(|e| ShipError::Local(e.to_string()))
 }
 
-/// Ships queued paths until `stop`; on any failure keeps the path, backs off, and after the
-/// peer answers again runs the anti-entropy exchange so nothing queued meanwhile (or before a
+/// Ships queued paths until `stop`, one per connection at once (the first connection is kept
+/// for the index exchange); on any failure keeps the path, backs off, and after the peer
+/// answers again runs the anti-entropy exchange so nothing queued meanwhile (or before a
 /// restart) is missed.
-pub async fn shipper(engine: Arc<Engine>, mut client: Client, mut stop: watch::Receiver<bool>) {
+pub async fn shipper(
+    engine: Arc<Engine>,
+    mut clients: Vec<Client>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // One connection for the index exchange, the others ship.
+    let Some(mut sync_client) = clients.pop() else {
+        tracing::error!("no connection to the peer; nothing is shipped");
+        return;
+    };
+    let mut idle = clients;
+    let mut tasks = tokio::task::JoinSet::new();
     let mut backoff = BACKOFF_MIN;
     let mut need_sync = true;
     let mut last_sync = tokio::time::Instant::now();
@@ -263,8 +278,12 @@ pub async fn shipper(engine: Arc<Engine>, mut client: Client, mut stop: watch::R
         if *stop.borrow() {
             return;
         }
+        if idle.is_empty() && tasks.is_empty() {
+            tracing::error!("no connection to the peer left; shipping stopped");
+            return;
+        }
         if need_sync || last_sync.elapsed() >= ANTI_ENTROPY_EVERY {
-            match anti_entropy(&engine, &mut client).await {
+            match anti_entropy(&engine, &mut sync_client).await {
                 Ok(n) => {
                     if was_down || n > 0 {
                         tracing::info!(queued = n, "peer reachable; anti-entropy exchange done");
@@ -298,22 +317,49 @@ pub async fn shipper(engine: Arc<Engine>, mut client: Client, mut stop: watch::R
                 Err(ShipError::Again) => continue,
             }
         }
-        let Some(path) = engine.next_pending() else {
-            let until_sync = ANTI_ENTROPY_EVERY.saturating_sub(last_sync.elapsed());
-            tokio::select! {
-                _ = engine.wake.notified() => {}
-                _ = tokio::time::sleep(until_sync) => {}
-                _ = stop.changed() => return,
-            }
-            continue;
+        // Keep every idle connection busy. The queue is a set and a path leaves it when it is
+        // taken, so one path is in flight at most once unless it changed again meanwhile (then
+        // the older version is "have" at the peer).
+        while !idle.is_empty() {
+            let Some(path) = engine.next_pending() else {
+                break;
+            };
+            let Some(mut client) = idle.pop() else {
+                break;
+            };
+            let e = engine.clone();
+            tasks.spawn(async move {
+                let r = ship(&e, &mut client, path.clone()).await;
+                (client, path, r)
+            });
+        }
+        let until_sync = ANTI_ENTROPY_EVERY.saturating_sub(last_sync.elapsed());
+        let joined = tokio::select! {
+            j = tasks.join_next(), if !tasks.is_empty() => j,
+            _ = engine.wake.notified(), if !idle.is_empty() => continue,
+            _ = tokio::time::sleep(until_sync) => continue,
+            _ = stop.changed() => return,
         };
-        match ship(&engine, &mut client, path.clone()).await {
+        let Some(joined) = joined else { continue };
+        let (client, path, r) = match joined {
+            Ok(x) => x,
+            Err(e) => {
+                // The path comes back with the next anti-entropy exchange.
+                tracing::error!(error = %e, "a shipping task failed");
+                need_sync = true;
+                continue;
+            }
+        };
+        idle.push(client);
+        match r {
             Ok(()) => {}
             Err(ShipError::Again) => {
-                engine.enqueue(&path);
-                if sleep_or_stop(&mut stop, Duration::from_millis(50)).await {
-                    return;
-                }
+                // Offered again shortly; the other paths go on meanwhile.
+                let e = engine.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    e.enqueue(&path);
+                });
             }
             Err(ShipError::Refused(why)) => {
                 tracing::error!(path, reason = %why, "peer refused this version; not retried until it changes again");
@@ -330,12 +376,10 @@ pub async fn shipper(engine: Arc<Engine>, mut client: Client, mut stop: watch::R
                     tracing::warn!(reason = %why, "peer unreachable; changes are kept and retried");
                 }
                 was_down = true;
+                // No new path goes out until the exchange at the top of the loop works again
+                // (it backs off meanwhile).
                 need_sync = true;
                 engine.set_peer_reachable(false);
-                if sleep_or_stop(&mut stop, backoff).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }

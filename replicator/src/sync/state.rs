@@ -1,7 +1,15 @@
 //! What a site knows about every path it has ever synced: version vector, content hash (or a
 //! tombstone), size, mtime, and which site made the change and when. Kept in `STATE/state.json`,
-//! rewritten atomically (temp + fsync + rename + fsync dir) after every change, so a crash
-//! leaves either the old or the new state and the start-up scan catches up with the disk.
+//! rewritten atomically (temp + fsync + rename + fsync dir), so a crash leaves either the old or
+//! the new state and the start-up scan catches up with the disk.
+//!
+//! Group commit: a change does not write the file; it bumps the in-memory
+//! [`State::generation`] ([`State::touch`]). The state is written whole, covering every change
+//! since the last write, when someone needs it on disk ([`super::engine::Engine::wait_saved`]:
+//! before answering a peer's offer or update, before offering a version to the peer, before
+//! sending the index) and otherwise by the periodic saver (every [`SAVE_EVERY`]) and at exit.
+//! Changes nobody was told about yet may be lost by a crash; the start-up scan finds them
+//! again on disk, and anti-entropy re-offers whatever the peer then lacks.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +21,9 @@ use crate::error::{Error, Result};
 
 /// The state file's name inside the state directory.
 pub const STATE_FILE: &str = "state.json";
+
+/// How often changes nobody waits for are written at the latest.
+pub const SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(30);
 
 /// One path's last known version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +66,10 @@ pub struct State {
     /// Relative path (`/`-separated) → its version. Tombstones are kept so a delete is never
     /// mistaken for "never had it" by a site that comes back later.
     pub entries: BTreeMap<String, Entry>,
+    /// Changes made in this process (not saved): bumped by every change, so a save knows which
+    /// changes it covers.
+    #[serde(skip)]
+    pub generation: u64,
 }
 
 impl State {
@@ -68,6 +83,7 @@ impl State {
                     version: 1,
                     site: site.to_string(),
                     entries: BTreeMap::new(),
+                    generation: 0,
                 })
             }
             Err(e) => return Err(Error::io("read", &path)(e)),
@@ -88,6 +104,13 @@ impl State {
             )));
         }
         Ok(state)
+    }
+
+    /// Records a change (the caller holds the state's lock); returns the generation that must
+    /// be saved for the change to be on disk.
+    pub fn touch(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
     }
 
     /// Writes the state atomically.
