@@ -179,21 +179,34 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
 
     let (tx, rx) = mpsc::sync_channel::<(BlobHeader, Vec<u8>)>(64);
     let (bytes_sent, tree) = std::thread::scope(|s| -> Result<(u64, Id)> {
-        let packer = s.spawn(move || -> Result<u64> {
+        // The packer fills batches of ~16 MiB; a writer stores them (pack write, fsync,
+        // index). One batch can wait between them, so compression goes on while a pack is
+        // being made durable instead of stalling behind its fsync.
+        let (batch_tx, batch_rx) = mpsc::sync_channel::<Vec<(BlobHeader, Vec<u8>)>>(1);
+        let writer = s.spawn(move || -> Result<u64> {
+            let mut sent = 0u64;
+            for batch in batch_rx {
+                sent += store.put_blobs(&batch)?;
+            }
+            Ok(sent)
+        });
+        let packer = s.spawn(move || -> Result<()> {
             let mut batch = Vec::new();
             let mut size = 0usize;
-            let mut sent = 0u64;
             for blob in rx {
                 size += blob.1.len();
                 batch.push(blob);
                 if size >= PACK_TARGET_BYTES {
-                    sent += store.put_blobs(&batch)?;
-                    batch.clear();
+                    batch_tx
+                        .send(std::mem::take(&mut batch))
+                        .map_err(|_| packer_gone())?;
                     size = 0;
                 }
             }
-            sent += store.put_blobs(&batch)?;
-            Ok(sent)
+            if !batch.is_empty() {
+                batch_tx.send(batch).map_err(|_| packer_gone())?;
+            }
+            Ok(())
         });
         let mut workers = Vec::new();
         for _ in 0..threads {
@@ -275,11 +288,16 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
             None => write_trees(&dirs, &lock(&results)?, store.config(), keys, &known, &tx),
         };
         drop(tx);
-        let sent = packer
+        let packed = packer
             .join()
             .map_err(|_| Error::Usage("the packer panicked".into()))?;
+        // The writer's error is the cause when the packer only saw it go away.
+        let sent = writer
+            .join()
+            .map_err(|_| Error::Usage("the pack writer panicked".into()))??;
+        packed?;
         let tree = tree?;
-        Ok((sent?, tree))
+        Ok((sent, tree))
     })?;
 
     // The snapshot may only name blobs that exist: a prune that finished while this backup ran
