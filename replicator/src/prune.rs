@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::repo::keys::Keys;
 use crate::repo::snapshot::{self, KeepPolicy};
 use crate::repo::{PruneMark, Repository};
-use crate::restore::load_tree;
+use crate::restore::TreeWalk;
 
 /// Options of `prune`.
 #[derive(Clone, Copy, Debug)]
@@ -80,20 +80,15 @@ pub fn prune(repo: &Repository, keys: &Keys, opts: &PruneOptions) -> Result<Prun
 
     let referenced = |repo: &Repository| -> Result<HashSet<Id>> {
         let mut used = HashSet::new();
+        let mut walk = TreeWalk::default();
         for (id, s) in snapshot::list(repo, Some(keys))? {
             if opts.dry_run && !keep.contains_key(&id) {
                 continue;
             }
-            let mut stack = vec![s.tree];
-            while let Some(t) = stack.pop() {
-                if !used.insert(t) {
-                    continue;
-                }
-                let tree = load_tree(repo, keys, &t, &id)?;
-                for n in tree.entries {
-                    stack.extend(n.subtree);
-                    used.extend(n.chunks);
-                }
+            walk.add_root(s.tree);
+            while let Some((t, _, tree)) = walk.next_tree(repo, keys) {
+                used.insert(t);
+                used.extend(tree?.entries.into_iter().flat_map(|n| n.chunks));
             }
         }
         Ok(used)

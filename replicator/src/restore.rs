@@ -7,7 +7,7 @@
 //! instead of reading the store (a file that already matches is left alone). Files are written to
 //! a temporary name and renamed over the old entry, so nothing is ever written through a symlink.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -89,6 +89,46 @@ pub fn load_tree(store: &dyn Store, keys: &Keys, id: &Id, at: &str) -> Result<Tr
     })?;
     let bytes = decode_blob(keys, &h, &stored)?;
     Tree::parse(&bytes, at).map_err(|e| Error::corrupt(format!("tree {}", id.short()), e))
+}
+
+/// Every distinct tree below one or more roots, each handed out once with its path. A tree that
+/// loads has its subtrees queued; one that does not is handed out as the error and the caller
+/// decides (verify counts it, prune and the peer's completeness check stop).
+#[derive(Debug, Default)]
+pub struct TreeWalk {
+    stack: Vec<(Id, String)>,
+    seen: HashSet<Id>,
+}
+
+impl TreeWalk {
+    /// Queues a root (a snapshot's tree); trees already handed out are not visited again.
+    pub fn add_root(&mut self, root: Id) {
+        self.stack.push((root, "/".to_string()));
+    }
+
+    /// The next tree not seen yet, or `None` when every queued root is walked.
+    pub fn next_tree(
+        &mut self,
+        store: &dyn Store,
+        keys: &Keys,
+    ) -> Option<(Id, String, Result<Tree>)> {
+        while let Some((id, at)) = self.stack.pop() {
+            if !self.seen.insert(id) {
+                continue;
+            }
+            let tree = load_tree(store, keys, &id, &at);
+            if let Ok(t) = &tree {
+                for n in &t.entries {
+                    if let Some(sub) = n.subtree {
+                        self.stack
+                            .push((sub, format!("{}/{}", at.trim_end_matches('/'), n.name)));
+                    }
+                }
+            }
+            return Some((id, at, tree));
+        }
+        None
+    }
 }
 
 fn plan(

@@ -17,7 +17,7 @@ use crate::repo::format::{self, FLAG_TREE};
 use crate::repo::keys::Keys;
 use crate::repo::snapshot;
 use crate::repo::{decode_blob, Repository, Store};
-use crate::restore::load_tree;
+use crate::restore::TreeWalk;
 
 /// What `verify` found.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -83,6 +83,7 @@ pub fn verify(repo: &Repository, keys: Option<&Keys>, read_data: bool) -> Result
 
     // Snapshots and their trees.
     let mut referenced: HashSet<Id> = HashSet::new();
+    let mut walk = TreeWalk::default();
     match repo.snapshot_files() {
         Err(e) => r.errors.push(e.to_string()),
         Ok(files) => {
@@ -100,13 +101,11 @@ pub fn verify(repo: &Repository, keys: Option<&Keys>, read_data: bool) -> Result
                         continue;
                     }
                 };
-                let mut stack = vec![(snap.tree, "/".to_string())];
-                while let Some((tid, at)) = stack.pop() {
-                    if !referenced.insert(tid) {
-                        continue;
-                    }
+                walk.add_root(snap.tree);
+                while let Some((tid, at, tree)) = walk.next_tree(repo, keys) {
+                    referenced.insert(tid);
                     r.trees += 1;
-                    let tree = match load_tree(repo, keys, &tid, &at) {
+                    let tree = match tree {
                         Ok(t) => t,
                         Err(e) => {
                             damaged.insert(tid);
@@ -115,9 +114,6 @@ pub fn verify(repo: &Repository, keys: Option<&Keys>, read_data: bool) -> Result
                         }
                     };
                     for n in tree.entries {
-                        if let Some(sub) = n.subtree {
-                            stack.push((sub, format!("{}/{}", at.trim_end_matches('/'), n.name)));
-                        }
                         for c in n.chunks {
                             if referenced.insert(c) && repo.lookup(&c).is_none() {
                                 damaged.insert(c);

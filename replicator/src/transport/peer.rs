@@ -834,26 +834,17 @@ fn check_incoming(
 
 /// Walks a snapshot's trees in `repo`; the first blob it names that the repository lacks.
 fn first_missing(repo: &Repository, keys: &Keys, snap: &Snapshot) -> Result<Option<Id>> {
-    let mut stack = vec![(snap.tree, "/".to_string())];
-    let mut trees_seen = HashSet::new();
+    let mut walk = crate::restore::TreeWalk::default();
+    walk.add_root(snap.tree);
     let mut chunks = HashSet::new();
-    while let Some((id, at)) = stack.pop() {
-        if !trees_seen.insert(id) {
-            continue;
-        }
-        if repo.lookup(&id).is_none() {
-            return Ok(Some(id));
-        }
-        let tree = crate::restore::load_tree(repo, keys, &id, &at)?;
+    while let Some((id, _, tree)) = walk.next_tree(repo, keys) {
+        let tree = match tree {
+            Err(Error::MissingBlob { .. }) => return Ok(Some(id)),
+            t => t?,
+        };
         for n in tree.entries {
-            match n.kind {
-                Kind::Dir => {
-                    if let Some(sub) = n.subtree {
-                        stack.push((sub, format!("{}/{}", at.trim_end_matches('/'), n.name)));
-                    }
-                }
-                Kind::File => chunks.extend(n.chunks),
-                Kind::Symlink => {}
+            if n.kind == Kind::File {
+                chunks.extend(n.chunks);
             }
         }
     }
