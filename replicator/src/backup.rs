@@ -24,7 +24,7 @@ use crate::repo::format::BlobHeader;
 use crate::repo::keys::Keys;
 use crate::repo::snapshot::{self, Snapshot};
 use crate::repo::tree::{Kind, Node, Tree, Xattr};
-use crate::repo::{decode_blob, encode_blob, Store, PACK_TARGET_BYTES};
+use crate::repo::{decode_blob, BlobEncoder, Store, PACK_TARGET_BYTES};
 
 /// What to back up and how.
 #[derive(Clone, Debug, Default)]
@@ -223,6 +223,7 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
             );
             workers.push(s.spawn(move || -> Result<()> {
                 let mut chunker = Chunker::new(config.chunker);
+                let mut encoder = BlobEncoder::new(config)?;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(f) = files.get(i) else { return Ok(()) };
@@ -246,7 +247,7 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
                         ids.push(id);
                         progress.inc(chunk.len() as u64);
                         if lock(known)?.insert(id) {
-                            let (h, stored) = encode_blob(config, keys, chunk, false)?;
+                            let (h, stored) = encoder.encode(keys, id, chunk, false)?;
                             blobs_new.fetch_add(1, Ordering::Relaxed);
                             bytes_new.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                             bytes_stored.fetch_add(stored.len() as u64, Ordering::Relaxed);
@@ -377,6 +378,7 @@ fn write_trees(
     tx: &mpsc::SyncSender<(BlobHeader, Vec<u8>)>,
 ) -> Result<Id> {
     let mut tree_ids: Vec<Option<Id>> = vec![None; dirs.len()];
+    let mut encoder = BlobEncoder::new(config)?;
     for (i, d) in dirs.iter().enumerate().rev() {
         let mut entries = Vec::with_capacity(d.entries.len());
         for (node, slot) in &d.entries {
@@ -393,10 +395,11 @@ fn write_trees(
         }
         let json = serde_json::to_vec(&Tree { entries })
             .map_err(|e| Error::Usage(format!("tree {}: {e}", d.rel)))?;
-        let (h, stored) = encode_blob(config, keys, &json, true)?;
-        tree_ids[i] = Some(h.id);
-        if lock(known)?.insert(h.id) {
-            tx.send((h, stored)).map_err(|_| packer_gone())?;
+        let id = crate::chunk::blob_id(&keys.id_key, &json);
+        tree_ids[i] = Some(id);
+        if lock(known)?.insert(id) {
+            tx.send(encoder.encode(keys, id, &json, true)?)
+                .map_err(|_| packer_gone())?;
         }
     }
     tree_ids

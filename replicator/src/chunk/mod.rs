@@ -147,6 +147,7 @@ pub fn blob_id(key: &[u8; 32], data: &[u8]) -> Id {
 #[derive(Debug)]
 pub struct Chunker {
     params: ChunkerParams,
+    /// Allocated (and zeroed) once at its full size; `filled` says how much holds the stream.
     buf: Vec<u8>,
 }
 
@@ -156,7 +157,7 @@ impl Chunker {
         let cap = (params.max_bytes as usize * 4).max(4 << 20);
         Chunker {
             params,
-            buf: Vec::with_capacity(cap),
+            buf: vec![0; cap],
         }
     }
 
@@ -167,35 +168,28 @@ impl Chunker {
         mut each: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<u64, ChunkError<E>> {
         let p = self.params;
-        let cap = self.buf.capacity();
-        self.buf.clear();
+        let cap = self.buf.len();
+        let mut filled = 0usize;
         let mut total = 0u64;
         let mut eof = false;
         loop {
-            while !eof && self.buf.len() < cap {
-                let old = self.buf.len();
-                self.buf.resize(cap, 0);
-                match source.read(&mut self.buf[old..]) {
-                    Ok(0) => {
-                        self.buf.truncate(old);
-                        eof = true;
-                    }
+            while !eof && filled < cap {
+                match source.read(&mut self.buf[filled..]) {
+                    Ok(0) => eof = true,
                     Ok(n) => {
-                        self.buf.truncate(old + n);
+                        filled += n;
                         total += n as u64;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(old),
-                    Err(e) => {
-                        self.buf.truncate(old);
-                        return Err(ChunkError::Read(e));
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(ChunkError::Read(e)),
                 }
             }
-            if self.buf.is_empty() {
+            if filled == 0 {
                 return Ok(total);
             }
+            let data = &self.buf[..filled];
             let cdc = FastCDC::with_level_and_seed(
-                &self.buf,
+                data,
                 p.min_bytes,
                 p.avg_bytes,
                 p.max_bytes,
@@ -207,19 +201,20 @@ impl Chunker {
                 let end = c.offset + c.length;
                 // The last cut of a partial buffer is where the buffer ends, not where the
                 // content says: keep it for the next round unless the stream has ended.
-                if end == self.buf.len() && !eof {
+                if end == filled && !eof {
                     break;
                 }
-                each(&self.buf[c.offset..end]).map_err(ChunkError::Sink)?;
+                each(&data[c.offset..end]).map_err(ChunkError::Sink)?;
                 consumed = end;
             }
             if consumed == 0 && !eof {
                 // Cannot happen with cap ≥ 4 × max, but never loop forever.
-                consumed = self.buf.len();
-                each(&self.buf[..consumed]).map_err(ChunkError::Sink)?;
+                consumed = filled;
+                each(data).map_err(ChunkError::Sink)?;
             }
-            self.buf.drain(..consumed);
-            if eof && self.buf.is_empty() {
+            self.buf.copy_within(consumed..filled, 0);
+            filled -= consumed;
+            if eof && filled == 0 {
                 return Ok(total);
             }
         }

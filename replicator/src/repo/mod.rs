@@ -219,7 +219,7 @@ pub trait Store: Send + Sync {
 }
 
 /// Encodes a blob for storage: id over the plaintext, zstd when it shrinks, sealed when the
-/// repository is encrypted.
+/// repository is encrypted. One-off; a loop over many blobs keeps a [`BlobEncoder`].
 pub fn encode_blob(
     config: &Config,
     keys: &Keys,
@@ -227,35 +227,77 @@ pub fn encode_blob(
     is_tree: bool,
 ) -> Result<(BlobHeader, Vec<u8>)> {
     let id = blob_id(&keys.id_key, data);
-    let mut flags = if is_tree { FLAG_TREE } else { 0 };
-    let mut stored = None;
-    if config.compression_level > 0 {
-        let c = zstd::bulk::compress(data, config.compression_level)
-            .map_err(|e| Error::corrupt(format!("blob {}", id.short()), format!("zstd: {e}")))?;
-        // Stored raw unless compression saves at least 1/64 (already-compressed data).
-        if c.len() + c.len() / 64 < data.len() {
-            flags |= FLAG_ZSTD;
-            stored = Some(c);
-        }
+    BlobEncoder::new(config)?.encode(keys, id, data, is_tree)
+}
+
+/// Encodes blobs for storage, keeping one zstd context for all of them (a fresh context per
+/// 64 KiB chunk costs its allocation and table setup every time).
+pub struct BlobEncoder {
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl std::fmt::Debug for BlobEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobEncoder")
+            .field("zstd", &self.zstd.is_some())
+            .finish()
     }
-    let body = stored.as_deref().unwrap_or(data);
-    let stored = match &keys.data {
-        Some(cipher) => {
-            flags |= FLAG_SEALED;
-            keys::seal(cipher, body)?
+}
+
+impl BlobEncoder {
+    /// An encoder at the repository's compression level (none at level 0).
+    pub fn new(config: &Config) -> Result<Self> {
+        let zstd = if config.compression_level > 0 {
+            Some(
+                zstd::bulk::Compressor::new(config.compression_level).map_err(|e| {
+                    Error::Usage(format!("zstd level {}: {e}", config.compression_level))
+                })?,
+            )
+        } else {
+            None
+        };
+        Ok(BlobEncoder { zstd })
+    }
+
+    /// Encodes `data`, whose id the caller computed (`blob_id` with the repository's id key).
+    pub fn encode(
+        &mut self,
+        keys: &Keys,
+        id: Id,
+        data: &[u8],
+        is_tree: bool,
+    ) -> Result<(BlobHeader, Vec<u8>)> {
+        let mut flags = if is_tree { FLAG_TREE } else { 0 };
+        let mut stored = None;
+        if let Some(z) = &mut self.zstd {
+            // Only output that saves at least 1/64 is kept, so a bound of 63/64 of the input
+            // is enough: zstd says "too small" for anything larger (already-compressed data),
+            // and that chunk is stored raw.
+            let mut c = Vec::with_capacity(data.len() - data.len() / 64);
+            if z.compress_to_buffer(data, &mut c).is_ok() && c.len() + c.len() / 64 < data.len() {
+                flags |= FLAG_ZSTD;
+                stored = Some(c);
+            }
         }
-        None => stored.unwrap_or_else(|| data.to_vec()),
-    };
-    let header = BlobHeader {
-        id,
-        flags,
-        raw_len: u32::try_from(data.len())
-            .map_err(|_| Error::Usage(format!("blob of {} bytes is too large", data.len())))?,
-        stored_len: u32::try_from(stored.len())
-            .map_err(|_| Error::Usage("stored blob is too large".into()))?,
-        blob_hash: *blake3::hash(&stored).as_bytes(),
-    };
-    Ok((header, stored))
+        let body = stored.as_deref().unwrap_or(data);
+        let stored = match &keys.data {
+            Some(cipher) => {
+                flags |= FLAG_SEALED;
+                keys::seal(cipher, body)?
+            }
+            None => stored.unwrap_or_else(|| data.to_vec()),
+        };
+        let header = BlobHeader {
+            id,
+            flags,
+            raw_len: u32::try_from(data.len())
+                .map_err(|_| Error::Usage(format!("blob of {} bytes is too large", data.len())))?,
+            stored_len: u32::try_from(stored.len())
+                .map_err(|_| Error::Usage("stored blob is too large".into()))?,
+            blob_hash: *blake3::hash(&stored).as_bytes(),
+        };
+        Ok((header, stored))
+    }
 }
 
 /// Decodes stored bytes to the plaintext and checks it against the blob id.
@@ -527,35 +569,47 @@ impl Repository {
         if blobs.is_empty() {
             return Ok(0);
         }
-        let size: usize = blobs
-            .iter()
-            .map(|(_, s)| s.len() + format::BLOB_HEADER_LEN)
-            .sum();
-        let mut bytes = Vec::with_capacity(PACK_MAGIC.len() + size);
-        bytes.extend_from_slice(PACK_MAGIC);
+        // The pack goes to disk from the blobs' own buffers (headers encoded side by side,
+        // written with writev) and is hashed on the way, instead of being copied into one
+        // pack-sized buffer first.
+        let mut headers = Vec::with_capacity(blobs.len() * format::BLOB_HEADER_LEN);
         let mut entries = Vec::with_capacity(blobs.len());
+        let mut offset = PACK_MAGIC.len() as u64;
         for (h, stored) in blobs {
-            h.encode(&mut bytes);
-            entries.push(Entry {
-                header: *h,
-                offset: bytes.len() as u64,
-            });
-            bytes.extend_from_slice(stored);
+            h.encode(&mut headers);
+            offset += format::BLOB_HEADER_LEN as u64;
+            entries.push(Entry { header: *h, offset });
+            offset += stored.len() as u64;
         }
-        let pack_id = *blake3::hash(&bytes).as_bytes();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * blobs.len());
+        parts.push(PACK_MAGIC);
+        for ((_, stored), header) in blobs.iter().zip(headers.chunks(format::BLOB_HEADER_LEN)) {
+            parts.push(header);
+            parts.push(stored);
+        }
+        let mut hasher = blake3::Hasher::new();
+        for part in &parts {
+            hasher.update(part);
+        }
+        let pack_id = *hasher.finalize().as_bytes();
         let hex = crate::chunk::hex(&pack_id);
-        let fan = self.root.join("packs").join(&hex[..2]);
-        fs::create_dir_all(&fan).map_err(Error::io("create", &fan))?;
-        write_atomic(&fan, &hex, &bytes)?;
+        let packs = self.root.join("packs");
+        let fan = packs.join(&hex[..2]);
+        if !fan.is_dir() {
+            fs::create_dir_all(&fan).map_err(Error::io("create", &fan))?;
+            // The new fan directory's own name must survive a crash too.
+            sync_dir(&packs)?;
+        }
+        write_atomic_parts(&fan, &hex, &parts)?;
         let file = IndexFile {
             pack_id,
-            pack_len: bytes.len() as u64,
+            pack_len: offset,
             entries,
         };
         let index_bytes = file.encode();
         write_atomic(&self.root.join("index"), &hex, &index_bytes)?;
         self.index.write().map_err(|_| poisoned())?.add(&file);
-        Ok((bytes.len() + index_bytes.len()) as u64)
+        Ok(offset + index_bytes.len() as u64)
     }
 
     /// The prune marks on disk.
@@ -757,12 +811,17 @@ fn poisoned() -> Error {
 /// Writes `bytes` to `dir/name` so that the name holds either nothing or the whole content:
 /// temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    write_atomic_parts(dir, name, &[bytes])
+}
+
+/// [`write_atomic`] of the concatenation of `parts`, without concatenating them in memory.
+pub fn write_atomic_parts(dir: &Path, name: &str, parts: &[&[u8]]) -> Result<()> {
     let mut rnd = [0u8; 8];
     let _ = getrandom::fill(&mut rnd);
     let tmp = dir.join(format!(".tmp-{}", crate::chunk::hex(&rnd)));
     let result = (|| {
         let mut f = File::create(&tmp).map_err(Error::io("create", &tmp))?;
-        f.write_all(bytes).map_err(Error::io("write", &tmp))?;
+        write_all_parts(&mut f, parts).map_err(Error::io("write", &tmp))?;
         f.sync_all().map_err(Error::io("fsync", &tmp))?;
         let dst = dir.join(name);
         fs::rename(&tmp, &dst).map_err(Error::io("rename into place", &dst))?;
@@ -772,6 +831,43 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Writes every part in order with `writev`, up to 64 parts per call, resuming after short
+/// writes.
+fn write_all_parts(f: &mut File, parts: &[&[u8]]) -> std::io::Result<()> {
+    use std::io::{ErrorKind, IoSlice};
+    let (mut i, mut off) = (0usize, 0usize);
+    let mut slices = Vec::with_capacity(64);
+    loop {
+        while i < parts.len() && off == parts[i].len() {
+            i += 1;
+            off = 0;
+        }
+        if i == parts.len() {
+            return Ok(());
+        }
+        slices.clear();
+        slices.push(IoSlice::new(&parts[i][off..]));
+        slices.extend(parts[i + 1..].iter().take(63).map(|p| IoSlice::new(p)));
+        let mut n = match f.write_vectored(&slices) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        while n > 0 {
+            let left = parts[i].len() - off;
+            if n >= left {
+                n -= left;
+                i += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+    }
 }
 
 /// fsyncs a directory so renames and deletes in it are durable.
@@ -808,5 +904,34 @@ fn remove_if_stale(p: &Path) {
         .is_some_and(|age| age > STALE_TMP);
     if old {
         let _ = fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_written_in_order_whatever_their_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = fastrand::Rng::with_seed(3);
+        // Empty parts, parts larger than a pipe buffer and more than 64 parts per writev.
+        let owned: Vec<Vec<u8>> = (0..300)
+            .map(|i| {
+                let n = match i % 7 {
+                    0 => 0,
+                    1 => 300_000,
+                    _ => rng.usize(..5000),
+                };
+                let mut v = vec![0u8; n];
+                rng.fill(&mut v);
+                v
+            })
+            .collect();
+        let parts: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        write_atomic_parts(dir.path(), "f", &parts).unwrap();
+        assert_eq!(fs::read(dir.path().join("f")).unwrap(), owned.concat());
+        write_atomic_parts(dir.path(), "empty", &[]).unwrap();
+        assert!(fs::read(dir.path().join("empty")).unwrap().is_empty());
     }
 }
