@@ -311,12 +311,12 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let gone = store.missing(&referenced)?;
+    let gone = store.lost(&referenced)?;
     if !gone.is_empty() {
         return Err(Error::Peer {
             peer: store.location(),
             reason: format!(
-                "{} blobs this backup reused were pruned while it ran; run the backup again",
+                "{} blobs this backup reused were pruned (or marked for pruning) while it ran; run the backup again",
                 gone.len()
             ),
             retryable: true,

@@ -8,7 +8,13 @@
 //!    reference (a backup that started before the mark) is kept, the rest are deleted.
 //!
 //! A backup that runs longer than the grace period and reused a blob from a pack deleted in the
-//! meantime fails its final check and says to run again; it never commits a snapshot with holes.
+//! meantime fails its final check (`Store::lost`, which re-reads the repository first) and says
+//! to run again. A process that holds a repository open for long (`serve` above all) re-reads
+//! its index whenever `prune/` has changed (`Repository::refresh`): a mark is written before
+//! anything is deleted and removed only after, so every deletion changes that directory. The
+//! one window left: a backup that outlived the grace period committing its snapshot in the same
+//! instant as the second phase deletes a pack it reused, between that phase's listing of the
+//! snapshots and its unlink.
 //! Packs that are only partly unused are kept whole (no repacking yet); their unused bytes are
 //! reported.
 

@@ -489,6 +489,48 @@ fn prune_marks_then_deletes_and_a_backup_in_between_keeps_its_data() {
 }
 
 #[test]
+fn a_long_running_process_sees_what_a_prune_beside_it_deleted() {
+    // `serve` or a backup that outlives the grace period holds an index loaded before a prune
+    // run by another process; its last check before committing must see the repository as it
+    // is now.
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    sample_tree(&src);
+    let (repo, keys) = new_repo(&t.path().join("repo"), None);
+    let old = run_backup(&repo, &keys, &src);
+    let long_running = Repository::open(&t.path().join("repo")).unwrap();
+    let old_ids: Vec<Id> = long_running.known_ids().unwrap().into_iter().collect();
+    fs::remove_dir_all(&src).unwrap();
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("other"), vec![7u8; 100_000]).unwrap();
+    run_backup(&repo, &keys, &src);
+    let opts = |grace_secs| PruneOptions {
+        policy: KeepPolicy {
+            last: 1,
+            ..KeepPolicy::default()
+        },
+        grace_secs,
+        dry_run: false,
+    };
+    let marked = prune(&repo, &keys, &opts(0)).unwrap();
+    assert_eq!(marked.forgotten, vec![old.snapshot]);
+    assert!(marked.packs_marked > 0, "{marked:?}");
+    // Marked but not deleted: still held (the second phase re-checks snapshots first), though
+    // `missing` already tells a sender to store fresh copies.
+    assert!(long_running.lost(&old_ids).unwrap().is_empty());
+    assert!(!long_running.missing(&old_ids).unwrap().is_empty());
+    let deleted = prune(&repo, &keys, &opts(0)).unwrap();
+    assert!(deleted.packs_deleted > 0, "{deleted:?}");
+    let lost = long_running.lost(&old_ids).unwrap();
+    assert!(!lost.is_empty(), "deleted blobs still counted as held");
+    assert_eq!(
+        long_running.missing(&lost).unwrap(),
+        lost,
+        "missing after the refresh"
+    );
+}
+
+#[test]
 fn point_in_time_restore_picks_the_snapshot_before_the_tamper() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");

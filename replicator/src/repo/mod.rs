@@ -206,6 +206,13 @@ pub trait Store: Send + Sync {
     fn known_ids(&self) -> Result<HashSet<Id>>;
     /// Of `ids`, those the store does not hold.
     fn missing(&self, ids: &[Id]) -> Result<Vec<Id>>;
+    /// Of `ids`, those no longer stored at all, judged on the repository as it is now (what a
+    /// prune run beside this process may have deleted): the last check before a snapshot is
+    /// committed. The default is [`Store::missing`], which also counts blobs in packs marked for
+    /// deletion: stricter than needed, never looser.
+    fn lost(&self, ids: &[Id]) -> Result<Vec<Id>> {
+        self.missing(ids)
+    }
     /// Stores blobs (one pack); a blob arriving from elsewhere has its hash checked before it is
     /// kept (a peer's server does it; local callers computed the hashes). Returns the bytes
     /// that crossed to the store (pack bytes locally; request bytes for a peer).
@@ -344,6 +351,8 @@ pub struct Repository {
     config: Config,
     index: RwLock<Index>,
     files: Mutex<HashMap<[u8; 32], Arc<File>>>,
+    /// Modification time of `prune/` when the index was last loaded (see [`Repository::refresh`]).
+    prune_seen: Mutex<Option<SystemTime>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -369,6 +378,9 @@ pub const PACK_TARGET_BYTES: usize = 16 << 20;
 
 /// Temporary files older than this are leftovers of a crash, not of a running writer.
 const STALE_TMP: Duration = Duration::from_secs(3600);
+/// A directory modified this recently may be modified again within the same timestamp, so
+/// [`Repository::refresh`] does not trust an unchanged modification time that young.
+const RACY_MTIME: Duration = Duration::from_secs(2);
 
 impl Repository {
     /// Creates a repository at `path` (an empty or missing directory).
@@ -403,6 +415,7 @@ impl Repository {
             config,
             index: RwLock::new(Index::default()),
             files: Mutex::new(HashMap::new()),
+            prune_seen: Mutex::new(None),
         };
         repo.reload()?;
         Ok(repo)
@@ -415,6 +428,8 @@ impl Repository {
 
     /// Re-reads indexes and prune marks (another process may have written since).
     pub fn reload(&self) -> Result<()> {
+        // Stamped before reading, so a change made while reading shows as a change next time.
+        let stamp = self.prune_mtime();
         let mut idx = Index::default();
         let packs_dir = self.root.join("packs");
         let mut on_disk: HashMap<[u8; 32], (PathBuf, u64)> = HashMap::new();
@@ -490,7 +505,33 @@ impl Repository {
             );
         }
         *self.index.write().map_err(|_| poisoned())? = idx;
+        *self.prune_seen.lock().map_err(|_| poisoned())? = stamp;
         Ok(())
+    }
+
+    /// Reloads the index if a `prune` may have run since it was loaded. A long-running process
+    /// (`serve`, a long backup) calls this before it relies on what the repository holds:
+    /// prune writes its mark into `prune/` before deleting anything and removes the mark only
+    /// after deleting, so every deletion changes that directory's modification time, and one
+    /// `stat` tells whether the in-memory index can still be trusted.
+    pub fn refresh(&self) -> Result<()> {
+        let now = self.prune_mtime();
+        let seen = *self.prune_seen.lock().map_err(|_| poisoned())?;
+        let racy = now.is_some_and(|m| {
+            SystemTime::now()
+                .duration_since(m)
+                .map_or(true, |age| age < RACY_MTIME)
+        });
+        if now != seen || racy {
+            self.reload()?;
+        }
+        Ok(())
+    }
+
+    fn prune_mtime(&self) -> Option<SystemTime> {
+        fs::metadata(self.root.join("prune"))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     /// Index files whose pack is missing (finished prunes leave none; anything else is damage).
@@ -749,6 +790,18 @@ impl Store for Repository {
                     .get(id)
                     .is_none_or(|l| idx.marked.contains(&l.pack))
             })
+            .copied()
+            .collect())
+    }
+
+    fn lost(&self, ids: &[Id]) -> Result<Vec<Id>> {
+        self.refresh()?;
+        // A blob in a marked pack is still held: the mark's second phase checks the snapshots
+        // present then, this one included, before deleting anything.
+        let idx = self.index.read().map_err(|_| poisoned())?;
+        Ok(ids
+            .iter()
+            .filter(|id| !idx.blobs.contains_key(id))
             .copied()
             .collect())
     }

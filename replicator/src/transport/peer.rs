@@ -891,6 +891,7 @@ impl RepoService {
             (&Method::GET, "/v1/ids") => {
                 let repo = self.repo()?;
                 let ids = blocking(move || -> Result<Vec<u8>> {
+                    repo.refresh()?;
                     let mut ids: Vec<Id> = repo.known_ids()?.into_iter().collect();
                     ids.sort_unstable();
                     zstd::bulk::compress(&encode_ids(&ids), 1)
@@ -906,9 +907,14 @@ impl RepoService {
                 let ids = decode_ids(&b).ok_or_else(|| {
                     fail(StatusCode::BAD_REQUEST, "body must be whole 32-byte ids")
                 })?;
-                let missing = blocking(move || repo.missing(&ids))
-                    .await?
-                    .map_err(|e| error_response(&e))?;
+                // A prune beside this server may have marked or deleted packs since the index
+                // was loaded; a blob counted as held here is never sent again.
+                let missing = blocking(move || {
+                    repo.refresh()?;
+                    repo.missing(&ids)
+                })
+                .await?
+                .map_err(|e| error_response(&e))?;
                 Ok(ok(IDS_TYPE, encode_ids(&missing)))
             }
             (&Method::POST, "/v1/blobs") => self.blobs(peer, req).await,
@@ -920,14 +926,17 @@ impl RepoService {
                         "blob id must be 64 lowercase hex digits",
                     )
                 })?;
-                let (h, stored) = blocking(move || repo.read_stored(&id))
-                    .await?
-                    .map_err(|e| {
-                        if !matches!(e, Error::MissingBlob { .. }) {
-                            tracing::error!(blob = %id, error = %e, "cannot serve a stored blob");
-                        }
-                        error_response(&e)
-                    })?;
+                let (h, stored) = blocking(move || {
+                    repo.refresh()?;
+                    repo.read_stored(&id)
+                })
+                .await?
+                .map_err(|e| {
+                    if !matches!(e, Error::MissingBlob { .. }) {
+                        tracing::error!(blob = %id, error = %e, "cannot serve a stored blob");
+                    }
+                    error_response(&e)
+                })?;
                 let mut out = Vec::with_capacity(BLOB_HEADER_LEN + stored.len());
                 h.encode(&mut out);
                 out.extend_from_slice(&stored);
@@ -1066,6 +1075,7 @@ impl RepoService {
         }
         let id = blocking(move || -> std::result::Result<String, Refused> {
             let id = crate::chunk::hex(blake3::hash(&b).as_bytes());
+            repo.refresh().map_err(|e| error_response(&e))?;
             let config = repo.config();
             if config.encrypted() {
                 // Sealed: the trees cannot be walked here; the sender checked completeness.

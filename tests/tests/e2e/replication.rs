@@ -538,3 +538,76 @@ fn interrupted_transfer_resumes_without_resending_what_landed() {
     );
     assert_same_tree(&src, &out);
 }
+
+#[test]
+fn serve_sees_a_prune_run_beside_it_and_never_commits_a_snapshot_with_holes() {
+    // The off-site's usual life: `serve` runs for weeks while `prune` runs from cron on the same
+    // repository. Packs prune deletes must stop counting as present for the running server, or
+    // the next backup of that data sends nothing and commits a snapshot naming deleted blobs.
+    let t = tempfile::tempdir().unwrap();
+    let pki = pki(&t.path().join("pki"));
+    let src = t.path().join("src");
+    source_tree(&src, 31);
+    let repo = t.path().join("offsite");
+    let mut serve = Serve::start(&repo, &pki, t.path().join("serve.log"));
+    let url = serve.url.clone();
+    run_ok(
+        "palisade-replicator",
+        &peer_args(&pki, "site-a", &["init", &url, "--chunk-kib", "16"]),
+    );
+    backup(&pki, &url, &src, &[]);
+    // Then something sharing no chunk with it, so the first backup's packs become unused.
+    fs::remove_dir_all(&src).unwrap();
+    fs::create_dir_all(&src).unwrap();
+    let mut other = vec![0u8; 200_000];
+    fastrand::Rng::with_seed(32).fill(&mut other);
+    fs::write(src.join("other.bin"), other).unwrap();
+    backup(&pki, &url, &src, &[]);
+
+    // Forget the first snapshot; the first prune marks its packs, the second deletes them.
+    let prune = || {
+        json(&run_ok(
+            "palisade-replicator",
+            &[
+                "-r",
+                repo.to_str().unwrap(),
+                "prune",
+                "--keep-last",
+                "1",
+                "--grace-secs",
+                "0",
+                "--output-format",
+                "json",
+            ],
+        ))
+    };
+    let marked = prune();
+    assert!(marked["packs_marked"].as_u64().unwrap() > 0, "{marked}");
+    let deleted = prune();
+    assert!(deleted["packs_deleted"].as_u64().unwrap() > 0, "{deleted}");
+
+    // The first tree again: every chunk of it must cross again, since its packs are gone.
+    fs::remove_dir_all(&src).unwrap();
+    source_tree(&src, 31);
+    let again = backup(&pki, &url, &src, &[]);
+    assert!(
+        again["bytes_sent"].as_u64().unwrap() > tree_size(&src) / 4,
+        "the server still counted pruned blobs as present: {again}"
+    );
+    serve.stop();
+    verify_read_data(&repo);
+    let out = t.path().join("restored");
+    run_ok(
+        "palisade-replicator",
+        &[
+            "-r",
+            repo.to_str().unwrap(),
+            "restore",
+            "latest",
+            "--to",
+            out.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    assert_same_tree(&src, &out);
+}
