@@ -226,6 +226,7 @@ fn meta_of(path: &str, e: &Entry) -> Meta {
         deleted: e.deleted(),
         origin_site: e.origin.clone(),
         changed_at_ns: e.changed_ns,
+        mode: e.mode,
     }
 }
 
@@ -238,6 +239,7 @@ fn entry_of(m: &Meta) -> Entry {
         origin: m.origin_site.clone(),
         changed_ns: m.changed_at_ns,
         seen_ns: now_ns(),
+        mode: m.mode,
     }
 }
 
@@ -299,6 +301,13 @@ pub fn check_meta(m: &Meta) -> std::result::Result<(), String> {
     }
     if m.vv.0.is_empty() {
         return Err("empty version vector".into());
+    }
+    if m.mode & !tree::MODE_BITS != 0 {
+        return Err(format!(
+            "mode {:o} has bits beyond {:o} (setuid, setgid and sticky are never synced)",
+            m.mode,
+            tree::MODE_BITS
+        ));
     }
     Ok(())
 }
@@ -570,6 +579,7 @@ impl Engine {
                 if !e.deleted()
                     && e.size == meta.len()
                     && e.mtime_ns == mtime
+                    && e.mode == tree::mode_of(&meta)
                     && mtime.saturating_add(RACY_NS) < e.seen_ns
                 {
                     return Read::NOTHING;
@@ -602,11 +612,14 @@ impl Engine {
         });
         let hash = tree::content_hash(&bytes);
         let mtime = after.as_ref().map_or_else(|| mtime_ns(&meta), mtime_ns);
+        let mode = tree::mode_of(after.as_ref().unwrap_or(&meta));
         if let Some(e) = st.entries.get_mut(path) {
-            if e.hash.as_deref() == Some(hash.as_str()) {
-                // Same content, new mtime (a touch, or a write of the same bytes): not a
-                // version, but remember the mtime so the next scan need not re-read it.
+            if e.hash.as_deref() == Some(hash.as_str()) && (e.mode == mode || e.mode == 0) {
+                // Same content and mode, new mtime (a touch, or a write of the same bytes):
+                // not a version, but remember the mtime so the next scan need not re-read it.
+                // (A state from before modes were synced adopts the file's mode here.)
                 e.mtime_ns = mtime;
+                e.mode = mode;
                 e.seen_ns = now_ns();
                 return Read {
                     changed: false,
@@ -646,6 +659,12 @@ impl Engine {
                 unsettled: true,
             };
         }
+        // Same bytes, other permissions: a chmod, which leaves the mtime alone, so the mtime
+        // says nothing about when it happened.
+        let mode_only = st
+            .entries
+            .get(path)
+            .is_some_and(|e| e.hash.as_deref() == Some(hash.as_str()));
         let e = st.entries.entry(path.to_string()).or_insert_with(|| Entry {
             vv: Default::default(),
             hash: None,
@@ -654,16 +673,18 @@ impl Engine {
             origin: String::new(),
             changed_ns: 0,
             seen_ns: 0,
+            mode: 0,
         });
         e.vv.bump(&self.site);
         e.hash = Some(hash);
+        e.mode = mode;
         e.size = bytes.len() as u64;
         e.mtime_ns = mtime;
         e.origin = self.site.clone();
         e.seen_ns = now;
         // The file's mtime is when the edit happened (offline edits included); a clock that
         // says the future is not trusted.
-        e.changed_ns = if mtime > 0 && mtime <= now {
+        e.changed_ns = if mtime > 0 && mtime <= now && !mode_only {
             mtime
         } else {
             now
@@ -972,10 +993,25 @@ impl Engine {
                 let same = local
                     .as_ref()
                     .is_some_and(|l| l.hash == m.hash && (l.deleted() || local_bytes.is_some()));
+                // The same bytes with other permissions (a chmod there): only the mode changes.
+                let chmod = same
+                    && !m.deleted
+                    && m.mode != 0
+                    && local.as_ref().is_some_and(|l| l.mode != m.mode);
+                if chmod && !tree::set_mode(&self.root, &m.path, m.mode, &seen)? {
+                    return Err(moved());
+                }
                 if !same {
                     match &content {
                         Some(b) => {
-                            if !tree::write_file(&self.root, &m.path, b, m.mtime_ns, Some(&seen))? {
+                            if !tree::write_file(
+                                &self.root,
+                                &m.path,
+                                b,
+                                m.mtime_ns,
+                                m.mode,
+                                Some(&seen),
+                            )? {
                                 return Err(moved());
                             }
                         }
@@ -988,7 +1024,7 @@ impl Engine {
                     }
                 }
                 st.entries.insert(m.path.clone(), entry_of(m));
-                self.applied(m, !same);
+                self.applied(m, !same || chmod);
                 Ok(Outcome::Applied)
             }
             Order::Concurrent => {
@@ -997,16 +1033,36 @@ impl Engine {
                 };
                 let merged = local.vv.merged(&m.vv);
                 if local.hash == m.hash {
+                    // Same content; if only the permissions differ (chmods on both sides), both
+                    // sites keep the later change's mode, picked alike on both.
+                    let incoming_mode = !m.deleted
+                        && m.mode != 0
+                        && m.mode != local.mode
+                        && (m.changed_at_ns, &m.origin_site) > (local.changed_ns, &local.origin);
+                    if incoming_mode && !tree::set_mode(&self.root, &m.path, m.mode, &seen)? {
+                        return Err(moved());
+                    }
                     let e = st.entries.entry(m.path.clone()).or_insert(local);
                     e.vv = merged;
+                    if incoming_mode {
+                        e.mode = m.mode;
+                        e.origin = m.origin_site.clone();
+                        e.changed_ns = m.changed_at_ns;
+                    }
                     self.enqueue(&m.path);
                     return Ok(Outcome::Merged);
                 }
                 match (local.deleted(), content) {
                     (true, Some(bytes)) => {
                         // Deleted here, modified there: the modification comes back.
-                        if !tree::write_file(&self.root, &m.path, &bytes, m.mtime_ns, Some(&seen))?
-                        {
+                        if !tree::write_file(
+                            &self.root,
+                            &m.path,
+                            &bytes,
+                            m.mtime_ns,
+                            m.mode,
+                            Some(&seen),
+                        )? {
                             return Err(moved());
                         }
                         let mut e = entry_of(m);
@@ -1050,6 +1106,7 @@ impl Engine {
                                 &m.path,
                                 &bytes,
                                 m.mtime_ns,
+                                m.mode,
                                 Some(&seen),
                             )?
                         {
@@ -1140,7 +1197,7 @@ impl Engine {
             }
             name = format!("{base}-{n}");
         }
-        tree::write_file(&self.root, &name, bytes, loser.mtime_ns, None)?;
+        tree::write_file(&self.root, &name, bytes, loser.mtime_ns, loser.mode, None)?;
         let mtime = std::fs::symlink_metadata(tree::full(&self.root, &name))
             .map(|m| mtime_ns(&m))
             .unwrap_or(loser.mtime_ns);
@@ -1152,6 +1209,7 @@ impl Engine {
             origin: loser.origin.clone(),
             changed_ns: loser.changed_ns,
             seen_ns: now_ns(),
+            mode: loser.mode,
         };
         Ok(PlacedCopy {
             name,
@@ -1536,6 +1594,81 @@ mod tests {
         assert!(a.status().conflicts + b.status().conflicts >= 1);
     }
 
+    fn mode(e: &Engine, name: &str) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(e.root().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    fn chmod(e: &Engine, name: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(e.root().join(name), std::fs::Permissions::from_mode(mode))
+            .unwrap();
+    }
+
+    #[test]
+    fn permissions_cross_with_the_content_and_a_chmod_alone_is_a_version() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (site(d.path(), "a"), site(d.path(), "b"));
+        std::fs::write(a.root().join("run.sh"), b"#!/bin/sh\n").unwrap();
+        chmod(&a, "run.sh", 0o750);
+        std::fs::write(a.root().join("secret"), b"key").unwrap();
+        chmod(&a, "secret", 0o600);
+        converge(&a, &b);
+        assert_eq!(mode(&b, "run.sh"), 0o750);
+        assert_eq!(mode(&b, "secret"), 0o600);
+        // A chmod changes neither content nor mtime: still a version, and only the mode moves.
+        chmod(&b, "secret", 0o640);
+        assert_eq!(b.observe("").unwrap(), 1);
+        let outcomes = ship(&b, &a);
+        assert_eq!(outcomes, vec![Outcome::Applied]);
+        assert_eq!(mode(&a, "secret"), 0o640);
+        assert_eq!(std::fs::read(a.root().join("secret")).unwrap(), b"key");
+        converge(&a, &b);
+        assert_eq!(a.status().conflicts + b.status().conflicts, 0);
+        // setuid, setgid and sticky never cross; the rest of the mode does.
+        chmod(&a, "run.sh", 0o4755);
+        converge(&a, &b);
+        assert_eq!(mode(&b, "run.sh"), 0o755);
+    }
+
+    #[test]
+    fn chmods_on_both_sides_converge_on_the_later_one_without_a_conflict_copy() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (site(d.path(), "a"), site(d.path(), "b"));
+        std::fs::write(a.root().join("f"), b"same").unwrap();
+        chmod(&a, "f", 0o644);
+        converge(&a, &b);
+        chmod(&a, "f", 0o600);
+        a.observe("").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        chmod(&b, "f", 0o640);
+        b.observe("").unwrap();
+        converge(&a, &b);
+        assert_eq!((mode(&a, "f"), mode(&b, "f")), (0o640, 0o640));
+        assert_eq!(
+            files(&a),
+            files(&b),
+            "no conflict copy for a mode-only difference"
+        );
+        assert_eq!(files(&a).len(), 1);
+    }
+
+    #[test]
+    fn an_offer_with_setuid_bits_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (site(d.path(), "a"), site(d.path(), "b"));
+        std::fs::write(a.root().join("f"), b"x").unwrap();
+        a.observe("").unwrap();
+        let mut out = a.snapshot("f").unwrap().unwrap();
+        out.offer.meta.mode = 0o4755;
+        let err = b.offer(&out.offer).unwrap_err();
+        assert!(format!("{err:?}").contains("setuid"), "{err:?}");
+    }
+
     #[test]
     fn only_changed_chunks_cross_and_content_is_verified() {
         let d = tempfile::tempdir().unwrap();
@@ -1585,6 +1718,7 @@ mod tests {
                 deleted: true,
                 origin_site: "a".into(),
                 changed_at_ns: 0,
+                mode: 0,
             },
             chunks: vec![],
         };

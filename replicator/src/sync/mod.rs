@@ -48,7 +48,12 @@
 //!   p50/p99 are logged every 10 s (INFO) and written with the counters to
 //!   `STATE/status.json` every second.
 //!
-//! Not handled (yet): symlinks, empty directories, ownership and permissions are not synced;
+//! - Permissions: a file's permission bits (`0o777`) travel with its version, and a chmod alone
+//!   is a version (content unchanged, so only the mode crosses); concurrent chmods keep the
+//!   later one, without a conflict copy. setuid, setgid and sticky bits never cross (an offer
+//!   carrying them is refused): a peer must not be able to plant a setuid program.
+//!
+//! Not handled (yet): symlinks, empty directories and ownership are not synced;
 //! a file at one site where the other has a directory is retried, not resolved; files over
 //! [`engine::MAX_FILE_BYTES`] are skipped; tombstones are kept forever; the state file is
 //! rewritten whole at every group commit (fine for thousands of paths, not millions); any

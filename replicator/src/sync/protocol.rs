@@ -37,6 +37,9 @@ pub struct Meta {
     pub origin_site: String,
     /// When it was made there, ns since the epoch.
     pub changed_at_ns: i64,
+    /// Permission bits, `0o777` at most (0: not known, left as the receiver has them).
+    #[serde(default)]
+    pub mode: u32,
 }
 
 /// A chunk of the offered content.
@@ -156,6 +159,7 @@ mod tests {
                     deleted: false,
                     origin_site: "s".into(),
                     changed_at_ns: 0,
+                    mode: 0,
                 },
                 chunks: vec![],
             },

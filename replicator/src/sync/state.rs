@@ -46,6 +46,10 @@ pub struct Entry {
     /// second write within the same clock tick is never taken for "unchanged" (racy git).
     #[serde(default)]
     pub seen_ns: i64,
+    /// Permission bits (`0o777` at most: setuid, setgid and sticky are never synced); 0 in a
+    /// state written before modes were synced, adopted from the file without a new version.
+    #[serde(default)]
+    pub mode: u32,
 }
 
 impl Entry {

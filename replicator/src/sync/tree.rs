@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -132,6 +133,7 @@ pub fn write_file(
     rel: &str,
     bytes: &[u8],
     mtime_ns: i64,
+    mode: u32,
     expect: Option<&Fingerprint>,
 ) -> Result<bool> {
     let dst = full(root, rel);
@@ -143,6 +145,10 @@ pub fn write_file(
     let result = (|| {
         let mut f = File::create(&tmp).map_err(Error::io("create", &tmp))?;
         f.write_all(bytes).map_err(Error::io("write", &tmp))?;
+        if mode != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(mode & MODE_BITS))
+                .map_err(Error::io("set permissions of", &tmp))?;
+        }
         if let Ok(ns) = u64::try_from(mtime_ns) {
             let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
             // The mtime is informative; content and version vectors decide.
@@ -160,6 +166,27 @@ pub fn write_file(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// The permission bits sync carries: setuid, setgid and sticky never cross (a peer must not be
+/// able to plant a setuid program).
+pub const MODE_BITS: u32 = 0o777;
+
+/// The permission bits of a file as sync records them.
+pub fn mode_of(meta: &std::fs::Metadata) -> u32 {
+    meta.permissions().mode() & MODE_BITS
+}
+
+/// Sets the permission bits of `root/rel` if it still has fingerprint `expect`; `Ok(false)`
+/// when it changed since.
+pub fn set_mode(root: &Path, rel: &str, mode: u32, expect: &Fingerprint) -> Result<bool> {
+    let p = full(root, rel);
+    if *expect != fingerprint(root, rel) {
+        return Ok(false);
+    }
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & MODE_BITS))
+        .map_err(Error::io("set permissions of", &p))?;
+    Ok(true)
 }
 
 /// Removes `root/rel` if it still has fingerprint `expect`; a file already gone is fine.
@@ -270,14 +297,14 @@ mod tests {
         std::fs::write(d.path().join("f"), b"old").unwrap();
         let seen = fingerprint(d.path(), "f");
         std::fs::write(d.path().join("f"), b"local edit, longer").unwrap();
-        assert!(!write_file(d.path(), "f", b"peer", 0, Some(&seen)).unwrap());
+        assert!(!write_file(d.path(), "f", b"peer", 0, 0, Some(&seen)).unwrap());
         assert!(!remove_file(d.path(), "f", &seen).unwrap());
         assert_eq!(
             std::fs::read(d.path().join("f")).unwrap(),
             b"local edit, longer"
         );
         let now = fingerprint(d.path(), "f");
-        assert!(write_file(d.path(), "f", b"peer", 0, Some(&now)).unwrap());
+        assert!(write_file(d.path(), "f", b"peer", 0, 0, Some(&now)).unwrap());
         assert_eq!(std::fs::read(d.path().join("f")).unwrap(), b"peer");
         // No temp files left behind either way.
         assert_eq!(walk(d.path(), "", None), vec!["f".to_string()]);

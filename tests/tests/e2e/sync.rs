@@ -279,6 +279,19 @@ fn sync_ships_create_edit_delete_both_ways() {
     })
     .unwrap_or_else(|| panic!("B's edit did not reach A\n{}", explain(&a, &b)));
 
+    // A chmod alone at A (no content change, no mtime change) reaches B through the watcher.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        a.path("docs/report.bin"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    wait_for(CONVERGE, || {
+        let m = std::fs::metadata(b.path("docs/report.bin")).ok()?;
+        (m.permissions().mode() & 0o777 == 0o600).then_some(())
+    })
+    .unwrap_or_else(|| panic!("A's chmod did not reach B\n{}", explain(&a, &b)));
+
     // Deleted at A.
     std::fs::remove_file(a.path("hello.txt")).unwrap();
     wait_for(CONVERGE, || (!b.path("hello.txt").exists()).then_some(()))
