@@ -7,6 +7,7 @@
 mod backup_crash;
 mod correlation;
 mod delivery;
+mod disk_full;
 mod drills;
 mod integrity;
 mod listing;

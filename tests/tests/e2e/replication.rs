@@ -16,14 +16,14 @@ use palisade_tests::{bin, run, run_ok, Pki};
 const MARKER: &str = "PALISADE-PLAINTEXT-MARKER-5c1f0e9a";
 
 /// A `palisade-replicator serve` child, killed on drop.
-struct Serve {
+pub(crate) struct Serve {
     child: Option<Child>,
-    url: String,
+    pub(crate) url: String,
     log: PathBuf,
 }
 
 impl Serve {
-    fn start(repo: &Path, pki: &Pki, log: PathBuf) -> Serve {
+    pub(crate) fn start(repo: &Path, pki: &Pki, log: PathBuf) -> Serve {
         let log_file = fs::File::create(&log).unwrap();
         let mut child = Command::new(bin("palisade-replicator"))
             .args([
@@ -63,11 +63,11 @@ impl Serve {
         serve
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -82,7 +82,7 @@ impl Drop for Serve {
 }
 
 /// A PKI with the serving replicator's certificate (SAN 127.0.0.1) and a client `site-a`.
-fn pki(dir: &Path) -> Pki {
+pub(crate) fn pki(dir: &Path) -> Pki {
     let pki = Pki::init(dir);
     run_ok(
         "palisade-collector",
@@ -150,7 +150,7 @@ fn tree_size(root: &Path) -> u64 {
 }
 
 /// Asserts `b` holds exactly what `a` holds: same names, kinds, contents, modes, link targets.
-fn assert_same_tree(a: &Path, b: &Path) {
+pub(crate) fn assert_same_tree(a: &Path, b: &Path) {
     let names = |d: &Path| {
         let mut v: Vec<_> = fs::read_dir(d)
             .unwrap()
@@ -187,12 +187,12 @@ fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
-fn json(out: &str) -> serde_json::Value {
+pub(crate) fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
 /// `args` plus the client's TLS identity.
-fn peer_args<'a>(pki: &'a Pki, identity: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn peer_args<'a>(pki: &'a Pki, identity: &'a str, args: &[&'a str]) -> Vec<&'a str> {
     let mut all = args.to_vec();
     all.extend([
         "--pki-dir",
@@ -220,7 +220,7 @@ fn backup(pki: &Pki, url: &str, src: &Path, extra: &[&str]) -> serde_json::Value
     ))
 }
 
-fn verify_read_data(repo: &Path) {
+pub(crate) fn verify_read_data(repo: &Path) {
     let out = run(
         "palisade-replicator",
         &["-r", repo.to_str().unwrap(), "verify", "--read-data"],

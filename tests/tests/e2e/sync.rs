@@ -533,3 +533,43 @@ fn sync_refuses_a_path_leaving_the_tree() {
     assert!(resp.text().contains(".."), "{}", resp.text());
     assert!(!a.dir.parent().unwrap().join("escaped.txt").exists());
 }
+
+#[test]
+fn sync_site_with_a_full_disk_catches_up_once_space_returns() {
+    if !palisade_tests::is_root() {
+        println!("skipped: mounting a small tmpfs needs root, and this test runs as uid != 0");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // Site B's tree and state live on a 16 MiB disk.
+    let disk = palisade_tests::Tmpfs::mount(&tmp.path().join("site-b"), 16);
+    let (_pki, a, b) = two_sites(tmp.path());
+    std::fs::write(a.path("small.txt"), b"before\n").unwrap();
+    wait_for(CONVERGE, || converged(&a, &b))
+        .unwrap_or_else(|| panic!("no start\n{}", explain(&a, &b)));
+
+    // 24 MiB cannot land at B; a small file written after it still does.
+    let mut big = vec![0u8; 24 << 20];
+    fastrand::Rng::with_seed(7).fill(&mut big);
+    std::fs::write(a.path("big.bin"), &big).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(a.path("after.txt"), b"written while B's disk was full\n").unwrap();
+    wait_for(CONVERGE, || {
+        (std::fs::read(b.path("after.txt")).ok()? == b"written while B's disk was full\n")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("a full disk stopped everything\n{}", explain(&a, &b)));
+    assert!(
+        !b.path("big.bin").exists(),
+        "24 MiB fitted on a 16 MiB disk?"
+    );
+    assert!(b.child.is_some());
+
+    // Space returns: B catches up by itself, and nothing is a conflict.
+    disk.resize(96);
+    let files = wait_for(CONVERGE, || converged(&a, &b))
+        .unwrap_or_else(|| panic!("B did not catch up\n{}", explain(&a, &b)));
+    assert_eq!(files.get("big.bin").map(Vec::len), Some(24 << 20));
+    assert_eq!(b.status()["conflicts"], 0);
+    assert_eq!(a.status()["conflicts"], 0);
+}
