@@ -516,3 +516,13 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
+
+/// Rounds of the SIGKILL tests: 20 in the test suite, more for the hardening campaign
+/// (`PALISADE_KILL_ROUNDS=50 scripts/test.sh ...`; see docs/RELIABILITY.md).
+pub fn kill_rounds() -> usize {
+    std::env::var("PALISADE_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(20)
+}

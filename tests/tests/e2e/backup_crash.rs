@@ -5,9 +5,9 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use palisade_tests::{bin, run, run_ok};
+use palisade_tests::{bin, kill_rounds, run, run_ok};
 
 fn tree(root: &Path, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -40,9 +40,30 @@ fn backup_killed_at_random_points_leaves_a_verifiable_repository_and_resumes() {
     let repo = t.path().join("repo");
     let repo_s = repo.to_str().unwrap();
     run_ok("palisade-replicator", &["init", repo_s]);
+    // Kill moments are drawn from how long a backup takes here (a fixed window would miss
+    // every backup on a fast machine): a full `--force` pass over the tree, in a scratch
+    // repository that already holds it.
+    let scratch = t.path().join("scratch");
+    let scratch_s = scratch.to_str().unwrap();
+    run_ok("palisade-replicator", &["init", scratch_s]);
+    let backup_into = |repo: &str, force: bool| {
+        let mut args = vec!["backup", src.to_str().unwrap(), "--to", repo, "--quiet"];
+        if force {
+            args.push("--force");
+        }
+        run_ok("palisade-replicator", &args);
+    };
+    backup_into(scratch_s, false);
+    let started = Instant::now();
+    backup_into(scratch_s, true);
+    let pass_ms = (started.elapsed().as_millis() as u64).max(4);
+    // Until `kills` backups died mid-run (some finish before their kill moment), bounded.
+    let kills = kill_rounds();
     let mut rng = fastrand::Rng::with_seed(5);
     let mut killed = 0;
-    for round in 0..20 {
+    let mut round = 0;
+    while killed < kills && round < kills * 3 {
+        round += 1;
         // Each round changes a few files so later rounds have new data to write too.
         let f = src.join(format!("d{}/f{}", round % 6, round % 8));
         fs::write(&f, format!("round {round}\n").repeat(20_000)).unwrap();
@@ -60,7 +81,7 @@ fn backup_killed_at_random_points_leaves_a_verifiable_repository_and_resumes() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.u64(1..120)));
+        std::thread::sleep(Duration::from_millis(rng.u64(1..=pass_ms)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             killed += 1;
@@ -77,10 +98,11 @@ fn backup_killed_at_random_points_leaves_a_verifiable_repository_and_resumes() {
             String::from_utf8_lossy(&v.stderr)
         );
     }
-    assert!(
-        killed >= 5,
-        "only {killed} of 20 backups were still running when killed"
+    assert_eq!(
+        killed, kills,
+        "only {killed} of {round} backups were still running when killed (a pass takes {pass_ms} ms)"
     );
+    eprintln!("backup SIGKILLed {killed} times in {round} rounds (a pass takes {pass_ms} ms); the repository verified after every one");
     // Resume: what landed before the kills is not stored again.
     let total: u64 = walk_size(&src);
     let r = json(&run_ok(

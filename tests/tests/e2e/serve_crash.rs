@@ -1,7 +1,7 @@
 //! The receiving replicator's crash promise: `serve` killed with SIGKILL at random points while a
-//! peer backs up into it, 20 times; after each restart the repository opens and verifies
-//! (`verify --read-data`), the interrupted transfer resumes, and the final snapshot restores
-//! byte-identical.
+//! peer backs up into it, 20 times (`PALISADE_KILL_ROUNDS`); after each restart the repository
+//! opens and verifies (`verify --read-data`), the interrupted transfer resumes, and the final
+//! snapshot restores byte-identical.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -101,8 +101,9 @@ fn serve_killed_at_random_points_keeps_a_verifiable_repository_and_transfers_res
     let mut args = vec!["init", url.as_str()];
     args.extend(client);
     run_ok("palisade-replicator", &args);
+    let rounds = palisade_tests::kill_rounds();
     let mut kills = 0;
-    for round in 0..20 {
+    for round in 0..rounds {
         fs::write(
             src.join(format!("d{}/round", round % 4)),
             format!("{round}\n").repeat(50_000),
@@ -141,7 +142,10 @@ fn serve_killed_at_random_points_keeps_a_verifiable_repository_and_transfers_res
         );
         (serve, url) = start_serve(&repo, &pki);
     }
-    assert_eq!(kills, 20);
+    assert_eq!(kills, rounds);
+    eprintln!(
+        "serve SIGKILLed {kills} times mid-transfer; the repository verified after every one"
+    );
     // The transfer resumes: the last run completes and the snapshot restores exactly.
     let mut args = vec![
         "backup",
