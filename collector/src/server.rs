@@ -4,14 +4,12 @@
 //! `pki revoke` takes effect on the next handshake without a restart.
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use palisade_wire::tls::{self, TlsFiles};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, AppState};
 use crate::config::{CollectorConfig, ServerConfig};
@@ -43,62 +41,7 @@ pub enum ServeError {
     },
 }
 
-/// Holds the current rustls config and rebuilds it when the CRL file changes.
-pub struct TlsReloader {
-    files: TlsFiles,
-    crl: Option<PathBuf>,
-    current: RwLock<(Option<SystemTime>, TlsAcceptor)>,
-}
-
-impl std::fmt::Debug for TlsReloader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsReloader")
-            .field("crl", &self.crl)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TlsReloader {
-    /// Loads the config once; fails if the material is bad.
-    pub fn new(files: TlsFiles, crl: Option<PathBuf>) -> Result<Self, tls::TlsError> {
-        let mtime = crl
-            .as_ref()
-            .and_then(|p| p.metadata().ok()?.modified().ok());
-        let config = tls::server_config(&files, crl.as_deref())?;
-        Ok(TlsReloader {
-            files,
-            crl,
-            current: RwLock::new((mtime, TlsAcceptor::from(Arc::new(config)))),
-        })
-    }
-
-    fn acceptor(&self) -> TlsAcceptor {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clone()
-    }
-
-    /// Rebuilds the config if the CRL changed. A bad new CRL keeps the old config (and says so).
-    pub fn reload_if_changed(&self) {
-        let Some(path) = &self.crl else { return };
-        let mtime = path.metadata().ok().and_then(|m| m.modified().ok());
-        if mtime == self.current.read().unwrap_or_else(|p| p.into_inner()).0 {
-            return;
-        }
-        match tls::server_config(&self.files, Some(path)) {
-            Ok(config) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) =
-                    (mtime, TlsAcceptor::from(Arc::new(config)));
-                tracing::info!(crl = %path.display(), "revocation list reloaded");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "new revocation list unusable; keeping the previous one")
-            }
-        }
-    }
-}
+pub use palisade_wire::server::TlsReloader;
 
 /// Accepts connections on `listener` until `shutdown` resolves, then lets open connections
 /// finish their current request (up to 5 s).

@@ -81,8 +81,29 @@ pub struct Client {
     addr: String,
     server_name: ServerName<'static>,
     connector: TlsConnector,
-    conn: Option<SendRequest<Full<Bytes>>>,
+    conn: Option<Conn>,
     timeout: Duration,
+}
+
+/// A kept-alive connection, and word of why it ended (its driver's error) once it has.
+struct Conn {
+    send: SendRequest<Full<Bytes>>,
+    ended: tokio::sync::oneshot::Receiver<String>,
+}
+
+/// An error with its causes ("a: b: c"), each said once.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let m = c.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 impl std::fmt::Debug for Client {
@@ -133,7 +154,7 @@ impl Client {
         &self.addr
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    async fn connect(&self) -> Result<Conn, ClientError> {
         let tcp = TcpStream::connect(&self.addr)
             .await
             .map_err(|source| ClientError::Connect {
@@ -155,12 +176,30 @@ impl Client {
                 addr: self.addr.clone(),
                 reason: e.to_string(),
             })?;
+        let (tell, ended) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "collector connection closed");
+                let why = with_causes(&e);
+                tracing::debug!(error = %why, "connection closed");
+                let _ = tell.send(why);
             }
         });
-        Ok(send)
+        Ok(Conn { send, ended })
+    }
+
+    /// The error for a failed exchange, with why the connection ended when it did: in TLS 1.3
+    /// a server refusing our certificate (revoked, wrong role, …) says so only after the
+    /// handshake, in an alert the connection's driver reads, not the request.
+    async fn exchange_error(&self, conn: &mut Conn, e: String) -> ClientError {
+        let ended = tokio::time::timeout(Duration::from_millis(200), &mut conn.ended).await;
+        let reason = match ended {
+            Ok(Ok(why)) => format!("{e}; the connection ended: {why}"),
+            _ => e.to_string(),
+        };
+        ClientError::Http {
+            addr: self.addr.clone(),
+            reason,
+        }
     }
 
     /// Sends one request and reads the whole response. The connection is kept for the next call
@@ -205,11 +244,13 @@ impl Client {
             addr: addr.to_string(),
             reason: e.to_string(),
         };
-        let mut send = match self.conn.take() {
-            Some(s) if !s.is_closed() => s,
+        let mut conn = match self.conn.take() {
+            Some(c) if !c.send.is_closed() => c,
             _ => self.connect().await?,
         };
-        send.ready().await.map_err(|e| http_err(&self.addr, &e))?;
+        if let Err(e) = conn.send.ready().await {
+            return Err(self.exchange_error(&mut conn, e.to_string()).await);
+        }
         let req = Request::builder()
             .method(method)
             .uri(path_and_query)
@@ -217,23 +258,21 @@ impl Client {
             .header(hyper::header::CONTENT_TYPE, content_type)
             .body(Full::new(body))
             .map_err(|e| http_err(&self.addr, &e))?;
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| http_err(&self.addr, &e))?;
+        let resp = match conn.send.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.exchange_error(&mut conn, e.to_string()).await),
+        };
         let status = resp.status();
         let retry_after_secs = resp
             .headers()
             .get(hyper::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| http_err(&self.addr, &e))?
-            .to_bytes();
-        self.conn = Some(send);
+        let body = match resp.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return Err(self.exchange_error(&mut conn, e.to_string()).await),
+        };
+        self.conn = Some(conn);
         Ok(Response {
             status,
             retry_after_secs,

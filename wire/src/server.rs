@@ -4,8 +4,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -122,6 +123,68 @@ pub async fn accept_bounded<F: Future<Output = ()>>(
                 tracing::warn!(error = %e, listener = what, "accept failed; backing off");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Holds the current rustls config and rebuilds it when the CRL file changes, so `pki revoke`
+/// takes effect on the next handshake without a restart (collector and replicators alike).
+pub struct TlsReloader {
+    files: crate::tls::TlsFiles,
+    crl: Option<PathBuf>,
+    current: RwLock<(Option<SystemTime>, TlsAcceptor)>,
+}
+
+impl std::fmt::Debug for TlsReloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsReloader")
+            .field("crl", &self.crl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsReloader {
+    /// Loads the config once; fails if the material is bad.
+    pub fn new(
+        files: crate::tls::TlsFiles,
+        crl: Option<PathBuf>,
+    ) -> Result<Self, crate::tls::TlsError> {
+        let mtime = crl
+            .as_ref()
+            .and_then(|p| p.metadata().ok()?.modified().ok());
+        let config = crate::tls::server_config(&files, crl.as_deref())?;
+        Ok(TlsReloader {
+            files,
+            crl,
+            current: RwLock::new((mtime, TlsAcceptor::from(Arc::new(config)))),
+        })
+    }
+
+    /// The acceptor for the next handshake.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Rebuilds the config if the CRL changed. A bad new CRL keeps the old config (and says so).
+    pub fn reload_if_changed(&self) {
+        let Some(path) = &self.crl else { return };
+        let mtime = path.metadata().ok().and_then(|m| m.modified().ok());
+        if mtime == self.current.read().unwrap_or_else(|p| p.into_inner()).0 {
+            return;
+        }
+        match crate::tls::server_config(&self.files, Some(path)) {
+            Ok(config) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) =
+                    (mtime, TlsAcceptor::from(Arc::new(config)));
+                tracing::info!(crl = %path.display(), "revocation list reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "new revocation list unusable; keeping the previous one")
             }
         }
     }

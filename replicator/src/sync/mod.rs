@@ -150,7 +150,7 @@ pub fn run(opts: &SyncOptions, tls: &PeerTls) -> Result<()> {
         Engine::open(root.clone(), state_dir.clone(), opts.site.clone(), reports)?
             .with_settle(watch::SETTLE),
     );
-    let server_tls = tls.server_config()?;
+    let server_tls = tls.server()?;
     let clients = (0..net::SHIPPERS)
         .map(|_| tls.client(&opts.peer, Duration::from_secs(30)))
         .collect::<Result<Vec<_>>>()?;

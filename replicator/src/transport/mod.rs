@@ -1,6 +1,8 @@
 //! HTTPS over mutual TLS between replicators. Certificates come from the collector's PKI
 //! (`palisade-collector pki issue NAME --role replicator`); a peer whose certificate is not of
-//! role `replicator` is refused at the first request.
+//! role `replicator` is refused at the first request, and one on the PKI's revocation list
+//! (`DIR/crl.pem`, written by `pki revoke`) at the handshake: servers re-read the list when it
+//! changes, so a revoked site is shut out without a restart.
 //!
 //! - [`server`]: the accept loop and connection handling every replicator service uses.
 
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use palisade_wire::client::Client;
+use palisade_wire::server::TlsReloader;
 use palisade_wire::tls::{self, TlsFiles};
 
 use crate::error::{Error, Result};
@@ -20,6 +23,8 @@ use crate::error::{Error, Result};
 pub struct PeerTls {
     /// The files.
     pub files: TlsFiles,
+    /// The revocation list servers check client certificates against (may not exist yet).
+    pub crl: Option<PathBuf>,
 }
 
 impl PeerTls {
@@ -31,6 +36,7 @@ impl PeerTls {
                 cert: dir.join(format!("{identity}.crt")),
                 key: dir.join(format!("{identity}.key")),
             },
+            crl: Some(dir.join("crl.pem")),
         }
     }
 
@@ -38,6 +44,7 @@ impl PeerTls {
     pub fn from_files(ca: PathBuf, cert: PathBuf, key: PathBuf) -> PeerTls {
         PeerTls {
             files: TlsFiles { ca, cert, key },
+            crl: None,
         }
     }
 
@@ -47,8 +54,10 @@ impl PeerTls {
         Client::new(url, config, timeout).map_err(|e| Error::Usage(e.to_string()))
     }
 
-    /// The server side.
-    pub fn server_config(&self) -> Result<rustls::ServerConfig> {
-        tls::server_config(&self.files, None).map_err(|e| Error::Usage(e.to_string()))
+    /// The server side: client certificates from the CA and not revoked.
+    pub fn server(&self) -> Result<std::sync::Arc<TlsReloader>> {
+        TlsReloader::new(self.files.clone(), self.crl.clone())
+            .map(std::sync::Arc::new)
+            .map_err(|e| Error::Usage(e.to_string()))
     }
 }

@@ -725,7 +725,7 @@ pub struct ServeOptions {
 /// Serves `opts.repo` to peers until SIGINT/SIGTERM; prints `listening on ADDR` on stdout once
 /// bound.
 pub fn serve(opts: &ServeOptions, tls: &PeerTls) -> Result<()> {
-    let server_tls = tls.server_config()?;
+    let server_tls = tls.server()?;
     let service = Arc::new(RepoService::open(&opts.repo)?);
     let rt = palisade_wire::process::runtime()
         .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
+use palisade_wire::server::TlsReloader;
 use palisade_wire::tls::{Identity, Role};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -51,19 +52,20 @@ impl Default for Limits {
 /// finish their request.
 pub async fn run<S: Service>(
     listener: TcpListener,
-    tls: rustls::ServerConfig,
+    tls: Arc<TlsReloader>,
     service: Arc<S>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
     let limit = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     while let Some((permit, tcp, peer)) =
         palisade_wire::server::accept_bounded(&listener, &limit, &mut shutdown, "replicator").await
     {
-        let (acceptor, service, stop) = (acceptor.clone(), service.clone(), stop_rx.clone());
+        // One stat per connection: a `pki revoke` shuts the site out at its next handshake.
+        tls.reload_if_changed();
+        let (acceptor, service, stop) = (tls.acceptor(), service.clone(), stop_rx.clone());
         tokio::spawn(async move {
             connection(tcp, peer, acceptor, service, limits, stop).await;
             drop(permit);

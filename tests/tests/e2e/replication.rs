@@ -611,3 +611,55 @@ fn serve_sees_a_prune_run_beside_it_and_never_commits_a_snapshot_with_holes() {
     );
     assert_same_tree(&src, &out);
 }
+
+#[test]
+fn a_revoked_replicator_certificate_is_refused_without_restarting_serve() {
+    let t = tempfile::tempdir().unwrap();
+    let pki = pki(&t.path().join("pki"));
+    let serial = pki.issue("replicator", "site-b");
+    let src = t.path().join("src");
+    source_tree(&src, 51);
+    let repo = t.path().join("offsite");
+    let serve = Serve::start(&repo, &pki, t.path().join("serve.log"));
+    let url = serve.url.clone();
+    run_ok(
+        "palisade-replicator",
+        &peer_args(&pki, "site-a", &["init", &url]),
+    );
+    let snapshots = |who: &str| {
+        run(
+            "palisade-replicator",
+            &peer_args(
+                &pki,
+                who,
+                &["-r", &url, "snapshots", "--output-format", "json"],
+            ),
+        )
+    };
+    // Before: both sites may talk to it (exit 1 = no snapshot yet, i.e. the call went through).
+    assert_eq!(snapshots("site-b").status.code(), Some(1));
+    pki.revoke(&serial);
+    let out = snapshots("site-b");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "revoked site-b still served: {err}"
+    );
+    assert!(
+        err.contains("CertificateRevoked"),
+        "the error says why: {err}"
+    );
+    let out = run(
+        "palisade-replicator",
+        &peer_args(
+            &pki,
+            "site-b",
+            &["backup", src.to_str().unwrap(), "--to", &url, "--quiet"],
+        ),
+    );
+    assert_eq!(out.status.code(), Some(2), "revoked site-b could back up");
+    // Everyone else is unaffected.
+    backup(&pki, &url, &src, &[]);
+    assert_eq!(snapshots("site-a").status.code(), Some(0));
+}
