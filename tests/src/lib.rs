@@ -526,3 +526,126 @@ pub fn kill_rounds() -> usize {
         .filter(|&n| n > 0)
         .unwrap_or(20)
 }
+
+/// A network namespace joined to this one by a veth pair, for partition tests (needs root).
+/// The namespace side is `ns_ip`, this side `host_ip` (a /30 of 10.231.0.0/16 picked from the
+/// process id and a counter); everything is removed on drop.
+#[derive(Debug)]
+pub struct Netns {
+    /// The namespace's name (`ip netns exec NAME …`).
+    pub name: String,
+    /// This side's address.
+    pub host_ip: String,
+    /// The namespace side's address.
+    pub ns_ip: String,
+    host_if: String,
+    ns_if: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    /// Creates the namespace and the link, both up.
+    pub fn create() -> Netns {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % 64;
+        let pid = std::process::id() % 250;
+        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        let (name, host_if, ns_if) = (
+            format!("palisade-{tag}"),
+            format!("pl{tag}h"),
+            format!("pl{tag}n"),
+        );
+        let base = n * 4;
+        let host_ip = format!("10.231.{pid}.{}", base + 1);
+        let ns_ip = format!("10.231.{pid}.{}", base + 2);
+        ip(&["netns", "add", &name]);
+        let ns = Netns {
+            name,
+            host_ip,
+            ns_ip,
+            host_if,
+            ns_if,
+        };
+        ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns.ns_if,
+        ]);
+        ip(&["link", "set", &ns.ns_if, "netns", &ns.name]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", ns.host_ip),
+            "dev",
+            &ns.host_if,
+        ]);
+        ip(&["link", "set", &ns.host_if, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &ns.name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        inside(&["addr", "add", &format!("{}/30", ns.ns_ip), "dev", &ns.ns_if]);
+        inside(&["link", "set", &ns.ns_if, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Caps both directions to `kbit` kbit/s (tbf), so a batch takes long enough to be cut.
+    pub fn limit_rate(&self, kbit: u32) {
+        let rate = format!("{kbit}kbit");
+        for (prefix, dev) in [
+            (vec![], &self.host_if),
+            (vec!["-n", &self.name], &self.ns_if),
+        ] {
+            let mut args: Vec<&str> = prefix;
+            args.extend([
+                "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate, "burst", "32kbit",
+                "latency", "2000ms",
+            ]);
+            let out = Command::new("tc").args(&args).output().expect("run tc");
+            assert!(
+                out.status.success(),
+                "tc {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// Cuts the link: packets either way are dropped, connections hang (a partition).
+    pub fn partition(&self) {
+        ip(&["link", "set", &self.host_if, "down"]);
+    }
+
+    /// Restores the link.
+    pub fn heal(&self) {
+        ip(&["link", "set", &self.host_if, "up"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}

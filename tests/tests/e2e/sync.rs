@@ -25,6 +25,11 @@ struct Site {
     log: PathBuf,
     port: u16,
     peer_port: u16,
+    /// Address it listens on, and its peer's.
+    host: String,
+    peer_host: String,
+    /// Network namespace it runs in (`ip netns exec`), if not this one.
+    netns: Option<String>,
     pki: PathBuf,
     /// Collector URL for conflict reports.
     collector: Option<String>,
@@ -43,6 +48,9 @@ impl Site {
             log: base.join(name).join("sync.log"),
             port,
             peer_port,
+            host: "127.0.0.1".into(),
+            peer_host: "127.0.0.1".into(),
+            netns: None,
             pki: pki.dir.clone(),
             collector: None,
             child: None,
@@ -55,7 +63,15 @@ impl Site {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut cmd = Command::new(bin("palisade-replicator"));
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns])
+                    .arg(bin("palisade-replicator"));
+                c
+            }
+            None => Command::new(bin("palisade-replicator")),
+        };
         if let Some(url) = &self.collector {
             cmd.args(["--collector", url]);
         }
@@ -71,9 +87,9 @@ impl Site {
                 "--site",
                 &self.name,
                 "--listen",
-                &format!("127.0.0.1:{}", self.port),
+                &format!("{}:{}", self.host, self.port),
                 "--peer",
-                &format!("https://127.0.0.1:{}", self.peer_port),
+                &format!("https://{}:{}", self.peer_host, self.peer_port),
                 "--state-dir",
                 self.state.to_str().unwrap(),
             ])
@@ -572,4 +588,96 @@ fn sync_site_with_a_full_disk_catches_up_once_space_returns() {
     assert_eq!(files.get("big.bin").map(Vec::len), Some(24 << 20));
     assert_eq!(b.status()["conflicts"], 0);
     assert_eq!(a.status()["conflicts"], 0);
+}
+
+#[test]
+fn sync_partition_healed_mid_batch_loses_no_edit() {
+    if !palisade_tests::is_root() {
+        println!("skipped: network namespaces need root, and this test runs as uid != 0");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // Site B in its own network namespace behind a 2 Mbit/s veth link that the test cuts.
+    let net = palisade_tests::Netns::create();
+    let pki = Pki::init(&tmp.path().join("pki"));
+    for (name, ip) in [("site-a", &net.host_ip), ("site-b", &net.ns_ip)] {
+        run_ok(
+            "palisade-collector",
+            &[
+                "pki",
+                "issue",
+                "--dir",
+                pki.dir.to_str().unwrap(),
+                "--role",
+                "replicator",
+                "--name",
+                name,
+                "--san",
+                ip,
+            ],
+        );
+    }
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Site::new(tmp.path(), "site-a", pa, pb, &pki);
+    let mut b = Site::new(tmp.path(), "site-b", pb, pa, &pki);
+    (a.host, a.peer_host) = (net.host_ip.clone(), net.ns_ip.clone());
+    (b.host, b.peer_host) = (net.ns_ip.clone(), net.host_ip.clone());
+    b.netns = Some(net.name.clone());
+    a.start();
+    b.start();
+    std::fs::write(a.path("shared.txt"), b"base\n").unwrap();
+    wait_for(CONVERGE, || converged(&a, &b))
+        .unwrap_or_else(|| panic!("no start\n{}", explain(&a, &b)));
+
+    // A batch of 24 × 64 KiB (about 8 s at 2 Mbit/s), cut after 2 s.
+    net.limit_rate(2000);
+    let mut rng = fastrand::Rng::with_seed(9);
+    let mut batch = BTreeMap::new();
+    std::fs::create_dir_all(a.path("batch")).unwrap();
+    for i in 0..24 {
+        let mut data = vec![0u8; 64 << 10];
+        rng.fill(&mut data);
+        std::fs::write(a.path(&format!("batch/f{i:02}")), &data).unwrap();
+        batch.insert(format!("batch/f{i:02}"), data);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    net.partition();
+    let landed = batch
+        .keys()
+        .filter(|p| std::fs::read(b.path(p)).ok().as_ref() == batch.get(*p))
+        .count();
+    // Edits on both sides while cut off: one file each, and the same file on both.
+    std::fs::write(a.path("batch/f00"), b"edited at A during the partition\n").unwrap();
+    std::fs::write(b.path("only-b.txt"), b"written at B during the partition\n").unwrap();
+    std::fs::write(a.path("shared.txt"), b"A's version\n").unwrap();
+    std::fs::write(b.path("shared.txt"), b"B's version\n").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    net.heal();
+
+    let files = wait_for(Duration::from_secs(120), || converged(&a, &b))
+        .unwrap_or_else(|| panic!("no convergence after the heal\n{}", explain(&a, &b)));
+    for (p, data) in batch.iter().skip(1) {
+        assert_eq!(files.get(p), Some(data), "{p} lost or damaged");
+    }
+    assert_eq!(
+        files.get("batch/f00").map(Vec::as_slice),
+        Some(&b"edited at A during the partition\n"[..])
+    );
+    assert_eq!(
+        files.get("only-b.txt").map(Vec::as_slice),
+        Some(&b"written at B during the partition\n"[..])
+    );
+    // Both versions of the file edited on both sides survive: one at the name, one as a copy.
+    let versions: Vec<&Vec<u8>> = files
+        .iter()
+        .filter(|(p, _)| p.starts_with("shared.txt"))
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(versions.len(), 2, "{:?}", files.keys());
+    assert!(versions.contains(&&b"A's version\n".to_vec()));
+    assert!(versions.contains(&&b"B's version\n".to_vec()));
+    eprintln!(
+        "{landed} of 24 files had landed when the link was cut; converged after the heal; {}",
+        lag_line(&b)
+    );
 }
