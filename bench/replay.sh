@@ -8,13 +8,15 @@
 #      thread, so per core = bits / (user + sys seconds)) and YARA-X's share of that time
 # Per-core figures use CPU time (user + sys), so a busy machine skews them less than wall time.
 # Usage: bench/replay.sh [BYTES=1000000000] [FLOWS=100000]
+# PALISADE_AGENT=path runs another palisade-agent binary (e.g. a copy from before a change) on
+# the same kind of capture, for before/after figures in one session.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 bytes="${1:-1000000000}"; flows="${2:-100000}"
 ensure_rust
 ensure_system_packages tcpdump tshark time
 build_release >/dev/null 2>&1 || build_release
-A="$PALISADE_BIN/palisade-agent"
+A="${PALISADE_AGENT:-$PALISADE_BIN/palisade-agent}"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 pcap="$work/mixed.pcap"
 "$A" gen-capture --out "$pcap" --bytes "$bytes" --flows "$flows"

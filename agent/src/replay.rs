@@ -126,7 +126,9 @@ pub fn replay(
         }
         last_ts = last_ts.max(raw.ts);
         pipeline.process_batched(raw, &mut out, &mut deliver)?;
-        deliver(&mut out)?;
+        if !out.is_empty() {
+            deliver(&mut out)?;
+        }
     }
     pipeline.finish_batched(last_ts, &mut out, &mut deliver)?;
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);

@@ -1,10 +1,14 @@
 //! Packet capture: libpcap live capture on an interface ([`Source::live`]) and pcap/pcapng files
 //! ([`Source::file`]), both yielding [`RawPacket`]s with nanosecond timestamps from the capture.
-//! [`writer`] writes pcap files (tests and benchmark data); [`craft`] builds frames for them.
+//! Classic pcap files without a BPF filter are read by [`pcap_file`] (no libpcap copy), the rest
+//! by libpcap. [`writer`] writes pcap files (tests and benchmark data); [`craft`] builds frames
+//! for them.
 
 pub mod craft;
+pub mod pcap_file;
 pub mod writer;
 
+use std::fs::File;
 use std::path::Path;
 
 use pcap::{Activated, Capture, Precision};
@@ -128,6 +132,7 @@ pub struct CaptureStats {
 enum Handle {
     Live(Capture<pcap::Active>),
     File(Capture<pcap::Offline>),
+    PcapFile(pcap_file::PcapFile<File>),
 }
 
 /// A live interface or a capture file.
@@ -214,6 +219,27 @@ impl Source {
     /// Opens a pcap or pcapng file, with an optional BPF filter.
     pub fn file(path: &Path, bpf_filter: &str) -> Result<Self, CaptureError> {
         let what = format!("capture file {}", path.display());
+        if bpf_filter.trim().is_empty() {
+            let file = File::open(path).map_err(|e| CaptureError::Open {
+                what: what.clone(),
+                reason: e.to_string(),
+            })?;
+            // Anything the reader does not handle (pcapng, other link types, a bad header)
+            // goes to libpcap, which reads it or says why not.
+            if let Ok(reader) = pcap_file::PcapFile::open(file) {
+                return Ok(Source {
+                    linktype: reader.linktype(),
+                    handle: Handle::PcapFile(reader),
+                    what,
+                });
+            }
+        }
+        Self::file_with_libpcap(path, bpf_filter)
+    }
+
+    /// Opens a capture file with libpcap.
+    fn file_with_libpcap(path: &Path, bpf_filter: &str) -> Result<Self, CaptureError> {
+        let what = format!("capture file {}", path.display());
         let mut cap = Capture::from_file_with_precision(path, Precision::Nano).map_err(|e| {
             CaptureError::Open {
                 what: what.clone(),
@@ -239,6 +265,20 @@ impl Source {
         let result = match &mut self.handle {
             Handle::Live(c) => c.next_packet(),
             Handle::File(c) => c.next_packet(),
+            Handle::PcapFile(f) => {
+                return match f.next_record() {
+                    Ok(Some(r)) => Ok(Next::Packet(RawPacket {
+                        ts: r.ts,
+                        wire_len: r.wire_len,
+                        data: r.data,
+                    })),
+                    Ok(None) => Ok(Next::End),
+                    Err(e) => Err(CaptureError::Read {
+                        what: self.what.clone(),
+                        reason: e.to_string(),
+                    }),
+                };
+            }
         };
         match result {
             Ok(p) => {
@@ -267,7 +307,7 @@ impl Source {
                 dropped: u64::from(s.dropped),
                 if_dropped: u64::from(s.if_dropped),
             }),
-            Handle::File(_) => None,
+            Handle::File(_) | Handle::PcapFile(_) => None,
         }
     }
 }

@@ -288,6 +288,7 @@ impl<'a> Decoded<'a> {
 }
 
 /// Decodes one captured frame of link type `link`. Never panics; see [`Decoded::malformed`].
+#[inline]
 pub fn decode(link: LinkType, data: &[u8]) -> Decoded<'_> {
     let mut decoded = Decoded::empty(data.len());
     if let Err(reason) = decoded.decode_layers(link, data) {

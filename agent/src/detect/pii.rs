@@ -174,6 +174,9 @@ pub struct PiiDetector {
     agent_id: String,
     flows: HashMap<FlowKey, FlowState>,
     evictions: u64,
+    /// The capture day (days since the epoch) and its year, so the calendar arithmetic runs
+    /// once a day of capture time instead of once a packet.
+    year_of_day: (i64, i32),
 }
 
 impl PiiDetector {
@@ -203,6 +206,7 @@ impl PiiDetector {
             agent_id: agent_id.to_string(),
             flows: HashMap::new(),
             evictions: 0,
+            year_of_day: (0, capture_year(0)),
         })
     }
 
@@ -254,10 +258,19 @@ impl Detector for PiiDetector {
             .payload
             .get(..self.config.max_scan_bytes)
             .unwrap_or(packet.payload);
+        // Most payloads hold no run of digits long enough to be a value: leave before setting
+        // up the per-packet tallies.
+        if next_long_digit_run(data, 0).is_none() {
+            return;
+        }
 
+        let day = packet.ts.div_euclid(DAY_NANOS);
+        if self.year_of_day.0 != day {
+            self.year_of_day = (day, capture_year(packet.ts));
+        }
         let mut found = [0u64; 3];
         let mut samples: [Vec<String>; 3] = Default::default();
-        scan(data, capture_year(packet.ts), |kind, value| {
+        scan(data, self.year_of_day.1, |kind, value| {
             let i = kind.index();
             found[i] += 1;
             if samples[i].len() < MAX_SAMPLES {
@@ -450,12 +463,16 @@ const MIN_RUN: usize = 11;
 fn next_long_digit_run(data: &[u8], from: usize) -> Option<(usize, usize)> {
     let digit = |at: usize| data.get(at).is_some_and(u8::is_ascii_digit);
     let mut i = from;
-    while i + MIN_RUN <= data.len() {
-        let probe = i + MIN_RUN - 1;
-        if !digit(probe) {
-            i = probe + 1;
-            continue;
-        }
+    loop {
+        // One probe per window over exact chunks: the tightest loop for the common case,
+        // payloads with no long digit run at all.
+        let skipped = data
+            .get(i..)?
+            .chunks_exact(MIN_RUN)
+            .position(|w| w.last().is_some_and(u8::is_ascii_digit))?;
+        let probe = i + skipped * MIN_RUN + MIN_RUN - 1;
+        // Every window before the one ending at `probe` was ruled out by its probe.
+        i = probe + 1 - MIN_RUN;
         // Positions before `i` are known not to continue a run (see the invariant above).
         let mut start = probe;
         while start > i && digit(start - 1) {
@@ -471,7 +488,6 @@ fn next_long_digit_run(data: &[u8], from: usize) -> Option<(usize, usize)> {
         // `data[end]` is not a digit (or the end), so no longer run starts at or before it.
         i = end + 1;
     }
-    None
 }
 
 /// Whether the token continues at `at`: a letter, or a decimal point followed by a digit.
@@ -637,10 +653,12 @@ pub fn mask(kind: PiiKind, value: &[u8]) -> String {
         .collect()
 }
 
+const DAY_NANOS: i64 = 86_400 * NANOS_PER_SEC;
+
 /// The UTC calendar year of a capture timestamp (ns since the epoch).
 fn capture_year(ts: i64) -> i32 {
     // Days-to-civil conversion (H. Hinnant's algorithm), so no clock or calendar crate is needed.
-    let days = ts.div_euclid(86_400 * NANOS_PER_SEC);
+    let days = ts.div_euclid(DAY_NANOS);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
