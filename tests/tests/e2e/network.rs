@@ -10,7 +10,7 @@ use std::time::Duration;
 use palisade_agent::capture::craft::{self, Endpoint, SYN};
 use palisade_agent::capture::writer::PcapWriter;
 use palisade_agent::demo::{self, attacks, benign, card_number, id_number, PHONES};
-use palisade_tests::{bin, wait_for, Agent, Collector, Pki};
+use palisade_tests::{bin, is_root, wait_for, Agent, Collector, Pki};
 
 const T0: i64 = 1_700_000_000 * 1_000_000_000;
 const MS: i64 = 1_000_000;
@@ -260,17 +260,6 @@ fn live_capture_on_loopback_sends_a_scan_alert_to_the_collector() {
             .find(|hb| hb["palisade"]["network"]["packets"].as_u64().unwrap_or(0) > 0)
     })
     .expect("a heartbeat with capture counters");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// Public captures shipped by Debian's python3-dpkt (installed by the test scripts).
