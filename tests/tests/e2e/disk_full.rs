@@ -7,7 +7,7 @@ use std::path::Path;
 
 use palisade_tests::{is_root, run, run_ok, Tmpfs};
 
-use crate::replication::{assert_same_tree, json, peer_args, pki, verify_read_data, Serve};
+use crate::replication::{assert_same_tree, json, peer_args, served, verify_read_data};
 
 const SKIP: &str = "skipped: mounting a small tmpfs needs root, and this test runs as uid != 0";
 
@@ -124,17 +124,12 @@ fn replicator_serve_on_a_full_disk_refuses_clearly_keeps_serving_and_resumes() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let pki = pki(&t.path().join("pki"));
     let src = t.path().join("src");
     random_tree(&src, 12, 6, 42);
     let disk = Tmpfs::mount(&t.path().join("disk"), 40);
     let repo = disk.dir.join("offsite");
-    let mut serve = Serve::start(&repo, &pki, t.path().join("serve.log"));
+    let (pki, mut serve) = served(t.path(), &repo, &[]);
     let url = serve.url.clone();
-    run_ok(
-        "palisade-replicator",
-        &peer_args(&pki, "site-a", &["init", &url]),
-    );
     let backup = || {
         run(
             "palisade-replicator",

@@ -103,6 +103,17 @@ pub(crate) fn pki(dir: &Path) -> Pki {
     pki
 }
 
+/// A PKI under `dir/pki`, `serve` on `repo` (logging to `dir/serve.log`), and the repository
+/// created through it by site-a (`init URL` plus `init_args`).
+pub(crate) fn served(dir: &Path, repo: &Path, init_args: &[&str]) -> (Pki, Serve) {
+    let pki = pki(&dir.join("pki"));
+    let serve = Serve::start(repo, &pki, dir.join("serve.log"));
+    let mut args = vec!["init", serve.url.as_str()];
+    args.extend_from_slice(init_args);
+    run_ok("palisade-replicator", &peer_args(&pki, "site-a", &args));
+    (pki, serve)
+}
+
 /// A few MB: nested directories, random and compressible files, an empty file, a symlink.
 fn source_tree(root: &Path, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -236,17 +247,11 @@ pub(crate) fn verify_read_data(repo: &Path) {
 #[test]
 fn offsite_backup_sends_only_missing_chunks_and_restores_byte_identical() {
     let t = tempfile::tempdir().unwrap();
-    let pki = pki(&t.path().join("pki"));
     let src = t.path().join("src");
     source_tree(&src, 21);
     let repo = t.path().join("offsite");
-    let mut serve = Serve::start(&repo, &pki, t.path().join("serve.log"));
+    let (pki, mut serve) = served(t.path(), &repo, &["--chunk-kib", "16"]);
     let url = serve.url.clone();
-
-    run_ok(
-        "palisade-replicator",
-        &peer_args(&pki, "site-a", &["init", &url, "--chunk-kib", "16"]),
-    );
     let first = backup(&pki, &url, &src, &[]);
     assert!(first["bytes_sent"].as_u64().unwrap() > 0, "{first}");
 
@@ -303,16 +308,11 @@ fn offsite_backup_sends_only_missing_chunks_and_restores_byte_identical() {
 #[test]
 fn bit_flipped_in_transit_is_refused_and_sent_again() {
     let t = tempfile::tempdir().unwrap();
-    let pki = pki(&t.path().join("pki"));
     let src = t.path().join("src");
     source_tree(&src, 22);
     let repo = t.path().join("offsite");
-    let mut serve = Serve::start(&repo, &pki, t.path().join("serve.log"));
+    let (pki, mut serve) = served(t.path(), &repo, &[]);
     let url = serve.url.clone();
-    run_ok(
-        "palisade-replicator",
-        &peer_args(&pki, "site-a", &["init", &url]),
-    );
     backup(&pki, &url, &src, &["--fault-flip-in-transit", "1"]);
     let log = serve.log_text();
     assert!(
@@ -462,7 +462,6 @@ fn encrypted_offsite_repository_holds_no_plaintext() {
 #[test]
 fn interrupted_transfer_resumes_without_resending_what_landed() {
     let t = tempfile::tempdir().unwrap();
-    let pki = pki(&t.path().join("pki"));
     let src = t.path().join("src");
     fs::create_dir_all(&src).unwrap();
     let mut rng = fastrand::Rng::with_seed(24);
@@ -472,12 +471,8 @@ fn interrupted_transfer_resumes_without_resending_what_landed() {
     }
     let size = tree_size(&src);
     let repo = t.path().join("offsite");
-    let serve = Serve::start(&repo, &pki, t.path().join("serve.log"));
+    let (pki, serve) = served(t.path(), &repo, &[]);
     let url = serve.url.clone();
-    run_ok(
-        "palisade-replicator",
-        &peer_args(&pki, "site-a", &["init", &url]),
-    );
     // Capped at 1 MiB/s, each request carries about 1 MiB and lands as one pack.
     let mut child = Command::new(bin("palisade-replicator"))
         .args(peer_args(
@@ -545,16 +540,11 @@ fn serve_sees_a_prune_run_beside_it_and_never_commits_a_snapshot_with_holes() {
     // repository. Packs prune deletes must stop counting as present for the running server, or
     // the next backup of that data sends nothing and commits a snapshot naming deleted blobs.
     let t = tempfile::tempdir().unwrap();
-    let pki = pki(&t.path().join("pki"));
     let src = t.path().join("src");
     source_tree(&src, 31);
     let repo = t.path().join("offsite");
-    let mut serve = Serve::start(&repo, &pki, t.path().join("serve.log"));
+    let (pki, mut serve) = served(t.path(), &repo, &["--chunk-kib", "16"]);
     let url = serve.url.clone();
-    run_ok(
-        "palisade-replicator",
-        &peer_args(&pki, "site-a", &["init", &url, "--chunk-kib", "16"]),
-    );
     backup(&pki, &url, &src, &[]);
     // Then something sharing no chunk with it, so the first backup's packs become unused.
     fs::remove_dir_all(&src).unwrap();
@@ -615,17 +605,12 @@ fn serve_sees_a_prune_run_beside_it_and_never_commits_a_snapshot_with_holes() {
 #[test]
 fn a_revoked_replicator_certificate_is_refused_without_restarting_serve() {
     let t = tempfile::tempdir().unwrap();
-    let pki = pki(&t.path().join("pki"));
-    let serial = pki.issue("replicator", "site-b");
     let src = t.path().join("src");
     source_tree(&src, 51);
     let repo = t.path().join("offsite");
-    let serve = Serve::start(&repo, &pki, t.path().join("serve.log"));
+    let (pki, serve) = served(t.path(), &repo, &[]);
     let url = serve.url.clone();
-    run_ok(
-        "palisade-replicator",
-        &peer_args(&pki, "site-a", &["init", &url]),
-    );
+    let serial = pki.issue("replicator", "site-b");
     let snapshots = |who: &str| {
         run(
             "palisade-replicator",

@@ -169,20 +169,11 @@ impl Drop for Site {
     }
 }
 
-/// A PKI with one replicator certificate per site (SAN 127.0.0.1: each site is a server too),
-/// and two sites pointed at each other, started.
-fn two_sites(base: &Path) -> (Pki, Site, Site) {
-    let (pki, a, b, _) = two_sites_reporting_to(base, None);
-    (pki, a, b)
-}
-
-/// [`two_sites`], with a collector (in `collector`) both report to.
-fn two_sites_reporting_to(
-    base: &Path,
-    collector: Option<&Path>,
-) -> (Pki, Site, Site, Option<Collector>) {
+/// A PKI in `base/pki` with a replicator certificate for each (site, address): each site is a
+/// server too, so its address is in its certificate.
+fn site_pki(base: &Path, sites: &[(&str, &str)]) -> Pki {
     let pki = Pki::init(&base.join("pki"));
-    for name in ["site-a", "site-b"] {
+    for (name, ip) in sites {
         run_ok(
             "palisade-collector",
             &[
@@ -195,10 +186,26 @@ fn two_sites_reporting_to(
                 "--name",
                 name,
                 "--san",
-                "127.0.0.1",
+                ip,
             ],
         );
     }
+    pki
+}
+
+/// A PKI with one replicator certificate per site (SAN 127.0.0.1: each site is a server too),
+/// and two sites pointed at each other, started.
+fn two_sites(base: &Path) -> (Pki, Site, Site) {
+    let (pki, a, b, _) = two_sites_reporting_to(base, None);
+    (pki, a, b)
+}
+
+/// [`two_sites`], with a collector (in `collector`) both report to.
+fn two_sites_reporting_to(
+    base: &Path,
+    collector: Option<&Path>,
+) -> (Pki, Site, Site, Option<Collector>) {
+    let pki = site_pki(base, &[("site-a", "127.0.0.1"), ("site-b", "127.0.0.1")]);
     let (pa, pb) = (free_port(), free_port());
     let mut a = Site::new(base, "site-a", pa, pb, &pki);
     let mut b = Site::new(base, "site-b", pb, pa, &pki);
@@ -599,24 +606,10 @@ fn sync_partition_healed_mid_batch_loses_no_edit() {
     let tmp = tempfile::tempdir().unwrap();
     // Site B in its own network namespace behind a 2 Mbit/s veth link that the test cuts.
     let net = palisade_tests::Netns::create();
-    let pki = Pki::init(&tmp.path().join("pki"));
-    for (name, ip) in [("site-a", &net.host_ip), ("site-b", &net.ns_ip)] {
-        run_ok(
-            "palisade-collector",
-            &[
-                "pki",
-                "issue",
-                "--dir",
-                pki.dir.to_str().unwrap(),
-                "--role",
-                "replicator",
-                "--name",
-                name,
-                "--san",
-                ip,
-            ],
-        );
-    }
+    let pki = site_pki(
+        tmp.path(),
+        &[("site-a", &net.host_ip), ("site-b", &net.ns_ip)],
+    );
     let (pa, pb) = (free_port(), free_port());
     let mut a = Site::new(tmp.path(), "site-a", pa, pb, &pki);
     let mut b = Site::new(tmp.path(), "site-b", pb, pa, &pki);
