@@ -7,7 +7,7 @@ use std::path::Path;
 
 use palisade_tests::{is_root, run, run_ok, Tmpfs};
 
-use crate::replication::{assert_same_tree, json, peer_args, served, verify_read_data};
+use crate::replication::{assert_latest_restores, json, peer_args, served, verify_read_data};
 
 const SKIP: &str = "skipped: mounting a small tmpfs needs root, and this test runs as uid != 0";
 
@@ -102,19 +102,7 @@ fn replicator_backup_onto_a_full_disk_fails_clearly_and_resumes_when_space_retur
     );
     verify_read_data(&repo);
     let back = t.path().join("restored");
-    run_ok(
-        "palisade-replicator",
-        &[
-            "-r",
-            r,
-            "restore",
-            "latest",
-            "--to",
-            back.to_str().unwrap(),
-            "--quiet",
-        ],
-    );
-    assert_same_tree(&src, &back);
+    assert_latest_restores(None, r, &src, &back);
 }
 
 #[test]

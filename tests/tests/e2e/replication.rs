@@ -198,6 +198,26 @@ pub(crate) fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
+/// Restores the latest snapshot of `repo` (a path, or a URL reached as site-a of `pki`) into
+/// `out` and checks that it equals `src`.
+pub(crate) fn assert_latest_restores(pki: Option<&Pki>, repo: &str, src: &Path, out: &Path) {
+    let args = [
+        "-r",
+        repo,
+        "restore",
+        "latest",
+        "--to",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    let args = match pki {
+        Some(pki) => peer_args(pki, "site-a", &args),
+        None => args.to_vec(),
+    };
+    run_ok("palisade-replicator", &args);
+    assert_same_tree(src, out);
+}
+
 pub(crate) fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
@@ -283,23 +303,7 @@ fn offsite_backup_sends_only_missing_chunks_and_restores_byte_identical() {
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
 
     let out = t.path().join("restored");
-    run_ok(
-        "palisade-replicator",
-        &peer_args(
-            &pki,
-            "site-a",
-            &[
-                "-r",
-                &url,
-                "restore",
-                "latest",
-                "--to",
-                out.to_str().unwrap(),
-                "--quiet",
-            ],
-        ),
-    );
-    assert_same_tree(&src, &out);
+    assert_latest_restores(Some(&pki), &url, &src, &out);
 
     serve.stop();
     verify_read_data(&repo);
@@ -321,23 +325,7 @@ fn bit_flipped_in_transit_is_refused_and_sent_again() {
     );
 
     let out = t.path().join("restored");
-    run_ok(
-        "palisade-replicator",
-        &peer_args(
-            &pki,
-            "site-a",
-            &[
-                "-r",
-                &url,
-                "restore",
-                "latest",
-                "--to",
-                out.to_str().unwrap(),
-                "--quiet",
-            ],
-        ),
-    );
-    assert_same_tree(&src, &out);
+    assert_latest_restores(Some(&pki), &url, &src, &out);
     serve.stop();
     verify_read_data(&repo);
 }
@@ -515,23 +503,7 @@ fn interrupted_transfer_resumes_without_resending_what_landed() {
         "the resumed backup sent {sent} of {size} bytes: {again}"
     );
     let out = t.path().join("restored");
-    run_ok(
-        "palisade-replicator",
-        &peer_args(
-            &pki,
-            "site-a",
-            &[
-                "-r",
-                &url,
-                "restore",
-                "latest",
-                "--to",
-                out.to_str().unwrap(),
-                "--quiet",
-            ],
-        ),
-    );
-    assert_same_tree(&src, &out);
+    assert_latest_restores(Some(&pki), &url, &src, &out);
 }
 
 #[test]
@@ -587,19 +559,7 @@ fn serve_sees_a_prune_run_beside_it_and_never_commits_a_snapshot_with_holes() {
     serve.stop();
     verify_read_data(&repo);
     let out = t.path().join("restored");
-    run_ok(
-        "palisade-replicator",
-        &[
-            "-r",
-            repo.to_str().unwrap(),
-            "restore",
-            "latest",
-            "--to",
-            out.to_str().unwrap(),
-            "--quiet",
-        ],
-    );
-    assert_same_tree(&src, &out);
+    assert_latest_restores(None, repo.to_str().unwrap(), &src, &out);
 }
 
 #[test]
