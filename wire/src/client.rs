@@ -189,9 +189,11 @@ impl Client {
 
     /// The error for a failed exchange, with why the connection ended when it did: in TLS 1.3
     /// a server refusing our certificate (revoked, wrong role, …) says so only after the
-    /// handshake, in an alert the connection's driver reads, not the request.
+    /// handshake, in an alert the connection's driver reads, not the request. Only reached when
+    /// hyper already gave up on the connection, so its driver has ended or is about to; the wait
+    /// is bounded for a busy machine.
     async fn exchange_error(&self, conn: &mut Conn, e: String) -> ClientError {
-        let ended = tokio::time::timeout(Duration::from_millis(200), &mut conn.ended).await;
+        let ended = tokio::time::timeout(Duration::from_secs(1), &mut conn.ended).await;
         let reason = match ended {
             Ok(Ok(why)) => format!("{e}; the connection ended: {why}"),
             _ => e.to_string(),
