@@ -3,7 +3,8 @@
 # alerts from GROUPS distinct addresses) through real mutual TLS into `serve` with the shipped
 # Sigma rules plus generated detection rules (RULES in all) loaded, then the same load with
 # correlation off, in one run. Prints durable events/s both ways (the ratio is the cost of
-# correlation), alert latency from commit (p50/p99), correlation groups held and evicted, and RSS.
+# correlation), alert latency from commit (p50/p99), correlation groups held and evicted, the bytes
+# the correlation store accounts for (per group), and RSS (with its transparent-huge-page share).
 # Usage: bench/correlate.sh [AGENTS=16] [EVENTS_PER_AGENT=125000] [GROUPS=1000000] [RULES=100]
 set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
@@ -67,17 +68,25 @@ TOML
         sleep 0.2
     done
     t_done="$(date +%s.%N)"
+    # The correlator measures its store every 5 s; let it see the final state before reading.
+    if [ "$1" = true ]; then
+        sleep 6
+        "$C" status --collector "$url" --pki-dir "$work/pki" --as analyst --output-format json > "$work/status.json"
+    fi
     rss="$(awk '/VmRSS/{print $2/1024}' /proc/$cpid/status)"
+    thp="$(awk '/AnonHugePages/{print $2/1024}' /proc/$cpid/smaps_rollup 2>/dev/null || echo 0)"
     hwm="$(awk '/VmHWM/{print $2/1024}' /proc/$cpid/status)"
-    python3 - "$work/report.json" "$work/status.json" "$1" "$rss" "$hwm" "$t_start" "$t_done" <<'PY'
+    python3 - "$work/report.json" "$work/status.json" "$1" "$rss" "$hwm" "$t_start" "$t_done" "$thp" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); s = json.load(open(sys.argv[2])); c = s.get("correlation")
 span = float(sys.argv[7]) - float(sys.argv[6])
 print(f"correlation={sys.argv[3]:5}  {r['events_acked']} events durable in {r['elapsed_secs']:.1f} s = {r['events_per_sec']:.0f} events/s"
-      f"  (ack p99 {r['p99_ms']:.0f} ms, {r['busy']} busy answers)  RSS {float(sys.argv[4]):.0f} MiB, peak {float(sys.argv[5]):.0f} MiB")
+      f"  (ack p99 {r['p99_ms']:.0f} ms, {r['busy']} busy answers)  RSS {float(sys.argv[4]):.0f} MiB"
+      f" (of it in transparent huge pages {float(sys.argv[8]):.0f} MiB), peak {float(sys.argv[5]):.0f} MiB")
 if c:
     print(f"    evaluated {c['events']}, alerts {c['detection_alerts']} detection + {c['correlation_alerts']} correlation,"
-          f" groups in state {c['state_entries']} (evicted {c['state_evicted']}), alert latency from commit p50 {c['alert_latency_ms_p50']:.0f} ms p99 {c['alert_latency_ms_p99']:.0f} ms")
+          f" groups in state {c['state_entries']} (evicted {c['state_evicted']}, store {c.get('state_bytes', 0) / 2**20:.0f} MiB"
+          f" = {c.get('state_bytes', 0) / max(c['state_entries'], 1):.0f} bytes/group), alert latency from commit p50 {c['alert_latency_ms_p50']:.0f} ms p99 {c['alert_latency_ms_p99']:.0f} ms")
     print(f"    every event durable AND evaluated: {c['events']} in {span:.1f} s = {c['events']/span:.0f} events/s end to end"
           f" (building blocks {c.get('building_blocks', 0)})")
 PY

@@ -1,6 +1,8 @@
-//! Correlation: Sigma detection and correlation rules (from `signatures/sigma/`, via the MIT
-//! `rsigma-eval` engine) evaluated on the stream of stored events, in event time. Hits become
-//! [`Alert`]s, grouped into incidents by [`IncidentStore`].
+//! Correlation: Sigma detection and correlation rules (from `signatures/sigma/`) evaluated on
+//! the stream of stored events, in event time. The MIT `rsigma-*` crates parse the rules and
+//! evaluate detection; correlation windows live in our compact store ([`engine`], [`store`]:
+//! about 100 bytes a group instead of rsigma's 0.9 KiB). Hits become [`Alert`]s, grouped into
+//! incidents by [`IncidentStore`].
 //!
 //! The correlator is a [`CommitSink`]: the store writer hands it each durable group, and it
 //! evaluates on its own thread. The hand-off queue is bounded and the writer *waits* for room:
@@ -10,8 +12,10 @@
 //! Agents resend a batch whose acknowledgement was lost; the correlator remembers each agent's
 //! highest sequence seen and skips anything at or below it, so a resend is not counted twice.
 
+pub mod engine;
 pub mod event;
 pub mod rules;
+pub mod store;
 pub mod testing;
 
 use std::collections::HashMap;
@@ -21,9 +25,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use engine::{CorrelationHit, Correlations, Limits, Origin, SavedGroup};
 use palisade_wire::batch::{Batch, ReceivedEvent};
 use palisade_wire::Timestamp;
-use rsigma_eval::{CorrelationConfig, CorrelationEngine, CorrelationEventMode, EvaluationResult};
+use rsigma_eval::EvaluationResult;
 use serde::{Deserialize, Serialize};
 
 use crate::incidents::{Alert, Entities, EventRef, IncidentStore};
@@ -97,6 +102,8 @@ pub struct CorrelationMetrics {
     pub state_evicted: AtomicU64,
     /// Current state entries.
     pub state_entries: AtomicU64,
+    /// Bytes the window store accounts for (refreshed every few seconds).
+    pub state_bytes: AtomicU64,
     /// Successful rule reloads.
     pub reloads: AtomicU64,
     /// Rule reloads refused (the previous set stayed active).
@@ -139,6 +146,9 @@ pub struct CorrelationSnapshot {
     pub state_evicted: u64,
     /// State entries now.
     pub state_entries: u64,
+    /// Bytes the correlation window store holds (slab, table and spilled windows).
+    #[serde(default)]
+    pub state_bytes: u64,
     /// Reloads.
     pub reloads: u64,
     /// Refused reloads.
@@ -258,18 +268,42 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
+/// Version of the state file's format (1 was rsigma's own snapshot).
+const STATE_VERSION: u32 = 2;
+
 /// What survives a clean restart: the correlation windows and each agent's last evaluated
 /// sequence (so resends after the restart are still not counted twice).
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct SavedState {
-    engine: rsigma_eval::CorrelationSnapshot,
+    #[serde(default)]
+    version: u32,
+    #[serde(default)]
+    groups: Vec<SavedGroup>,
+    #[serde(default)]
     last_seq: HashMap<String, u64>,
+}
+
+/// The same, written straight from the store (no second copy of a million groups in memory).
+#[derive(Serialize)]
+struct SavingState<'a> {
+    version: u32,
+    groups: GroupsOf<'a>,
+    last_seq: &'a HashMap<String, u64>,
+}
+
+struct GroupsOf<'a>(&'a Correlations);
+
+impl Serialize for GroupsOf<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.saved_groups())
+    }
 }
 
 impl SavedState {
     /// Restores into `engine`; a missing file is a first start, an unreadable one is reported
-    /// (and kept aside as `.bad`) and correlation starts empty.
-    fn load(path: &Path, engine: &mut CorrelationEngine) -> Option<HashMap<String, u64>> {
+    /// (and kept aside as `.bad`) and correlation starts empty. A file of another version
+    /// keeps its resend marks; its windows are dropped.
+    fn load(path: &Path, engine: &mut Correlations) -> Option<HashMap<String, u64>> {
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -279,15 +313,15 @@ impl SavedState {
             }
         };
         match serde_json::from_reader::<_, SavedState>(std::io::BufReader::new(file)) {
+            Ok(saved) if saved.version == STATE_VERSION => {
+                let saved_groups = saved.groups.len();
+                let groups = engine.restore(saved.groups);
+                tracing::info!(groups, dropped = saved_groups - groups, file = %path.display(), "correlation state restored");
+                Some(saved.last_seq)
+            }
             Ok(saved) => {
-                let groups: usize = saved.engine.windows.values().map(Vec::len).sum();
-                if engine.import_state(saved.engine) {
-                    tracing::info!(groups, file = %path.display(), "correlation state restored");
-                    Some(saved.last_seq)
-                } else {
-                    tracing::warn!(file = %path.display(), "correlation state from another version; starting empty");
-                    None
-                }
+                tracing::warn!(version = saved.version, file = %path.display(), "correlation state from another version; windows start empty");
+                Some(saved.last_seq)
             }
             Err(e) => {
                 let bad = path.with_extension("json.bad");
@@ -299,10 +333,19 @@ impl SavedState {
     }
 
     /// Writes atomically (temp file, fsync, rename, fsync of the directory); returns groups.
-    fn save(&self, path: &Path) -> std::io::Result<usize> {
+    fn save(
+        path: &Path,
+        engine: &Correlations,
+        last_seq: &HashMap<String, u64>,
+    ) -> std::io::Result<usize> {
         let tmp = path.with_extension("json.tmp");
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        serde_json::to_writer(&mut w, self)?;
+        let state = SavingState {
+            version: STATE_VERSION,
+            groups: GroupsOf(engine),
+            last_seq,
+        };
+        serde_json::to_writer(&mut w, &state)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
@@ -310,24 +353,17 @@ impl SavedState {
         if let Some(dir) = path.parent() {
             std::fs::File::open(dir)?.sync_all()?;
         }
-        Ok(self.engine.windows.values().map(Vec::len).sum())
+        Ok(engine.saved_groups().count())
     }
 }
 
-/// Engine configuration from settings.
-pub fn engine_config(s: &CorrelationSettings) -> CorrelationConfig {
-    CorrelationConfig {
-        timestamp_fields: vec!["@timestamp".into()],
+/// Engine limits from settings.
+pub fn limits(s: &CorrelationSettings) -> Limits {
+    Limits {
         max_state_entries: s.max_state_entries.max(1),
-        max_group_entries: Some(s.max_group_entries.max(1)),
-        suppress: (s.suppress_secs > 0).then_some(s.suppress_secs),
-        correlation_event_mode: if s.event_refs == 0 {
-            CorrelationEventMode::None
-        } else {
-            CorrelationEventMode::Refs
-        },
-        max_correlation_events: s.event_refs.max(1),
-        ..CorrelationConfig::default()
+        max_group_entries: s.max_group_entries.max(1),
+        suppress_secs: (s.suppress_secs > 0).then_some(s.suppress_secs),
+        event_refs: s.event_refs,
     }
 }
 
@@ -350,7 +386,7 @@ impl Correlator {
             tracing::warn!(error = %e, "correlation starts with no rules");
             (RuleSet::empty(), Some(e))
         };
-        let mut engine = set.engine(engine_config(&settings))?;
+        let mut engine = set.correlator(limits(&settings))?;
         let restored = settings
             .state_file
             .as_deref()
@@ -462,6 +498,7 @@ impl Correlator {
             correlation_alerts: r(&m.correlation_alerts),
             state_evicted: r(&m.state_evicted),
             state_entries: r(&m.state_entries),
+            state_bytes: r(&m.state_bytes),
             reloads: r(&m.reloads),
             reload_failures: r(&m.reload_failures),
             store_errors: r(&m.store_errors),
@@ -495,7 +532,7 @@ impl CommitSink for Correlator {
 struct Worker {
     settings: CorrelationSettings,
     set: RuleSet,
-    engine: CorrelationEngine,
+    engine: Correlations,
     incidents: Arc<IncidentStore>,
     metrics: Arc<CorrelationMetrics>,
     status: Arc<Mutex<RulesStatus>>,
@@ -513,6 +550,7 @@ impl Worker {
         let mut last_check = Instant::now();
         let mut last_flush = Instant::now();
         let mut dirty = false;
+        let mut last_measure = Instant::now();
         loop {
             match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(job) => {
@@ -539,6 +577,12 @@ impl Worker {
                 dirty = false;
                 last_flush = Instant::now();
             }
+            if last_measure.elapsed() >= Duration::from_secs(5) {
+                last_measure = Instant::now();
+                self.metrics
+                    .state_bytes
+                    .store(self.engine.accounted_bytes() as u64, Ordering::Relaxed);
+            }
             let forced = self.reload_now.swap(false, Ordering::Relaxed);
             if forced || last_check.elapsed() >= check_every {
                 last_check = Instant::now();
@@ -547,11 +591,7 @@ impl Worker {
         }
         let _ = self.incidents.flush();
         if let Some(path) = &self.settings.state_file {
-            let saved = SavedState {
-                engine: self.engine.export_state(),
-                last_seq: std::mem::take(&mut self.last_seq),
-            };
-            match saved.save(path) {
+            match SavedState::save(path, &self.engine, &self.last_seq) {
                 Ok(groups) => {
                     tracing::info!(groups, file = %path.display(), "correlation state saved")
                 }
@@ -568,15 +608,14 @@ impl Worker {
             return;
         }
         let loaded = RuleSet::load_dir(&self.settings.rules_dir).and_then(|set| {
-            let engine = set.engine(engine_config(&self.settings))?;
+            let engine = set.correlator(limits(&self.settings))?;
             Ok((set, engine))
         });
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match loaded {
             Ok((set, mut engine)) => {
                 // Keep the windows of correlations that survive the reload.
-                let snapshot = self.engine.export_state();
-                engine.import_state(snapshot);
+                engine.restore(self.engine.saved_groups());
                 tracing::info!(rules = set.rules.len(), "correlation rules reloaded");
                 status.rules = set.rules.clone();
                 status.loaded_at = Some(Timestamp::now());
@@ -649,39 +688,43 @@ impl Worker {
         self.metrics.events.fetch_add(1, Ordering::Relaxed);
         let se = SigmaEvent::new(&ev.event, &ev.raw);
         let ts = ev.event.timestamp.nanos().div_euclid(1_000_000_000);
-        let before = self.engine.state_count();
-        let results = self.engine.process_event_at(&se, ts);
-        let after = self.engine.state_count();
-        if before >= self.settings.max_state_entries && after < before {
-            self.metrics
-                .state_evicted
-                .fetch_add((before - after) as u64, Ordering::Relaxed);
-        }
+        let evicted = self.engine.evicted();
+        let out = self.engine.process(&se, origin_of(&ev.event), ts);
+        self.metrics
+            .state_evicted
+            .fetch_add(self.engine.evicted() - evicted, Ordering::Relaxed);
         self.metrics
             .state_entries
-            .store(after as u64, Ordering::Relaxed);
-        for r in results {
-            if !r.is_correlation()
-                && r.header
-                    .rule_id
-                    .as_ref()
-                    .is_some_and(|id| self.set.quiet.contains(id))
+            .store(self.engine.state_count() as u64, Ordering::Relaxed);
+        for r in &out.detections {
+            if r.header
+                .rule_id
+                .as_ref()
+                .is_some_and(|id| self.set.quiet.contains(id))
             {
                 self.metrics.building_blocks.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let alert = to_alert(&r, &ev.event);
-            if r.is_correlation() {
-                self.metrics
-                    .correlation_alerts
-                    .fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.metrics
-                    .detection_alerts
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            alerts.push(alert);
+            self.metrics
+                .detection_alerts
+                .fetch_add(1, Ordering::Relaxed);
+            alerts.push(to_alert(r, &ev.event));
         }
+        for hit in &out.correlations {
+            self.metrics
+                .correlation_alerts
+                .fetch_add(1, Ordering::Relaxed);
+            alerts.push(correlation_alert(hit, &self.engine, &ev.event));
+        }
+    }
+}
+
+/// Where the store finds `e` again (its time, agent and sequence).
+pub fn origin_of(e: &palisade_wire::Event) -> Origin<'_> {
+    Origin {
+        nanos: e.timestamp.nanos(),
+        agent: &e.agent.id,
+        sequence: e.event.sequence,
     }
 }
 
@@ -713,68 +756,93 @@ fn summary(e: &palisade_wire::Event) -> String {
     }
 }
 
-/// Turns an engine result into an alert about `event` (the event that completed the match).
-pub fn to_alert(r: &EvaluationResult, event: &palisade_wire::Event) -> Alert {
-    let h = &r.header;
-    let rule_id = h.rule_id.clone().unwrap_or_else(|| h.rule_title.clone());
-    let this = EventRef {
+fn event_ref(event: &palisade_wire::Event) -> EventRef {
+    EventRef {
         timestamp: event.timestamp,
         id: event.event.id.clone(),
         agent: Some(event.agent.id.clone()),
         sequence: Some(event.event.sequence),
         summary: Some(summary(event)),
-    };
-    let mut alert = Alert {
+    }
+}
+
+/// Turns a detection match into an alert about `event`.
+pub fn to_alert(r: &EvaluationResult, event: &palisade_wire::Event) -> Alert {
+    let h = &r.header;
+    Alert {
         id: 0,
         timestamp: event.timestamp,
         raised: Timestamp::now(),
-        rule_id,
+        rule_id: h.rule_id.clone().unwrap_or_else(|| h.rule_title.clone()),
         rule_title: h.rule_title.clone(),
         severity: rules::severity_of(h.level),
         kind: "detection".into(),
         group: Vec::new(),
         value: None,
-        entities: Entities::default(),
-        events: vec![this.clone()],
+        entities: entities_of(event, event.user.as_ref().map(|u| u.name.as_str())),
+        events: vec![event_ref(event)],
         tags: h.tags.clone(),
         incident: 0,
-    };
-    match r.as_correlation() {
-        None => {
-            alert.entities = entities_of(event, event.user.as_ref().map(|u| u.name.as_str()));
-        }
-        Some(c) => {
-            alert.kind = c.correlation_type.as_str().to_string();
-            alert.group = c.group_key.clone();
-            alert.value = Some(c.aggregated_value);
-            for (field, value) in &c.group_key {
-                if field.ends_with(".ip") || field == "ip" {
-                    alert.entities.ips.insert(value.clone());
-                } else if field.starts_with("user") {
-                    alert.entities.users.insert(value.clone());
-                } else if field.starts_with("host") || field.ends_with("agent.id") {
-                    alert.entities.hosts.insert(value.clone());
-                }
-            }
-            if let Some(refs) = &c.event_refs {
-                alert.events = refs
-                    .iter()
-                    .map(|r| EventRef {
-                        timestamp: Timestamp(r.timestamp.saturating_mul(1_000_000_000)),
-                        id: r.id.clone().unwrap_or_default(),
-                        agent: None,
-                        sequence: None,
-                        summary: None,
-                    })
-                    .collect();
-                if !alert.events.iter().any(|e| e.id == this.id) {
-                    alert.events.push(this);
-                }
-            }
-            alert.events.truncate(20);
+    }
+}
+
+/// Turns a correlation that fired into an alert completed by `event`: its entities come from
+/// the group-by values, its events are the group's references (the completing one in full).
+pub fn correlation_alert(
+    hit: &CorrelationHit,
+    engine: &Correlations,
+    event: &palisade_wire::Event,
+) -> Alert {
+    let c = engine.rule(hit.corr);
+    let mut entities = Entities::default();
+    for (field, value) in &hit.group {
+        if field.ends_with(".ip") || field == "ip" {
+            entities.ips.insert(value.clone());
+        } else if field.starts_with("user") {
+            entities.users.insert(value.clone());
+        } else if field.starts_with("host") || field.ends_with("agent.id") {
+            entities.hosts.insert(value.clone());
         }
     }
-    alert
+    let this = event_ref(event);
+    let mut events = vec![this.clone()];
+    if let Some(refs) = &hit.events {
+        events = refs
+            .iter()
+            .map(|r| {
+                if r.agent == event.agent.id && r.sequence == event.event.sequence {
+                    this.clone()
+                } else {
+                    EventRef {
+                        timestamp: Timestamp(r.nanos),
+                        id: String::new(),
+                        agent: Some(r.agent.clone()),
+                        sequence: Some(r.sequence),
+                        summary: None,
+                    }
+                }
+            })
+            .collect();
+        if !events.contains(&this) {
+            events.push(this);
+        }
+    }
+    events.truncate(20);
+    Alert {
+        id: 0,
+        timestamp: event.timestamp,
+        raised: Timestamp::now(),
+        rule_id: c.id.clone().unwrap_or_else(|| c.title.clone()),
+        rule_title: c.title.clone(),
+        severity: rules::severity_of(c.level),
+        kind: c.correlation_type.as_str().to_string(),
+        group: hit.group.clone(),
+        value: Some(hit.value),
+        entities,
+        events,
+        tags: c.tags.clone(),
+        incident: 0,
+    }
 }
 
 impl crate::metrics::MetricsSource for Correlator {
@@ -841,6 +909,12 @@ impl crate::metrics::MetricsSource for Correlator {
             "Correlation window state entries held now.",
             &[],
             s.state_entries as f64,
+        );
+        out.gauge(
+            "palisade_correlation_state_bytes",
+            "Bytes the correlation window store holds (measured every few seconds).",
+            &[],
+            s.state_bytes as f64,
         );
         for (q, v) in [
             ("0.5", s.alert_latency_ms_p50),
@@ -932,6 +1006,34 @@ mod tests {
         c.close(Duration::from_secs(10));
         assert_eq!(c.snapshot().resent_skipped, 2);
         assert_eq!(brute_force_alerts(&incidents), 1);
+    }
+
+    #[test]
+    fn a_state_file_from_rsigma_keeps_its_resend_marks_and_drops_its_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/r.yml"), RULES).unwrap();
+        let state = dir.path().join("correlation-state.json");
+        // Version 1: rsigma's own snapshot beside the marks.
+        std::fs::write(
+            &state,
+            r#"{"engine":{"version":1,"windows":{},"last_alert":{},"event_buffers":{},"event_ref_buffers":{}},"last_seq":{"probe-1":2}}"#,
+        )
+        .unwrap();
+        let settings = CorrelationSettings {
+            rules_dir: dir.path().join("rules"),
+            state_file: Some(state.clone()),
+            ..Default::default()
+        };
+        let incidents = Arc::new(IncidentStore::open(&dir.path().join("inc"), 3600).unwrap());
+        let c = Correlator::start(settings, incidents).unwrap();
+        c.committed(&failures("probe-1", 1..=3, Timestamp::now().nanos()));
+        c.close(Duration::from_secs(10));
+        assert_eq!(c.snapshot().resent_skipped, 2);
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        assert_eq!(saved["version"], STATE_VERSION);
+        assert_eq!(saved["groups"].as_array().map(Vec::len), Some(1));
     }
 
     #[test]

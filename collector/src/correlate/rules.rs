@@ -8,6 +8,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rsigma_eval::{CorrelationConfig, CorrelationEngine};
+
+use super::engine::{Correlations, Limits};
 use rsigma_parser::{parse_sigma_yaml, Level, SigmaCollection};
 
 /// A problem in one rule file.
@@ -351,7 +353,9 @@ impl RuleSet {
                 }
             }
         }
-        self.engine(CorrelationConfig::default()).map(|_| ())
+        self.engine(CorrelationConfig::default())?;
+        self.correlator(super::limits(&super::CorrelationSettings::default()))
+            .map(|_| ())
     }
 
     fn locate(&self, id: &str) -> (PathBuf, usize) {
@@ -362,7 +366,8 @@ impl RuleSet {
             .unwrap_or_default()
     }
 
-    /// A fresh engine over this set.
+    /// A fresh rsigma engine over this set (the reference the checks and the differential
+    /// test use; the correlator runs [`RuleSet::correlator`]).
     pub fn engine(&self, config: CorrelationConfig) -> Result<CorrelationEngine, RuleError> {
         let mut engine = CorrelationEngine::new(config);
         engine.add_collection(&self.collection).map_err(|e| {
@@ -386,6 +391,26 @@ impl RuleSet {
             }
         })?;
         Ok(engine)
+    }
+
+    /// The engine the correlator runs: rsigma for detection, our store for correlations.
+    pub fn correlator(&self, limits: Limits) -> Result<Correlations, RuleError> {
+        Correlations::new(&self.collection, limits).map_err(|e| {
+            let at = e
+                .rule
+                .as_deref()
+                .map(|id| self.locate(id))
+                .unwrap_or_default();
+            let reason = match &e.rule {
+                Some(id) => format!("rule {id}: {}", e.reason),
+                None => e.reason,
+            };
+            RuleError {
+                file: at.0,
+                line: at.1,
+                reason,
+            }
+        })
     }
 
     fn info_at(&self, at: &(PathBuf, usize)) -> Option<&RuleInfo> {

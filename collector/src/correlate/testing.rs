@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 
 use super::event::SigmaEvent;
 use super::rules::{RuleError, RuleSet};
-use super::{engine_config, CorrelationSettings};
+use super::{limits, origin_of, CorrelationSettings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -246,18 +246,23 @@ pub fn run(dir: &Path) -> Result<TestReport, RuleError> {
                     continue;
                 }
             };
-            let mut engine = set.engine(engine_config(&settings))?;
+            let mut engine = set.correlator(limits(&settings))?;
             let mut fired = BTreeSet::new();
             for (typed, raw) in &events {
                 let se = SigmaEvent::new(typed, raw);
                 let ts = typed.timestamp.nanos().div_euclid(1_000_000_000);
-                for r in engine.process_event_at(&se, ts) {
+                let out = engine.process(&se, origin_of(typed), ts);
+                for r in &out.detections {
                     fired.insert(
                         r.header
                             .rule_id
                             .clone()
                             .unwrap_or_else(|| r.header.rule_title.clone()),
                     );
+                }
+                for hit in &out.correlations {
+                    let c = engine.rule(hit.corr);
+                    fired.insert(c.id.clone().unwrap_or_else(|| c.title.clone()));
                 }
             }
             let missing: Vec<String> = case
