@@ -45,10 +45,14 @@ pub struct TailConfig {
 }
 
 impl Default for TailConfig {
+    /// 16,384 events: a minute of catch-up at 270 events/s, a third of a second in a 50,000/s
+    /// storm. A ring entry pins the whole committed group it points into, so the ring holds
+    /// more than its own count; 65,536 (the first default) held 150–200 MiB in a storm, most
+    /// of what kept the collector over 500 MB at 1 M correlation groups.
     fn default() -> Self {
         TailConfig {
-            ring_events: 65_536,
-            ring_bytes: 64 << 20,
+            ring_events: 16_384,
+            ring_bytes: 16 << 20,
         }
     }
 }
