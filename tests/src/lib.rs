@@ -85,19 +85,26 @@ impl Pki {
 
     /// Issues a certificate; returns its serial.
     pub fn issue(&self, role: &str, name: &str) -> String {
-        let out = run_ok(
-            "palisade-collector",
-            &[
-                "pki",
-                "issue",
-                "--dir",
-                self.dir.to_str().expect("utf-8"),
-                "--role",
-                role,
-                "--name",
-                name,
-            ],
-        );
+        self.issue_with_sans(role, name, &[])
+    }
+
+    /// Issues a certificate that also names `sans` (addresses or DNS names a server answers
+    /// on); returns its serial.
+    pub fn issue_with_sans(&self, role: &str, name: &str, sans: &[&str]) -> String {
+        let mut args = vec![
+            "pki",
+            "issue",
+            "--dir",
+            self.dir.to_str().expect("utf-8"),
+            "--role",
+            role,
+            "--name",
+            name,
+        ];
+        for san in sans {
+            args.extend(["--san", san]);
+        }
+        let out = run_ok("palisade-collector", &args);
         out.lines()
             .find_map(|l| l.strip_prefix("serial"))
             .map(|s| s.trim().to_string())
@@ -192,18 +199,13 @@ impl Collector {
             .stderr(log_file)
             .spawn()
             .expect("spawn collector");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("palisade-collector listening on ") {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => url,
-            Err(_) => {
+        let url = match wait_for_line(
+            &mut child,
+            "palisade-collector listening on ",
+            Duration::from_secs(30),
+        ) {
+            Some(url) => url,
+            None => {
                 let _ = child.kill();
                 panic!(
                     "collector did not start; log:\n{}",
@@ -453,6 +455,23 @@ pub fn send_batch(
             .expect("ingest request");
         resp.status.as_u16()
     })
+}
+
+/// Reads `child`'s stdout until a line starting with `prefix` and returns the rest of that
+/// line, or `None` after `limit`. The stdout is drained on a thread for the child's whole life,
+/// so its pipe never fills.
+pub fn wait_for_line(child: &mut Child, prefix: &str, limit: Duration) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let prefix = prefix.to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(&prefix) {
+                let _ = tx.send(rest.to_string());
+            }
+        }
+    });
+    rx.recv_timeout(limit).ok()
 }
 
 /// Whether this process runs as uid 0 (tests that mount, capture live or create network

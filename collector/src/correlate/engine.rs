@@ -407,11 +407,7 @@ impl Correlations {
         };
         let cutoff = window_start(ts, corr);
         let secs = ts as u32;
-        let gid = self.store.find_or_insert(ci as u16, key);
-        self.store.set_live(gid, true);
-        let corr = &self.corrs[ci];
-        let g = self.store.get_mut(gid);
-        slide(g, corr, cutoff);
+        let (corr, g) = open_group(&mut self.store, &self.corrs, ci, key, ts);
         match corr.c.correlation_type {
             CorrelationType::ValueCount => {
                 if let Some(v) = value {
@@ -511,13 +507,8 @@ impl Correlations {
                     .collect();
                 let key = Key::encode(parts);
                 let rule = corr.position(&via);
-                let cutoff = window_start(ts, corr);
                 let secs = ts as u32;
-                let gid = self.store.find_or_insert(ci as u16, key);
-                self.store.set_live(gid, true);
-                let corr = &self.corrs[ci];
-                let g = self.store.get_mut(gid);
-                slide(g, corr, cutoff);
+                let (corr, g) = open_group(&mut self.store, &self.corrs, ci, key, ts);
                 match corr.c.correlation_type {
                     CorrelationType::EventCount => g
                         .hits
@@ -731,6 +722,23 @@ impl Correlations {
 }
 
 /// The oldest time still in `corr`'s window at `ts`.
+/// The group of correlation `ci` and `key` (created if new), marked live, its window slid to
+/// end at `ts`.
+fn open_group<'a>(
+    store: &'a mut Store,
+    corrs: &'a [Corr],
+    ci: usize,
+    key: Key,
+    ts: i64,
+) -> (&'a Corr, &'a mut Group) {
+    let gid = store.find_or_insert(ci as u16, key);
+    store.set_live(gid, true);
+    let corr = &corrs[ci];
+    let g = store.get_mut(gid);
+    slide(g, corr, window_start(ts, corr));
+    (corr, g)
+}
+
 fn window_start(ts: i64, corr: &Corr) -> i64 {
     ts.saturating_sub(i64::try_from(corr.c.timespan_secs).unwrap_or(i64::MAX))
 }

@@ -4,14 +4,12 @@
 //! certificate is refused, and an encrypted off-site repository holds no plaintext.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use palisade_tests::{bin, run, run_ok, Pki};
+use palisade_tests::{bin, run, run_ok, wait_for_line, Pki};
 
 const MARKER: &str = "PALISADE-PLAINTEXT-MARKER-5c1f0e9a";
 
@@ -42,23 +40,15 @@ impl Serve {
             .stderr(log_file)
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.to_string());
-                }
-            }
-        });
+        let addr = wait_for_line(&mut child, "listening on ", Duration::from_secs(20));
         let mut serve = Serve {
             child: Some(child),
             url: String::new(),
             log,
         };
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => serve.url = format!("https://{addr}"),
-            Err(_) => panic!("serve did not start; log:\n{}", serve.log_text()),
+        match addr {
+            Some(addr) => serve.url = format!("https://{addr}"),
+            None => panic!("serve did not start; log:\n{}", serve.log_text()),
         }
         serve
     }
@@ -84,21 +74,7 @@ impl Drop for Serve {
 /// A PKI with the serving replicator's certificate (SAN 127.0.0.1) and a client `site-a`.
 pub(crate) fn pki(dir: &Path) -> Pki {
     let pki = Pki::init(dir);
-    run_ok(
-        "palisade-collector",
-        &[
-            "pki",
-            "issue",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--role",
-            "replicator",
-            "--name",
-            "palisade-replicator",
-            "--san",
-            "127.0.0.1",
-        ],
-    );
+    pki.issue_with_sans("replicator", "palisade-replicator", &["127.0.0.1"]);
     pki.issue("replicator", "site-a");
     pki
 }

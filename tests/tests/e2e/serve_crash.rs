@@ -63,21 +63,7 @@ fn start_serve(repo: &Path, pki: &Pki) -> (Serve, String) {
 fn serve_killed_at_random_points_keeps_a_verifiable_repository_and_transfers_resume() {
     let t = tempfile::tempdir().unwrap();
     let pki = Pki::init(&t.path().join("pki"));
-    run_ok(
-        "palisade-collector",
-        &[
-            "pki",
-            "issue",
-            "--dir",
-            pki.dir.to_str().unwrap(),
-            "--role",
-            "replicator",
-            "--name",
-            "offsite",
-            "--san",
-            "127.0.0.1",
-        ],
-    );
+    pki.issue_with_sans("replicator", "offsite", &["127.0.0.1"]);
     pki.issue("replicator", "site-a");
     let src = t.path().join("src");
     let mut rng = fastrand::Rng::with_seed(9);

@@ -3,15 +3,13 @@
 //! concurrent modification, and a path leaving the tree is refused.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
-use palisade_tests::{bin, free_port, run_ok, wait_for, Collector, Pki};
+use palisade_tests::{bin, free_port, wait_for, wait_for_line, Collector, Pki};
 use palisade_wire::client::Client;
 use palisade_wire::tls::{client_config, TlsFiles};
 
@@ -101,16 +99,7 @@ impl Site {
             .stderr(log)
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("listening on ") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        if wait_for_line(&mut child, "listening on ", Duration::from_secs(30)).is_none() {
             let _ = child.kill();
             panic!("site {} did not start:\n{}", self.name, self.log_text());
         }
@@ -174,21 +163,7 @@ impl Drop for Site {
 fn site_pki(base: &Path, sites: &[(&str, &str)]) -> Pki {
     let pki = Pki::init(&base.join("pki"));
     for (name, ip) in sites {
-        run_ok(
-            "palisade-collector",
-            &[
-                "pki",
-                "issue",
-                "--dir",
-                pki.dir.to_str().unwrap(),
-                "--role",
-                "replicator",
-                "--name",
-                name,
-                "--san",
-                ip,
-            ],
-        );
+        pki.issue_with_sans("replicator", name, &[ip]);
     }
     pki
 }
