@@ -20,11 +20,11 @@ use serde::Serialize;
 
 use crate::chunk::{ChunkError, Chunker, Id};
 use crate::error::{Error, Result};
-use crate::repo::format::BlobHeader;
+use crate::repo::format::{Blob, Member};
 use crate::repo::keys::Keys;
 use crate::repo::snapshot::{self, Snapshot};
 use crate::repo::tree::{Kind, Node, Tree, Xattr};
-use crate::repo::{decode_blob, BlobEncoder, Store, PACK_TARGET_BYTES};
+use crate::repo::{decode_blob, BlobEncoder, Store, FRAME_TARGET_BYTES, PACK_TARGET_BYTES};
 
 /// What to back up and how.
 #[derive(Clone, Debug, Default)]
@@ -177,12 +177,12 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
     };
     let config = store.config().clone();
 
-    let (tx, rx) = mpsc::sync_channel::<(BlobHeader, Vec<u8>)>(64);
+    let (tx, rx) = mpsc::sync_channel::<Blob>(16);
     let (bytes_sent, tree) = std::thread::scope(|s| -> Result<(u64, Id)> {
         // The packer fills batches of ~16 MiB; a writer stores them (pack write, fsync,
         // index). One batch can wait between them, so compression goes on while a pack is
         // being made durable instead of stalling behind its fsync.
-        let (batch_tx, batch_rx) = mpsc::sync_channel::<Vec<(BlobHeader, Vec<u8>)>>(1);
+        let (batch_tx, batch_rx) = mpsc::sync_channel::<Vec<Blob>>(1);
         let writer = s.spawn(move || -> Result<u64> {
             let mut sent = 0u64;
             for batch in batch_rx {
@@ -194,7 +194,7 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
             let mut batch = Vec::new();
             let mut size = 0usize;
             for blob in rx {
-                size += blob.1.len();
+                size += blob.stored.len();
                 batch.push(blob);
                 if size >= PACK_TARGET_BYTES {
                     batch_tx
@@ -224,9 +224,26 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
             workers.push(s.spawn(move || -> Result<()> {
                 let mut chunker = Chunker::new(config.chunker);
                 let mut encoder = BlobEncoder::new(config)?;
+                // New chunks gather here, across files, until the frame is full.
+                let mut frame = Frame::default();
+                let mut flush = |frame: &mut Frame| -> Result<()> {
+                    if frame.members.is_empty() {
+                        return Ok(());
+                    }
+                    let blob = encoder.encode_frame(
+                        keys,
+                        std::mem::take(&mut frame.members),
+                        &frame.plain,
+                    )?;
+                    frame.plain.clear();
+                    bytes_stored.fetch_add(blob.stored.len() as u64, Ordering::Relaxed);
+                    tx.send(blob).map_err(|_| packer_gone())
+                };
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(f) = files.get(i) else { return Ok(()) };
+                    let Some(f) = files.get(i) else {
+                        return flush(&mut frame);
+                    };
                     if failed.load(Ordering::Relaxed) {
                         return Ok(());
                     }
@@ -247,11 +264,18 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
                         ids.push(id);
                         progress.inc(chunk.len() as u64);
                         if lock(known)?.insert(id) {
-                            let (h, stored) = encoder.encode(keys, id, chunk, false)?;
                             blobs_new.fetch_add(1, Ordering::Relaxed);
                             bytes_new.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                            bytes_stored.fetch_add(stored.len() as u64, Ordering::Relaxed);
-                            tx.send((h, stored)).map_err(|_| packer_gone())?;
+                            frame.members.push(Member {
+                                id,
+                                len: chunk.len() as u32,
+                            });
+                            frame.plain.extend_from_slice(chunk);
+                            if frame.plain.len() >= FRAME_TARGET_BYTES
+                                || frame.members.len() >= MAX_MEMBERS
+                            {
+                                flush(&mut frame)?;
+                            }
                         }
                         Ok(())
                     });
@@ -364,6 +388,16 @@ fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
         .map_err(|_| Error::Usage("internal lock poisoned".into()))
 }
 
+/// New chunks waiting to be compressed together.
+#[derive(Default)]
+struct Frame {
+    members: Vec<Member>,
+    plain: Vec<u8>,
+}
+
+/// Frames close at this many chunks whatever their size (runs of tiny files).
+const MAX_MEMBERS: usize = 1024;
+
 fn packer_gone() -> Error {
     Error::Usage("the packer stopped (see its error)".into())
 }
@@ -375,7 +409,7 @@ fn write_trees(
     config: &crate::repo::Config,
     keys: &Keys,
     known: &Mutex<HashSet<Id>>,
-    tx: &mpsc::SyncSender<(BlobHeader, Vec<u8>)>,
+    tx: &mpsc::SyncSender<Blob>,
 ) -> Result<Id> {
     let mut tree_ids: Vec<Option<Id>> = vec![None; dirs.len()];
     let mut encoder = BlobEncoder::new(config)?;
@@ -522,7 +556,7 @@ impl Walk<'_> {
         let loaded = self
             .store
             .read_stored(id)
-            .and_then(|(h, s)| decode_blob(self.keys, &h, &s))
+            .and_then(|b| decode_blob(self.keys, &b, id))
             .and_then(|b| Tree::parse(&b, rel).map_err(|e| Error::corrupt("tree", e)));
         match loaded {
             Ok(t) => Some(t),

@@ -149,7 +149,13 @@ pub fn prune(repo: &Repository, keys: &Keys, opts: &PruneOptions) -> Result<Prun
     let mut per_pack: std::collections::HashMap<[u8; 32], (u64, u64)> = Default::default();
     for (id, loc) in repo.all_blobs() {
         let e = per_pack.entry(loc.pack).or_default();
-        let len = u64::from(loc.entry.header.stored_len);
+        // A frame's stored bytes are shared by its chunks: each counts its share.
+        let h = &loc.entry.header;
+        let len = if h.is_frame() && h.raw_len > 0 {
+            u64::from(h.stored_len) * u64::from(loc.entry.part_len) / u64::from(h.raw_len)
+        } else {
+            u64::from(h.stored_len)
+        };
         if used.contains(&id) {
             e.0 += len;
         } else {

@@ -23,7 +23,7 @@ use crate::chunk::{Chunker, Id};
 use crate::error::{Error, Result};
 use crate::repo::keys::Keys;
 use crate::repo::tree::{self, Kind, Node, Tree};
-use crate::repo::{decode_blob, Store};
+use crate::repo::{decode_blob, ChunkReader, Store};
 
 /// Where and what to restore.
 #[derive(Clone, Debug, Default)]
@@ -80,14 +80,14 @@ struct Plan {
 
 /// Loads a tree blob and checks it.
 pub fn load_tree(store: &dyn Store, keys: &Keys, id: &Id, at: &str) -> Result<Tree> {
-    let (h, stored) = store.read_stored(id).map_err(|e| match e {
+    let blob = store.read_stored(id).map_err(|e| match e {
         Error::MissingBlob { id, .. } => Error::MissingBlob {
             id,
             by: format!("tree {at:?}"),
         },
         e => e,
     })?;
-    let bytes = decode_blob(keys, &h, &stored)?;
+    let bytes = decode_blob(keys, &blob, id)?;
     Tree::parse(&bytes, at).map_err(|e| Error::corrupt(format!("tree {}", id.short()), e))
 }
 
@@ -283,6 +283,9 @@ pub fn restore(
     } else {
         opts.threads
     };
+    // Files are handed out in order, so the chunks of one frame are wanted by a few threads at
+    // about the same time: the frames they share are decoded once.
+    let reader = ChunkReader::new(store, keys, 2 * threads + 2);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -295,7 +298,7 @@ pub fn restore(
                     if first_err.lock().map(|e| e.is_some()).unwrap_or(true) {
                         return;
                     }
-                    match restore_file(store, keys, target, rel, node, &mut chunker) {
+                    match restore_file(&reader, keys, target, rel, node, &mut chunker) {
                         Ok(r) => {
                             fetched.fetch_add(r.fetched, Ordering::Relaxed);
                             reused.fetch_add(r.reused, Ordering::Relaxed);
@@ -424,7 +427,7 @@ struct FileResult {
 }
 
 fn restore_file(
-    store: &dyn Store,
+    reader: &ChunkReader<'_>,
     keys: &Keys,
     target: &Path,
     rel: &Path,
@@ -479,16 +482,13 @@ fn restore_file(
                     written += b.len() as u64;
                     continue;
                 }
-                None => {
-                    let (h, stored) = store.read_stored(id).map_err(|e| match e {
-                        Error::MissingBlob { id, .. } => Error::MissingBlob {
-                            id,
-                            by: format!("file {}", rel.display()),
-                        },
-                        e => e,
-                    })?;
-                    decode_blob(keys, &h, &stored)?
-                }
+                None => reader.read(id).map_err(|e| match e {
+                    Error::MissingBlob { id, .. } => Error::MissingBlob {
+                        id,
+                        by: format!("file {}", rel.display()),
+                    },
+                    e => e,
+                })?,
             };
             r.fetched += bytes.len() as u64;
             written += bytes.len() as u64;

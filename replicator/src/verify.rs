@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::repo::format::{self, FLAG_TREE};
 use crate::repo::keys::Keys;
 use crate::repo::snapshot;
-use crate::repo::{decode_blob, Repository, Store};
+use crate::repo::{decode_record, Repository, Store};
 use crate::restore::TreeWalk;
 
 /// What `verify` found.
@@ -204,34 +204,64 @@ fn check_pack(
     if blake3::hash(&bytes).as_bytes() != pack {
         errors.push(format!("pack {name}: content does not match its name"));
     }
+    // One check per record: a frame's chunks share it.
+    let mut records: HashMap<u64, Vec<&format::Entry>> = HashMap::new();
     for e in entries {
+        records.entry(e.offset).or_default().push(e);
+    }
+    let mut records: Vec<_> = records.into_iter().collect();
+    records.sort_by_key(|(offset, _)| *offset);
+    for (_, members) in records {
+        let e = members[0];
+        let ids = members.iter().map(|m| m.header.id);
         let h = &e.header;
-        let start = e.offset as usize;
-        let Some(stored) = bytes.get(start..start + h.stored_len as usize) else {
+        let kind = if h.flags & FLAG_TREE != 0 {
+            "tree"
+        } else if h.is_frame() {
+            "frame"
+        } else {
+            "data"
+        };
+        let start = e.record_start() as usize;
+        let end = e.offset as usize + h.stored_len as usize;
+        let Some(record) = bytes.get(start..end) else {
             errors.push(format!(
-                "pack {name}: blob {} lies past the end",
+                "pack {name}: {kind} {} lies past the end",
                 h.id.short()
             ));
-            bad.push(h.id);
+            bad.extend(ids);
             continue;
         };
-        if blake3::hash(stored).as_bytes() != &h.blob_hash {
+        let parsed = format::parse_record(record, &name)
+            .ok()
+            .filter(|(rh, _, body)| {
+                *body as u64 == e.offset - e.record_start() && rh.blob_hash == h.blob_hash
+            });
+        let Some((header, members_table, body)) = parsed else {
             errors.push(format!(
-                "pack {name}: blob {} ({}) does not match its hash",
-                h.id.short(),
-                if h.flags & FLAG_TREE != 0 {
-                    "tree"
-                } else {
-                    "data"
-                }
+                "pack {name}: {kind} {} does not match its index entry",
+                h.id.short()
             ));
-            bad.push(h.id);
+            bad.extend(ids);
+            continue;
+        };
+        let blob = format::Blob {
+            header,
+            members: members_table,
+            stored: record[body..].to_vec(),
+        };
+        if !blob.hash_ok() {
+            errors.push(format!(
+                "pack {name}: blob {} ({kind}) does not match its hash",
+                h.id.short(),
+            ));
+            bad.extend(ids);
             continue;
         }
         if let Some(keys) = keys {
-            if let Err(err) = decode_blob(keys, h, stored) {
+            if let Err(err) = decode_record(keys, &blob) {
                 errors.push(format!("pack {name}: {err}"));
-                bad.push(h.id);
+                bad.extend(ids);
             }
         }
     }

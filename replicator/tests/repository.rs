@@ -14,6 +14,7 @@ use palisade_replicator::backup::{backup, BackupOptions, BackupReport};
 use palisade_replicator::chunk::{ChunkerParams, Id};
 use palisade_replicator::error::Error;
 use palisade_replicator::prune::{prune, PruneOptions};
+use palisade_replicator::repo::format::Blob;
 use palisade_replicator::repo::keys::Keys;
 use palisade_replicator::repo::snapshot::{self, KeepPolicy, Snapshot};
 use palisade_replicator::repo::tree::{Kind, Node, Tree};
@@ -267,7 +268,16 @@ fn a_flipped_bit_in_a_stored_chunk_is_found_by_verify_and_refused_by_restore() {
         "{:?}",
         v.errors
     );
-    assert_eq!(v.damaged_blobs, vec![id.hex()]);
+    // Every chunk of the damaged record (a frame holds several) is reported, and nothing else.
+    let mut record: Vec<String> = repo
+        .all_blobs()
+        .iter()
+        .filter(|(_, l)| l.pack == loc.pack && l.entry.offset == loc.entry.offset)
+        .map(|(i, _)| i.hex())
+        .collect();
+    record.sort();
+    assert!(record.contains(&id.hex()));
+    assert_eq!(v.damaged_blobs, record);
     // Without --read-data the structure still checks out: only reading finds rot.
     assert!(verify(&repo, Some(&keys), false).unwrap().errors.is_empty());
     let e = run_restore(&repo, &keys, "latest", &t.path().join("out")).unwrap_err();
@@ -277,9 +287,9 @@ fn a_flipped_bit_in_a_stored_chunk_is_found_by_verify_and_refused_by_restore() {
 /// Stores a hand-made tree (as a hostile peer or an edited repository would) and snapshots it.
 fn store_tree(repo: &Repository, keys: &Keys, entries: Vec<Node>) -> Id {
     let json = serde_json::to_vec(&Tree { entries }).unwrap();
-    let (h, stored) = encode_blob(repo.config(), keys, &json, true).unwrap();
-    repo.write_pack(&[(h, stored)]).unwrap();
-    h.id
+    let blob = encode_blob(repo.config(), keys, &json, true).unwrap();
+    repo.write_pack(std::slice::from_ref(&blob)).unwrap();
+    blob.header.id
 }
 
 fn node(name: &str, kind: Kind) -> Node {
@@ -549,4 +559,128 @@ fn point_in_time_restore_picks_the_snapshot_before_the_tamper() {
     let out = t.path().join("out");
     run_restore(&repo, &keys, &id, &out).unwrap();
     assert_eq!(tree_state(&out), clean);
+}
+
+/// A store that counts record reads, around a local repository.
+struct Counting<'a> {
+    repo: &'a Repository,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl Store for Counting<'_> {
+    fn config(&self) -> &palisade_replicator::repo::Config {
+        self.repo.config()
+    }
+    fn location(&self) -> String {
+        self.repo.location()
+    }
+    fn known_ids(&self) -> palisade_replicator::Result<std::collections::HashSet<Id>> {
+        self.repo.known_ids()
+    }
+    fn missing(&self, ids: &[Id]) -> palisade_replicator::Result<Vec<Id>> {
+        self.repo.missing(ids)
+    }
+    fn put_blobs(&self, blobs: &[Blob]) -> palisade_replicator::Result<u64> {
+        self.repo.put_blobs(blobs)
+    }
+    fn read_stored(&self, id: &Id) -> palisade_replicator::Result<Blob> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.repo.read_stored(id)
+    }
+    fn put_snapshot(&self, stored: &[u8]) -> palisade_replicator::Result<String> {
+        self.repo.put_snapshot(stored)
+    }
+    fn snapshot_files(&self) -> palisade_replicator::Result<Vec<(String, Vec<u8>)>> {
+        self.repo.snapshot_files()
+    }
+}
+
+#[test]
+fn new_chunks_are_compressed_together_in_frames_and_each_frame_is_read_once_by_restore() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("logs")).unwrap();
+    // Compressible data across many chunks and files: a log of varied lines, and small files.
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut log = String::new();
+    while log.len() < 3 << 20 {
+        log.push_str(&format!(
+            "2026-12-05T02:{:02}:{:02}Z host-{} sshd[{}]: Failed password for user{} from 10.{}.{}.{} port {}\n",
+            rng.u8(..60), rng.u8(..60), rng.u8(..8), rng.u32(..99999), rng.u16(..500),
+            rng.u8(..), rng.u8(..), rng.u8(..), rng.u16(1024..)
+        ));
+    }
+    fs::write(src.join("logs/auth.log"), &log).unwrap();
+    for i in 0..40 {
+        fs::write(
+            src.join(format!("logs/small-{i}.txt")),
+            &log[i * 997..i * 997 + 3000],
+        )
+        .unwrap();
+    }
+    let (repo, keys) = new_repo(&t.path().join("repo"), Some(t.path().join("key")));
+    let report = run_backup(&repo, &keys, &src);
+
+    // Frames hold many chunks each, so far fewer records than chunks.
+    let blobs = repo.all_blobs();
+    let data: Vec<_> = blobs
+        .iter()
+        .filter(|(_, l)| l.entry.header.flags & 4 == 0)
+        .collect();
+    let records: std::collections::HashSet<_> =
+        data.iter().map(|(_, l)| (l.pack, l.entry.offset)).collect();
+    assert!(data
+        .iter()
+        .all(|(_, l)| l.entry.members > 0 || l.entry.part_len == l.entry.header.raw_len));
+    assert!(
+        records.len() * 20 < data.len(),
+        "{} records for {} chunks",
+        records.len(),
+        data.len()
+    );
+    // Compressed as frames, the log shrinks far more than chunk by chunk (4 KiB chunks here).
+    let mut one_by_one = 0usize;
+    for (id, _) in &data {
+        let plain = {
+            let b = repo.read_stored(id).unwrap();
+            palisade_replicator::repo::decode_blob(&keys, &b, id).unwrap()
+        };
+        one_by_one += zstd::bulk::compress(&plain, 3).unwrap().len();
+    }
+    assert!(
+        (report.bytes_stored as usize) * 10 < one_by_one * 9,
+        "frames stored {} bytes, chunk by chunk would be {one_by_one}",
+        report.bytes_stored
+    );
+
+    // Restore reads each frame once, not once per chunk.
+    let counting = Counting {
+        repo: &repo,
+        reads: Default::default(),
+    };
+    let snaps = snapshot::list(&repo, Some(&keys)).unwrap();
+    let (id, s) = snapshot::select(&snaps, "latest", i64::MAX).unwrap();
+    restore(
+        &counting,
+        &keys,
+        &id,
+        &s.tree,
+        &RestoreOptions {
+            target: t.path().join("out"),
+            threads: 2,
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(tree_state(&src), tree_state(&t.path().join("out")));
+    let reads = counting.reads.into_inner();
+    let trees = blobs.len() - data.len();
+    assert!(
+        reads <= records.len() * 2 + trees,
+        "{reads} reads for {} frames and {trees} trees",
+        records.len()
+    );
+    let v = verify(&repo, Some(&keys), true).unwrap();
+    assert!(v.errors.is_empty(), "{:?}", v.errors);
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::chunk::Id;
 use crate::error::{Error, Result};
-use crate::repo::format::BlobHeader;
+use crate::repo::format::Blob;
 use crate::repo::{Repository, Store};
 
 /// Relative path → blake3 (hex) of every regular file under a directory.
@@ -269,7 +269,8 @@ pub fn truncate_file(p: &Path) -> Result<()> {
     f.set_len(len / 2).map_err(Error::io("truncate", p))
 }
 
-/// Data blobs of a repository, sorted by id (a deterministic choice of victims).
+/// Data records of a repository, one chunk each (a frame's chunks share one record), sorted by
+/// id (a deterministic choice of victims).
 fn data_blobs(repo: &Repository) -> Vec<(Id, crate::repo::Loc)> {
     let mut v: Vec<_> = repo
         .all_blobs()
@@ -277,6 +278,8 @@ fn data_blobs(repo: &Repository) -> Vec<(Id, crate::repo::Loc)> {
         .filter(|(_, l)| l.entry.header.flags & crate::repo::format::FLAG_TREE == 0)
         .collect();
     v.sort_by_key(|a| a.0 .0);
+    let mut seen = HashSet::new();
+    v.retain(|(_, l)| seen.insert((l.pack, l.entry.offset)));
     v
 }
 
@@ -377,12 +380,18 @@ pub fn ship(from: &Path, to: &str, tls: Option<&crate::transport::PeerTls>) -> R
     let mut ids: Vec<Id> = src.known_ids()?.into_iter().collect();
     ids.sort_by_key(|a| a.0);
     let missing = dst.missing(&ids)?;
-    let mut batch: Vec<(BlobHeader, Vec<u8>)> = Vec::new();
+    let mut batch: Vec<Blob> = Vec::new();
     let mut size = 0;
+    // A frame holds several of the missing chunks: it is copied once.
+    let mut copied: HashSet<Id> = HashSet::new();
     for id in &missing {
-        let (h, bytes) = src.read_stored(id)?;
-        size += bytes.len();
-        batch.push((h, bytes));
+        if copied.contains(id) {
+            continue;
+        }
+        let blob = src.read_stored(id)?;
+        copied.extend(blob.ids());
+        size += blob.stored.len();
+        batch.push(blob);
         if size >= SHIP_BATCH_BYTES {
             r.bytes += dst.put_blobs(&batch)?;
             r.blobs += batch.len() as u64;
@@ -493,34 +502,57 @@ fn repair_round(
             bad_packs.insert(pack);
         }
     }
-    let fetch = |id: &Id, r: &mut RepairReport| -> Result<(BlobHeader, Vec<u8>)> {
-        let (h, b) = healthy.read_stored(id)?;
+    // Records come back whole from the healthy copy; a frame fetched for one chunk brings the
+    // others in it too.
+    let mut fetched: HashSet<Id> = HashSet::new();
+    let mut fetch = |id: &Id, r: &mut RepairReport, out: &mut Vec<Blob>| -> Result<()> {
+        if fetched.contains(id) {
+            return Ok(());
+        }
+        let b = healthy.read_stored(id)?;
         r.fetched += 1;
-        if h.flags & crate::repo::format::FLAG_TREE != 0 {
+        if b.header.flags & crate::repo::format::FLAG_TREE != 0 {
             r.trees_fetched += 1;
         }
-        Ok((h, b))
+        fetched.extend(b.ids());
+        out.push(b);
+        Ok(())
     };
     for pack in &bad_packs {
-        let mut blobs = Vec::new();
+        let mut records: std::collections::BTreeMap<u64, Vec<(Id, crate::repo::Loc)>> =
+            Default::default();
         for (id, loc) in by_pack.get(pack).map(Vec::as_slice).unwrap_or(&[]) {
-            if !damaged.contains(id) {
-                if let Ok(bytes) = repo.read_at(loc) {
-                    blobs.push((loc.entry.header, bytes));
+            records
+                .entry(loc.entry.offset)
+                .or_default()
+                .push((*id, *loc));
+        }
+        let mut blobs = Vec::new();
+        for members in records.values() {
+            if members.iter().all(|(id, _)| !damaged.contains(id)) {
+                if let Ok(blob) = repo.read_at(&members[0].1) {
+                    blobs.push(blob);
                     r.kept += 1;
                     continue;
                 }
             }
-            blobs.push(fetch(id, &mut r)?);
+            for (id, _) in members {
+                fetch(id, &mut r, &mut blobs)?;
+            }
         }
-        repo.write_pack(&blobs)?;
-        repo.delete_pack(pack)?;
+        // Records put back in their old order make the old pack again, under its old name
+        // (named by content): the rename already replaced the damaged file, and deleting "the
+        // old pack" now would delete the repair.
+        let (new_pack, _) = repo.write_pack_named(&blobs)?;
+        if new_pack != *pack {
+            repo.delete_pack(pack)?;
+        }
         r.packs_replaced += 1;
     }
     if !orphans.is_empty() {
         let mut blobs = Vec::new();
         for id in &orphans {
-            blobs.push(fetch(id, &mut r)?);
+            fetch(id, &mut r, &mut blobs)?;
         }
         repo.write_pack(&blobs)?;
     }
@@ -571,7 +603,7 @@ mod tests {
     fn repair_fetches_damaged_blobs_from_the_shipped_copy() {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
-        generate(&src, 1, 8, 2).unwrap();
+        generate(&src, 3, 8, 2).unwrap();
         let config = crate::repo::new_config(&crate::repo::InitOptions {
             key_file: None,
             compression_level: 3,
@@ -595,9 +627,17 @@ mod tests {
         let shipped = ship(&a, b.to_str().unwrap(), None).unwrap();
         assert!(shipped.created && shipped.snapshots == 1);
         assert_eq!(ship(&a, b.to_str().unwrap(), None).unwrap().blobs, 0);
-        flip_blobs(&b, 2).unwrap();
+        for which in [&a, &b] {
+            let v = crate::verify::verify(&Repository::open(which).unwrap(), Some(&keys), true)
+                .unwrap();
+            assert!(v.errors.is_empty(), "before the damage: {:?}", v.errors);
+        }
+        let flipped = flip_blobs(&b, 2).unwrap();
+        assert_eq!(flipped.len(), 2, "{flipped:?}");
         let r = repair(&b, &a, None).unwrap();
-        assert_eq!((r.damaged, r.fetched), (2, 2));
+        // Two damaged records (frames of several chunks each), each fetched whole, once.
+        assert_eq!(r.fetched, 2, "{r:?}");
+        assert!(r.damaged >= 2, "{r:?}");
         let v = crate::verify::verify(&Repository::open(&b).unwrap(), Some(&keys), true).unwrap();
         assert!(v.errors.is_empty(), "{:?}", v.errors);
         // A lost pack too.

@@ -31,7 +31,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::{blob_id, ChunkerParams, Id};
 use crate::error::{Error, Result};
-use format::{BlobHeader, Entry, IndexFile, FLAG_SEALED, FLAG_TREE, FLAG_ZSTD, PACK_MAGIC};
+use format::{
+    Blob, BlobHeader, Entry, IndexFile, Member, FLAG_FRAME, FLAG_SEALED, FLAG_TREE, FLAG_ZSTD,
+    PACK_MAGIC,
+};
 use keys::Keys;
 pub use snapshot::Snapshot;
 
@@ -213,12 +216,12 @@ pub trait Store: Send + Sync {
     fn lost(&self, ids: &[Id]) -> Result<Vec<Id>> {
         self.missing(ids)
     }
-    /// Stores blobs (one pack); a blob arriving from elsewhere has its hash checked before it is
-    /// kept (a peer's server does it; local callers computed the hashes). Returns the bytes
-    /// that crossed to the store (pack bytes locally; request bytes for a peer).
-    fn put_blobs(&self, blobs: &[(BlobHeader, Vec<u8>)]) -> Result<u64>;
-    /// One blob's header and stored bytes, hash-checked.
-    fn read_stored(&self, id: &Id) -> Result<(BlobHeader, Vec<u8>)>;
+    /// Stores records (one pack); a record arriving from elsewhere has its hash checked before
+    /// it is kept (a peer's server does it; local callers computed the hashes). Returns the
+    /// bytes that crossed to the store (pack bytes locally; request bytes for a peer).
+    fn put_blobs(&self, blobs: &[Blob]) -> Result<u64>;
+    /// The record holding `id` (the blob, or the frame it is part of), hash-checked.
+    fn read_stored(&self, id: &Id) -> Result<Blob>;
     /// Stores a snapshot file (after every blob it names); returns its id.
     fn put_snapshot(&self, stored: &[u8]) -> Result<String>;
     /// Every snapshot file: (id, stored bytes).
@@ -227,15 +230,14 @@ pub trait Store: Send + Sync {
 
 /// Encodes a blob for storage: id over the plaintext, zstd when it shrinks, sealed when the
 /// repository is encrypted. One-off; a loop over many blobs keeps a [`BlobEncoder`].
-pub fn encode_blob(
-    config: &Config,
-    keys: &Keys,
-    data: &[u8],
-    is_tree: bool,
-) -> Result<(BlobHeader, Vec<u8>)> {
+pub fn encode_blob(config: &Config, keys: &Keys, data: &[u8], is_tree: bool) -> Result<Blob> {
     let id = blob_id(&keys.id_key, data);
     BlobEncoder::new(config)?.encode(keys, id, data, is_tree)
 }
+
+/// A frame of chunks up to this much plaintext is compressed as one (it closes at the first chunk
+/// that takes it past this). restic's blobs average 1 MiB; zstd at level 3 keeps a 1 MiB window.
+pub const FRAME_TARGET_BYTES: usize = 1 << 20;
 
 /// Encodes blobs for storage, keeping one zstd context for all of them (a fresh context per
 /// 64 KiB chunk costs its allocation and table setup every time).
@@ -267,14 +269,32 @@ impl BlobEncoder {
     }
 
     /// Encodes `data`, whose id the caller computed (`blob_id` with the repository's id key).
-    pub fn encode(
+    pub fn encode(&mut self, keys: &Keys, id: Id, data: &[u8], is_tree: bool) -> Result<Blob> {
+        let flags = if is_tree { FLAG_TREE } else { 0 };
+        self.record(keys, id, flags, Vec::new(), data)
+    }
+
+    /// Encodes a frame: `data` is the members' plaintexts in order. One member makes a plain
+    /// blob.
+    pub fn encode_frame(&mut self, keys: &Keys, members: Vec<Member>, data: &[u8]) -> Result<Blob> {
+        let first = members
+            .first()
+            .ok_or_else(|| Error::Usage("a frame needs at least one chunk".into()))?
+            .id;
+        if members.len() == 1 {
+            return self.record(keys, first, 0, Vec::new(), data);
+        }
+        self.record(keys, first, FLAG_FRAME, members, data)
+    }
+
+    fn record(
         &mut self,
         keys: &Keys,
         id: Id,
+        mut flags: u8,
+        members: Vec<Member>,
         data: &[u8],
-        is_tree: bool,
-    ) -> Result<(BlobHeader, Vec<u8>)> {
-        let mut flags = if is_tree { FLAG_TREE } else { 0 };
+    ) -> Result<Blob> {
         let mut stored = None;
         if let Some(z) = &mut self.zstd {
             // Only output that saves at least 1/64 is kept, so a bound of 63/64 of the input
@@ -298,26 +318,46 @@ impl BlobEncoder {
             id,
             flags,
             raw_len: u32::try_from(data.len())
-                .map_err(|_| Error::Usage(format!("blob of {} bytes is too large", data.len())))?,
+                .ok()
+                .filter(|n| *n <= format::MAX_BLOB_BYTES)
+                .ok_or_else(|| {
+                    Error::Usage(format!("blob of {} bytes is too large", data.len()))
+                })?,
             stored_len: u32::try_from(stored.len())
                 .map_err(|_| Error::Usage("stored blob is too large".into()))?,
-            blob_hash: *blake3::hash(&stored).as_bytes(),
+            blob_hash: format::record_hash(&members, &stored),
         };
-        Ok((header, stored))
+        Ok(Blob {
+            header,
+            members,
+            stored,
+        })
     }
 }
 
-/// Decodes stored bytes to the plaintext and checks it against the blob id.
-pub fn decode_blob(keys: &Keys, header: &BlobHeader, stored: &[u8]) -> Result<Vec<u8>> {
-    let what = || format!("blob {}", header.id.short());
-    if blake3::hash(stored).as_bytes() != &header.blob_hash {
+/// Decodes a record to its whole plaintext and checks it: the hash, the seal, the length, and
+/// the id of every chunk in it.
+pub fn decode_record(keys: &Keys, blob: &Blob) -> Result<Vec<u8>> {
+    let header = &blob.header;
+    let what = || {
+        if blob.members.is_empty() {
+            format!("blob {}", header.id.short())
+        } else {
+            format!(
+                "frame of {} chunks from {}",
+                blob.members.len(),
+                header.id.short()
+            )
+        }
+    };
+    if !blob.hash_ok() {
         return Err(Error::corrupt(
             what(),
             "stored bytes do not match their hash",
         ));
     }
     let opened;
-    let mut bytes = stored;
+    let mut bytes = blob.stored.as_slice();
     if header.flags & FLAG_SEALED != 0 {
         let cipher = keys
             .data
@@ -339,10 +379,110 @@ pub fn decode_blob(keys: &Keys, header: &BlobHeader, stored: &[u8]) -> Result<Ve
             format!("{} bytes, header says {}", plain.len(), header.raw_len),
         ));
     }
-    if blob_id(&keys.id_key, &plain) != header.id {
-        return Err(Error::corrupt(what(), "content does not match its id"));
+    if blob.members.is_empty() {
+        if blob_id(&keys.id_key, &plain) != header.id {
+            return Err(Error::corrupt(what(), "content does not match its id"));
+        }
+    } else {
+        let mut off = 0usize;
+        for m in &blob.members {
+            let part = plain.get(off..off + m.len as usize).unwrap_or_default();
+            if blob_id(&keys.id_key, part) != m.id {
+                return Err(Error::corrupt(
+                    format!("chunk {} in a {}", m.id.short(), what()),
+                    "content does not match its id",
+                ));
+            }
+            off += m.len as usize;
+        }
     }
     Ok(plain)
+}
+
+/// The plaintext of chunk `id` in `blob`, checked.
+pub fn decode_blob(keys: &Keys, blob: &Blob, id: &Id) -> Result<Vec<u8>> {
+    let (off, len) = blob.part(id).ok_or_else(|| {
+        Error::corrupt(
+            format!("record {}", blob.header.id.short()),
+            format!("does not hold {}", id.short()),
+        )
+    })?;
+    let plain = decode_record(keys, blob)?;
+    if off == 0 && len == plain.len() {
+        return Ok(plain);
+    }
+    Ok(plain[off..off + len].to_vec())
+}
+
+/// A decoded frame: the record and its whole plaintext.
+type Decoded = (Arc<Blob>, Arc<Vec<u8>>);
+
+/// Reads chunks by id through a small cache of decoded frames, so reading a frame's chunks one
+/// after another (a restore, a file's chunks) fetches and decompresses it once.
+pub struct ChunkReader<'a> {
+    store: &'a dyn Store,
+    keys: &'a Keys,
+    cache: Mutex<std::collections::VecDeque<Decoded>>,
+    slots: usize,
+}
+
+impl std::fmt::Debug for ChunkReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkReader")
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> ChunkReader<'a> {
+    /// A reader keeping up to `slots` decoded frames.
+    pub fn new(store: &'a dyn Store, keys: &'a Keys, slots: usize) -> Self {
+        ChunkReader {
+            store,
+            keys,
+            cache: Mutex::new(std::collections::VecDeque::new()),
+            slots: slots.max(1),
+        }
+    }
+
+    /// The plaintext of chunk `id`, checked against its id.
+    pub fn read(&self, id: &Id) -> Result<Vec<u8>> {
+        if let Some(bytes) = self.cached(id)? {
+            return Ok(bytes);
+        }
+        let blob = self.store.read_stored(id)?;
+        if blob.members.is_empty() {
+            return decode_blob(self.keys, &blob, id);
+        }
+        let (off, len) = blob.part(id).ok_or_else(|| {
+            Error::corrupt(
+                format!(
+                    "frame {} from {}",
+                    blob.header.id.short(),
+                    self.store.location()
+                ),
+                format!("does not hold {}", id.short()),
+            )
+        })?;
+        let plain = decode_record(self.keys, &blob)?;
+        let out = plain[off..off + len].to_vec();
+        let mut cache = self.cache.lock().map_err(|_| poisoned())?;
+        if cache.len() >= self.slots {
+            cache.pop_front();
+        }
+        cache.push_back((Arc::new(blob), Arc::new(plain)));
+        Ok(out)
+    }
+
+    fn cached(&self, id: &Id) -> Result<Option<Vec<u8>>> {
+        let cache = self.cache.lock().map_err(|_| poisoned())?;
+        for (blob, plain) in cache.iter().rev() {
+            if let Some((off, len)) = blob.part(id) {
+                return Ok(Some(plain[off..off + len].to_vec()));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// A local repository.
@@ -583,50 +723,77 @@ impl Repository {
         Ok(f)
     }
 
-    /// Reads a blob's stored bytes at a known location and checks their hash.
-    pub fn read_at(&self, loc: &Loc) -> Result<Vec<u8>> {
+    /// Reads the record at a known location (header, member table, stored bytes) and checks it
+    /// against the index entry and its hash.
+    pub fn read_at(&self, loc: &Loc) -> Result<Blob> {
         let f = self.pack_file(&loc.pack)?;
-        let mut buf = vec![0u8; loc.entry.header.stored_len as usize];
+        let e = &loc.entry;
+        let start = e.record_start();
+        let mut buf = vec![0u8; (e.offset - start) as usize + e.header.stored_len as usize];
         let path = self.pack_path(&loc.pack);
-        f.read_exact_at(&mut buf, loc.entry.offset)
+        f.read_exact_at(&mut buf, start)
             .map_err(Error::io("read", &path))?;
-        if blake3::hash(&buf).as_bytes() != &loc.entry.header.blob_hash {
-            return Err(Error::corrupt(
-                format!(
-                    "blob {} in pack {}",
-                    loc.entry.header.id.short(),
-                    &crate::chunk::hex(&loc.pack)[..8]
-                ),
-                "stored bytes do not match their hash (bit rot or tampering)",
-            ));
+        let what = format!(
+            "blob {} in pack {}",
+            e.header.id.short(),
+            &crate::chunk::hex(&loc.pack)[..8]
+        );
+        let rot = "stored bytes do not match their hash (bit rot or tampering)";
+        let (header, members, body) =
+            format::parse_record(&buf, &what).map_err(|_| Error::corrupt(&what, rot))?;
+        if body as u64 != e.offset - start
+            || header.blob_hash != e.header.blob_hash
+            || header.stored_len != e.header.stored_len
+        {
+            return Err(Error::corrupt(&what, rot));
         }
-        Ok(buf)
+        buf.drain(..body);
+        let blob = Blob {
+            header,
+            members,
+            stored: buf,
+        };
+        if !blob.hash_ok() {
+            return Err(Error::corrupt(&what, rot));
+        }
+        Ok(blob)
     }
 
     /// Writes one pack and its index, durably, and adds them to the in-memory index. The blob
     /// hashes are trusted: callers computed them (`encode_blob`) or checked them (the peer
     /// server checks every incoming blob before it gets here), so they are not hashed again.
-    pub fn write_pack(&self, blobs: &[(BlobHeader, Vec<u8>)]) -> Result<u64> {
+    pub fn write_pack(&self, blobs: &[Blob]) -> Result<u64> {
+        self.write_pack_named(blobs).map(|(_, n)| n)
+    }
+
+    /// [`Repository::write_pack`], also returning the new pack's id (all zeros when `blobs` is
+    /// empty and nothing was written).
+    pub fn write_pack_named(&self, blobs: &[Blob]) -> Result<([u8; 32], u64)> {
         if blobs.is_empty() {
-            return Ok(0);
+            return Ok(([0; 32], 0));
         }
         // The pack goes to disk from the blobs' own buffers (headers encoded side by side,
         // written with writev) and is hashed on the way, instead of being copied into one
         // pack-sized buffer first.
-        let mut headers = Vec::with_capacity(blobs.len() * format::BLOB_HEADER_LEN);
+        let mut heads = Vec::with_capacity(blobs.len() * format::BLOB_HEADER_LEN);
+        let mut head_ends = Vec::with_capacity(blobs.len());
         let mut entries = Vec::with_capacity(blobs.len());
         let mut offset = PACK_MAGIC.len() as u64;
-        for (h, stored) in blobs {
-            h.encode(&mut headers);
-            offset += format::BLOB_HEADER_LEN as u64;
-            entries.push(Entry { header: *h, offset });
-            offset += stored.len() as u64;
+        for b in blobs {
+            let before = heads.len();
+            b.encode_head(&mut heads);
+            head_ends.push(heads.len());
+            offset += (heads.len() - before) as u64;
+            entries.extend(Entry::of_record(&b.header, &b.members, offset));
+            offset += b.stored.len() as u64;
         }
         let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * blobs.len());
         parts.push(PACK_MAGIC);
-        for ((_, stored), header) in blobs.iter().zip(headers.chunks(format::BLOB_HEADER_LEN)) {
-            parts.push(header);
-            parts.push(stored);
+        let mut from = 0;
+        for (b, end) in blobs.iter().zip(&head_ends) {
+            parts.push(&heads[from..*end]);
+            parts.push(&b.stored);
+            from = *end;
         }
         let mut hasher = blake3::Hasher::new();
         for part in &parts {
@@ -650,7 +817,7 @@ impl Repository {
         let index_bytes = file.encode();
         write_atomic(&self.root.join("index"), &hex, &index_bytes)?;
         self.index.write().map_err(|_| poisoned())?.add(&file);
-        Ok(offset + index_bytes.len() as u64)
+        Ok((pack_id, offset + index_bytes.len() as u64))
     }
 
     /// The prune marks on disk.
@@ -806,16 +973,16 @@ impl Store for Repository {
             .collect())
     }
 
-    fn put_blobs(&self, blobs: &[(BlobHeader, Vec<u8>)]) -> Result<u64> {
+    fn put_blobs(&self, blobs: &[Blob]) -> Result<u64> {
         self.write_pack(blobs)
     }
 
-    fn read_stored(&self, id: &Id) -> Result<(BlobHeader, Vec<u8>)> {
+    fn read_stored(&self, id: &Id) -> Result<Blob> {
         let loc = self.lookup(id).ok_or_else(|| Error::MissingBlob {
             id: id.hex(),
             by: "a read".into(),
         })?;
-        Ok((loc.entry.header, self.read_at(&loc)?))
+        self.read_at(&loc)
     }
 
     fn put_snapshot(&self, stored: &[u8]) -> Result<String> {

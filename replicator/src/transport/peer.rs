@@ -9,15 +9,17 @@
 //! | `POST /v1/init`          | config JSON                           | the repository id (409: has one)  |
 //! | `GET /v1/ids`            |                                       | zstd(id[32]*) of every held blob  |
 //! | `POST /v1/missing`       | id[32]* (≤ [`MAX_MISSING_IDS`])       | id[32]* of those not held         |
-//! | `POST /v1/blobs`         | (header[73] stored)* (≤ [`MAX_BLOBS_BODY`]) | `{"stored","bytes","already_held","rejected"}` |
-//! | `GET /v1/blob/<hex id>`  |                                       | header[73] stored                 |
+//! | `POST /v1/blobs`         | record* (≤ [`MAX_BLOBS_BODY`])       | `{"stored","bytes","already_held","rejected"}` |
+//! | `GET /v1/blob/<hex id>`  |                                       | the record holding that chunk     |
 //! | `GET /v1/snapshots`      |                                       | `[{"id","data": hex}]`            |
 //! | `POST /v1/snapshots`     | stored snapshot (≤ [`MAX_SNAPSHOT_BODY`]) | its id (409: names a missing blob) |
 //!
-//! Only blobs the receiver lacks cross the wire: the sender asks `missing` for each batch first.
-//! The receiver re-hashes every incoming blob (and, in an unencrypted repository, decodes it and
-//! checks its id) before anything is written, answers which ones it refused, and the sender sends
-//! those again (at most three more times). Each `POST /v1/blobs` is one durable pack, so an
+//! A record is laid out as in a pack (`repo::format`): a header, a frame's member table, the
+//! stored bytes. Only records holding a chunk the receiver lacks cross the wire: the sender asks
+//! `missing` for each batch first. The receiver re-hashes every incoming record (and, in an
+//! unencrypted repository, decodes it and checks the id of every chunk in it) before anything is
+//! written, answers which ones it refused (by the record's header id), and the sender sends those
+//! again (at most three more times). Each `POST /v1/blobs` is one durable pack, so an
 //! interrupted transfer resumes where it stopped: the next run's `ids` and `missing` list what
 //! already arrived. Uploads can be capped in bytes per second (a token bucket that starts empty).
 //!
@@ -44,10 +46,10 @@ use tokio::sync::Semaphore;
 
 use crate::chunk::Id;
 use crate::error::{Error, Result};
-use crate::repo::format::{BlobHeader, BLOB_HEADER_LEN, FLAG_SEALED};
+use crate::repo::format::{self, Blob, BlobHeader, Member, FLAG_SEALED};
 use crate::repo::keys::Keys;
 use crate::repo::tree::Kind;
-use crate::repo::{decode_blob, Config, Repository, Snapshot, Store};
+use crate::repo::{decode_record, Config, Repository, Snapshot, Store};
 use crate::transport::server::{self, body, ok, text, Limits, Service};
 use crate::transport::PeerTls;
 
@@ -235,28 +237,20 @@ fn decode_ids(b: &[u8]) -> Option<Vec<Id>> {
         .collect()
 }
 
-/// Splits a `POST /v1/blobs` body into (header, stored bytes) without checking any hash.
-/// Hostile bytes give an error, never a panic.
-pub fn parse_blobs(b: &[u8]) -> std::result::Result<Vec<(BlobHeader, &[u8])>, String> {
+/// One record of a `POST /v1/blobs` body, not checked yet.
+pub type RawRecord<'a> = (BlobHeader, Vec<Member>, &'a [u8]);
+
+/// Splits a `POST /v1/blobs` body into records (header, member table, stored bytes) without
+/// checking any hash. Hostile bytes give an error, never a panic.
+pub fn parse_blobs(b: &[u8]) -> std::result::Result<Vec<RawRecord<'_>>, String> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos < b.len() {
-        let at = format!("blob {} at offset {pos}", out.len());
-        let hb = b
-            .get(pos..pos.saturating_add(BLOB_HEADER_LEN))
-            .ok_or_else(|| format!("{at}: truncated header ({} bytes left)", b.len() - pos))?;
-        let h = BlobHeader::decode(hb, &at).map_err(|e| e.to_string())?;
-        let start = pos + BLOB_HEADER_LEN;
-        let end = start.saturating_add(h.stored_len as usize);
-        let stored = b.get(start..end).ok_or_else(|| {
-            format!(
-                "{at}: {} needs {} bytes, {} left",
-                h.id.short(),
-                h.stored_len,
-                b.len() - start
-            )
-        })?;
-        out.push((h, stored));
+        let at = format!("record {} at offset {pos}", out.len());
+        let (h, members, body) = format::parse_record(&b[pos..], &at).map_err(|e| e.to_string())?;
+        let start = pos + body;
+        let end = start + h.stored_len as usize;
+        out.push((h, members, &b[start..end]));
         pos = end;
     }
     Ok(out)
@@ -289,10 +283,10 @@ impl Store for PeerStore {
     fn missing(&self, ids: &[Id]) -> Result<Vec<Id>> {
         self.peer.missing(ids)
     }
-    fn put_blobs(&self, blobs: &[(BlobHeader, Vec<u8>)]) -> Result<u64> {
+    fn put_blobs(&self, blobs: &[Blob]) -> Result<u64> {
         self.peer.put_blobs(blobs)
     }
-    fn read_stored(&self, id: &Id) -> Result<(BlobHeader, Vec<u8>)> {
+    fn read_stored(&self, id: &Id) -> Result<Blob> {
         self.peer.read_stored(id)
     }
     fn put_snapshot(&self, stored: &[u8]) -> Result<String> {
@@ -456,11 +450,12 @@ impl Peer {
     }
 
     /// The request body for `blobs`, with the test-only bit flip applied once.
-    fn blobs_body(&self, blobs: &[&(BlobHeader, Vec<u8>)]) -> Vec<u8> {
-        let size: usize = blobs.iter().map(|(_, s)| BLOB_HEADER_LEN + s.len()).sum();
+    fn blobs_body(&self, blobs: &[&Blob]) -> Vec<u8> {
+        let size: usize = blobs.iter().map(|b| b.record_len()).sum();
         let mut body = Vec::with_capacity(size);
-        for (h, stored) in blobs {
-            h.encode(&mut body);
+        for b in blobs {
+            let (h, stored) = (&b.header, &b.stored);
+            b.encode_head(&mut body);
             let start = body.len();
             body.extend_from_slice(stored);
             if let Some(n) = self.opts.flip_in_transit {
@@ -489,11 +484,7 @@ impl Peer {
     }
 
     /// Sends `pending` in requests of about `request_target` bytes; returns the ids refused.
-    fn send_blobs(
-        &self,
-        pending: &[&(BlobHeader, Vec<u8>)],
-        sent: &mut u64,
-    ) -> Result<HashSet<Id>> {
+    fn send_blobs(&self, pending: &[&Blob], sent: &mut u64) -> Result<HashSet<Id>> {
         let target = self.request_target();
         let mut rejected = HashSet::new();
         let mut start = 0;
@@ -501,9 +492,9 @@ impl Peer {
             let mut end = start;
             let mut size = 0usize;
             while end < pending.len()
-                && (end == start || size + pending[end].1.len() + BLOB_HEADER_LEN <= target)
+                && (end == start || size + pending[end].record_len() <= target)
             {
-                size += pending[end].1.len() + BLOB_HEADER_LEN;
+                size += pending[end].record_len();
                 end += 1;
             }
             let group = &pending[start..end];
@@ -521,7 +512,7 @@ impl Peer {
             let body = self.expect_ok(resp, "sending blobs")?;
             let reply: BlobsReply = serde_json::from_slice(&body)
                 .map_err(|e| self.bad_answer("blobs", e.to_string()))?;
-            let asked: HashSet<Id> = group.iter().map(|(h, _)| h.id).collect();
+            let asked: HashSet<Id> = group.iter().map(|b| b.header.id).collect();
             for hex in &reply.rejected {
                 let id = crate::chunk::parse_hex32(hex)
                     .map(Id)
@@ -535,8 +526,8 @@ impl Peer {
         Ok(rejected)
     }
 
-    /// `GET /v1/blob/ID` once, checked against the id and the blob hash.
-    fn fetch_blob(&self, id: &Id) -> Result<(BlobHeader, Vec<u8>)> {
+    /// `GET /v1/blob/ID` once, checked: the record must hold the chunk and match its hash.
+    fn fetch_blob(&self, id: &Id) -> Result<Blob> {
         let what = format!("reading blob {}", id.short());
         let resp = self.call(
             Method::GET,
@@ -552,22 +543,34 @@ impl Peer {
             });
         }
         let body = self.expect_ok(resp, &what)?;
-        let hb = body
-            .get(..BLOB_HEADER_LEN)
-            .ok_or_else(|| self.bad_answer(&what, "shorter than a blob header"))?;
-        let h = BlobHeader::decode(hb, &what)?;
-        let stored = &body[BLOB_HEADER_LEN..];
-        if h.id != *id {
-            return Err(self.bad_answer(&what, format!("answered with blob {}", h.id.short())));
-        }
-        if stored.len() != h.stored_len as usize || blake3::hash(stored).as_bytes() != &h.blob_hash
-        {
-            return Err(Error::corrupt(
+        let damaged = || {
+            Error::corrupt(
                 format!("blob {} from {}", id.short(), self.url),
                 "does not match its hash (damaged in transit or at the peer)",
+            )
+        };
+        let (header, members, start) = format::parse_record(&body, &what).map_err(|_| damaged())?;
+        if start + header.stored_len as usize != body.len() {
+            return Err(damaged());
+        }
+        let blob = Blob {
+            header,
+            members,
+            stored: body[start..].to_vec(),
+        };
+        if !blob.hash_ok() {
+            return Err(damaged());
+        }
+        if blob.part(id).is_none() {
+            return Err(self.bad_answer(
+                &what,
+                format!(
+                    "answered with record {}, which does not hold it",
+                    blob.header.id.short()
+                ),
             ));
         }
-        Ok((h, stored.to_vec()))
+        Ok(blob)
     }
 }
 
@@ -601,29 +604,29 @@ impl Store for Peer {
         self.missing_counted(ids, &mut ignored)
     }
 
-    fn put_blobs(&self, blobs: &[(BlobHeader, Vec<u8>)]) -> Result<u64> {
+    fn put_blobs(&self, blobs: &[Blob]) -> Result<u64> {
         if blobs.is_empty() {
             return Ok(0);
         }
         let mut sent = 0u64;
         let mut seen = HashSet::new();
-        let unique: Vec<&(BlobHeader, Vec<u8>)> =
-            blobs.iter().filter(|(h, _)| seen.insert(h.id)).collect();
-        let ids: Vec<Id> = unique.iter().map(|(h, _)| h.id).collect();
+        let unique: Vec<&Blob> = blobs.iter().filter(|b| seen.insert(b.header.id)).collect();
+        let ids: Vec<Id> = unique.iter().flat_map(|b| b.ids()).collect();
         let lacking: HashSet<Id> = self.missing_counted(&ids, &mut sent)?.into_iter().collect();
-        let mut pending: Vec<&(BlobHeader, Vec<u8>)> = unique
+        // A record crosses when the peer lacks any chunk in it.
+        let mut pending: Vec<&Blob> = unique
             .into_iter()
-            .filter(|(h, _)| lacking.contains(&h.id))
+            .filter(|b| b.ids().iter().any(|id| lacking.contains(id)))
             .collect();
         let mut round = 0;
         while !pending.is_empty() {
             let rejected = self.send_blobs(&pending, &mut sent)?;
-            pending.retain(|(h, _)| rejected.contains(&h.id));
+            pending.retain(|b| rejected.contains(&b.header.id));
             if pending.is_empty() {
                 break;
             }
             round += 1;
-            let first = pending[0].0.id;
+            let first = pending[0].header.id;
             if round > MAX_RESENDS {
                 return Err(Error::Peer {
                     peer: self.url.clone(),
@@ -641,7 +644,7 @@ impl Store for Peer {
         Ok(sent)
     }
 
-    fn read_stored(&self, id: &Id) -> Result<(BlobHeader, Vec<u8>)> {
+    fn read_stored(&self, id: &Id) -> Result<Blob> {
         match self.fetch_blob(id) {
             Err(Error::Corrupt { what, reason }) => {
                 tracing::warn!(peer = %self.url, blob = %id, %reason, "blob arrived damaged; fetching it again");
@@ -806,26 +809,25 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-/// Checks one incoming blob: its stored bytes against their hash, and where the repository's
-/// keys are at hand (unencrypted), its content against its id. Encrypted repositories take only
-/// sealed blobs, so nothing readable is ever stored there.
+/// Checks one incoming record: its member table and stored bytes against their hash, and where
+/// the repository's keys are at hand (unencrypted), every chunk in it against its id. Encrypted
+/// repositories take only sealed records, so nothing readable is ever stored there.
 fn check_incoming(
     config: &Config,
     keys: Option<&Keys>,
-    h: &BlobHeader,
-    stored: &[u8],
+    blob: &Blob,
 ) -> std::result::Result<(), String> {
-    if blake3::hash(stored).as_bytes() != &h.blob_hash {
+    if !blob.hash_ok() {
         return Err("stored bytes do not match their hash".into());
     }
     if config.encrypted() {
-        if h.flags & FLAG_SEALED == 0 {
+        if blob.header.flags & FLAG_SEALED == 0 {
             return Err("unsealed blob offered to an encrypted repository".into());
         }
         return Ok(());
     }
     match keys {
-        Some(k) => decode_blob(k, h, stored)
+        Some(k) => decode_record(k, blob)
             .map(|_| ())
             .map_err(|e| e.to_string()),
         None => Ok(()),
@@ -926,7 +928,7 @@ impl RepoService {
                         "blob id must be 64 lowercase hex digits",
                     )
                 })?;
-                let (h, stored) = blocking(move || {
+                let blob = blocking(move || {
                     repo.refresh()?;
                     repo.read_stored(&id)
                 })
@@ -937,9 +939,9 @@ impl RepoService {
                     }
                     error_response(&e)
                 })?;
-                let mut out = Vec::with_capacity(BLOB_HEADER_LEN + stored.len());
-                h.encode(&mut out);
-                out.extend_from_slice(&stored);
+                let mut out = Vec::with_capacity(blob.record_len());
+                blob.encode_head(&mut out);
+                out.extend_from_slice(&blob.stored);
                 Ok(ok(OCTETS_TYPE, out))
             }
             (&Method::GET, "/v1/snapshots") => {
@@ -1021,26 +1023,41 @@ impl RepoService {
             })?;
             let config = repo.config().clone();
             let keys = config.keys(None).ok().flatten();
-            let ids: Vec<Id> = parsed.iter().map(|(h, _)| h.id).collect();
+            let ids: Vec<Id> = parsed
+                .iter()
+                .flat_map(|(h, members, _)| {
+                    if members.is_empty() {
+                        vec![h.id]
+                    } else {
+                        members.iter().map(|m| m.id).collect()
+                    }
+                })
+                .collect();
             let lacking: HashSet<Id> = repo
                 .missing(&ids)
                 .map_err(|e| error_response(&e))?
                 .into_iter()
                 .collect();
             let mut reply = BlobsReply::default();
-            let mut good: HashMap<Id, (BlobHeader, Vec<u8>)> = HashMap::new();
+            let mut good: HashMap<Id, Blob> = HashMap::new();
             let mut refused = HashSet::new();
-            for (h, stored) in parsed {
-                if !lacking.contains(&h.id) {
+            for (header, members, stored) in parsed {
+                let h = header;
+                let blob = Blob {
+                    header,
+                    members,
+                    stored: stored.to_vec(),
+                };
+                if !blob.ids().iter().any(|id| lacking.contains(id)) {
                     reply.already_held += 1;
                     continue;
                 }
                 if good.contains_key(&h.id) {
                     continue;
                 }
-                match check_incoming(&config, keys.as_ref(), &h, stored) {
+                match check_incoming(&config, keys.as_ref(), &blob) {
                     Ok(()) => {
-                        good.insert(h.id, (h, stored.to_vec()));
+                        good.insert(h.id, blob);
                     }
                     Err(reason) => {
                         tracing::warn!(%who, blob = %h.id, %reason, "rejected incoming blob; the sender will send it again");
@@ -1054,7 +1071,7 @@ impl RepoService {
             reply.rejected.retain(|hex| {
                 crate::chunk::parse_hex32(hex).is_none_or(|id| !good.contains_key(&Id(id)))
             });
-            let blobs: Vec<(BlobHeader, Vec<u8>)> = good.into_values().collect();
+            let blobs: Vec<Blob> = good.into_values().collect();
             reply.stored = blobs.len();
             reply.bytes = repo.write_pack(&blobs).map_err(|e| {
                 tracing::error!(error = %e, "cannot store incoming blobs");
@@ -1142,7 +1159,7 @@ impl Service for RepoService {
 mod tests {
     use super::*;
 
-    fn blob(data: &[u8]) -> (BlobHeader, Vec<u8>) {
+    fn blob(data: &[u8]) -> Blob {
         let h = BlobHeader {
             id: crate::chunk::blob_id(&[7; 32], data),
             flags: 0,
@@ -1150,23 +1167,48 @@ mod tests {
             stored_len: data.len() as u32,
             blob_hash: *blake3::hash(data).as_bytes(),
         };
-        (h, data.to_vec())
+        Blob {
+            header: h,
+            members: Vec::new(),
+            stored: data.to_vec(),
+        }
     }
 
     #[test]
     fn blob_bodies_round_trip() {
         let a = blob(b"hello");
         let b = blob(b"");
+        let keys = Keys {
+            id_key: [7; 32],
+            data: None,
+        };
+        let members = vec![
+            Member {
+                id: crate::chunk::blob_id(&[7; 32], b"one"),
+                len: 3,
+            },
+            Member {
+                id: crate::chunk::blob_id(&[7; 32], b"two"),
+                len: 3,
+            },
+        ];
+        let config = crate::repo::new_config(&crate::repo::InitOptions::default()).unwrap();
+        let f = crate::repo::BlobEncoder::new(&config)
+            .unwrap()
+            .encode_frame(&keys, members, b"onetwo")
+            .unwrap();
         let mut body = Vec::new();
-        for (h, s) in [&a, &b] {
-            h.encode(&mut body);
-            body.extend_from_slice(s);
+        for r in [&a, &b, &f] {
+            r.encode_head(&mut body);
+            body.extend_from_slice(&r.stored);
         }
         let parsed = parse_blobs(&body).unwrap();
-        assert_eq!(parsed.len(), 2);
-        assert_eq!(parsed[0].0, a.0);
-        assert_eq!(parsed[0].1, b"hello");
-        assert_eq!(parsed[1].1, b"");
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed[0].0, a.header);
+        assert_eq!(parsed[0].2, b"hello");
+        assert_eq!(parsed[1].2, b"");
+        assert_eq!((parsed[2].0, &parsed[2].1), (f.header, &f.members));
+        assert_eq!(decode_record(&keys, &f).unwrap(), b"onetwo");
         assert!(parse_blobs(&body[..body.len() - 1]).is_err());
         assert!(parse_blobs(&body[..10]).is_err());
     }
@@ -1218,7 +1260,7 @@ mod tests {
         let chunk = encode_blob(&config, &keys, b"file content", false).unwrap();
         let tree = format!(
             r#"{{"entries":[{{"name":"f","kind":"file","mode":420,"uid":0,"gid":0,"mtime_ns":0,"size":12,"chunks":["{}"]}}]}}"#,
-            chunk.0.id
+            chunk.header.id
         );
         let tree_blob = encode_blob(&config, &keys, tree.as_bytes(), true).unwrap();
         let snap = Snapshot {
@@ -1226,7 +1268,7 @@ mod tests {
             host: "h".into(),
             site: None,
             source: "/src".into(),
-            tree: tree_blob.0.id,
+            tree: tree_blob.header.id,
             parent: None,
             tags: Vec::new(),
             files: 1,
@@ -1235,12 +1277,12 @@ mod tests {
         };
         assert_eq!(
             first_missing(&repo, &keys, &snap).unwrap(),
-            Some(tree_blob.0.id)
+            Some(tree_blob.header.id)
         );
         repo.write_pack(std::slice::from_ref(&tree_blob)).unwrap();
         assert_eq!(
             first_missing(&repo, &keys, &snap).unwrap(),
-            Some(chunk.0.id)
+            Some(chunk.header.id)
         );
         repo.write_pack(std::slice::from_ref(&chunk)).unwrap();
         assert_eq!(first_missing(&repo, &keys, &snap).unwrap(), None);
