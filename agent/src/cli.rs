@@ -346,6 +346,13 @@ pub struct LoadgenArgs {
     /// With `--mix security`: distinct source addresses (and so correlation groups).
     #[arg(long, default_value_t = 100_000)]
     pub groups: u32,
+    /// Steady mode (a soak): this many events per second across all agents, for
+    /// `--duration-secs`, batches built as they go; `--events-per-agent` is then ignored.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// How long steady mode runs.
+    #[arg(long, default_value_t = 60, requires = "rate")]
+    pub duration_secs: u64,
     /// Output format.
     #[arg(long, default_value_t = OutputFormat::Text)]
     pub output_format: OutputFormat,
@@ -485,6 +492,8 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 collector_pid: a.collector_pid,
                 mix: a.mix,
                 groups: a.groups.max(1),
+                rate: a.rate,
+                duration: std::time::Duration::from_secs(a.duration_secs),
             }))?;
             match a.output_format {
                 OutputFormat::Text => {
@@ -515,6 +524,15 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                         mib(report.collector_rss_mib),
                         mib(report.collector_peak_rss_mib)
                     );
+                    for m in &report.minutes {
+                        println!(
+                            "minute {:>3}        {} events acked, ack p50 {:.1} ms  p99 {:.1} ms",
+                            m.minute, m.acked, m.p50_ms, m.p99_ms
+                        );
+                    }
+                    if a.rate.is_some() {
+                        println!("behind schedule   {:.2} s at the end", report.behind_secs);
+                    }
                 }
                 _ => println!("{}", serde_json::to_string(&report).unwrap_or_default()),
             }

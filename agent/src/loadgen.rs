@@ -39,6 +39,12 @@ pub struct LoadgenConfig {
     pub mix: Mix,
     /// Distinct source addresses in the security mix.
     pub groups: u32,
+    /// Steady mode: events per second across all agents, sent for `duration` (batches are
+    /// built as they are sent, so a soak of any length fits in memory); `events_per_agent` is
+    /// then ignored.
+    pub rate: Option<u64>,
+    /// How long steady mode runs.
+    pub duration: Duration,
 }
 
 /// What the generated events look like.
@@ -160,6 +166,26 @@ pub struct LoadgenReport {
     pub collector_peak_rss_mib: Option<f64>,
     /// Seconds spent building frames before the clock started.
     pub setup_secs: f64,
+    /// Steady mode: what each minute looked like (events acked, ack latency), to show whether
+    /// the collector keeps up or slowly falls behind.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub minutes: Vec<MinuteStat>,
+    /// Steady mode: how far behind its schedule the slowest simulated agent ended (s).
+    #[serde(default)]
+    pub behind_secs: f64,
+}
+
+/// One minute of a steady run.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct MinuteStat {
+    /// Minutes since the start.
+    pub minute: u32,
+    /// Events acknowledged for batches sent in that minute.
+    pub acked: u64,
+    /// Median ack latency (ms).
+    pub p50_ms: f64,
+    /// 99th percentile ack latency (ms).
+    pub p99_ms: f64,
 }
 
 /// Load generator errors.
@@ -200,6 +226,27 @@ fn frames_for(
     let mut left = events;
     while left > 0 {
         let n = per_batch.min(left);
+        frames.push((
+            batch_at(agent, first_seq, seq, n, mix, groups, agent_index)?,
+            n,
+        ));
+        seq += n as u64;
+        left -= n;
+    }
+    Ok(frames)
+}
+
+/// One batch of `n` events starting at sequence `seq` (`first_seq` is the agent's first).
+fn batch_at(
+    agent: &str,
+    first_seq: u64,
+    seq: u64,
+    n: usize,
+    mix: Mix,
+    groups: u32,
+    agent_index: u64,
+) -> Result<Bytes, LoadgenError> {
+    {
         let lines: Vec<(u64, Vec<u8>)> = (0..n)
             .map(|i| {
                 let mut e = if mix == Mix::Security {
@@ -220,11 +267,8 @@ fn frames_for(
             })
             .collect();
         let pairs: Vec<(u64, &[u8])> = lines.iter().map(|(s, j)| (*s, j.as_slice())).collect();
-        frames.push((Bytes::from(batch::encode(agent, &pairs, 3)?), n));
-        seq += n as u64;
-        left -= n;
+        Ok(Bytes::from(batch::encode(agent, &pairs, 3)?))
     }
-    Ok(frames)
 }
 
 fn rss_mib(pid: u32) -> (Option<f64>, Option<f64>) {
@@ -262,75 +306,85 @@ pub async fn run(config: LoadgenConfig) -> Result<LoadgenReport, LoadgenError> {
             tls::client_config(&files)?,
             Duration::from_secs(120),
         )?;
-        let frames = frames_for(
-            &name,
-            first_seq,
-            config.events_per_agent,
-            config.batch_events,
-            config.mix,
-            config.groups,
-            i as u64,
-        )?;
+        let frames = if config.rate.is_some() {
+            Vec::new()
+        } else {
+            frames_for(
+                &name,
+                first_seq,
+                config.events_per_agent,
+                config.batch_events,
+                config.mix,
+                config.groups,
+                i as u64,
+            )?
+        };
         work.push((name, client, frames));
     }
     let setup_secs = setup.elapsed().as_secs_f64();
 
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for (name, mut client, frames) in work {
+    // Steady mode: each agent sends one batch every `interval`, on an absolute schedule (a
+    // slow answer makes the next batch go at once, never shifts the schedule), agents staggered.
+    let steady = config.rate.map(|rate| {
+        let per_agent = rate.max(1) as f64 / config.agents.max(1) as f64;
+        Duration::from_secs_f64(config.batch_events as f64 / per_agent)
+    });
+    for (index, (name, mut client, frames)) in work.into_iter().enumerate() {
+        let config = config.clone();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(frames.len());
-            let (mut acked, mut dups, mut busy) = (0u64, 0u64, 0u64);
-            for (frame, n) in frames {
-                loop {
-                    let t = Instant::now();
-                    let resp = client
-                        .request(
-                            Method::POST,
-                            "/v1/ingest",
-                            "application/x-palisade-batch",
-                            frame.clone(),
-                        )
-                        .await?;
-                    if resp.status == StatusCode::SERVICE_UNAVAILABLE {
-                        busy += 1;
-                        let secs = resp.retry_after_secs.unwrap_or(1);
-                        tokio::time::sleep(Duration::from_millis(
-                            secs * 1000 / 4 + fastrand::u64(0..100),
-                        ))
-                        .await;
-                        continue;
+            let mut sent = Sent::default();
+            match steady {
+                None => {
+                    for (frame, n) in frames {
+                        send(&mut client, &name, frame, n, started, &mut sent).await?;
                     }
-                    if resp.status != StatusCode::OK {
-                        return Err(LoadgenError::Refused {
-                            agent: name.clone(),
-                            status: resp.status,
-                            body: resp.text(),
-                        });
+                }
+                Some(interval) => {
+                    let end = started + config.duration;
+                    let mut next =
+                        started + interval.mul_f64(index as f64 / config.agents.max(1) as f64);
+                    let mut seq = first_seq;
+                    while next < end {
+                        let n = config.batch_events;
+                        let frame = batch_at(
+                            &name,
+                            first_seq,
+                            seq,
+                            n,
+                            config.mix,
+                            config.groups,
+                            index as u64,
+                        )?;
+                        seq += n as u64;
+                        tokio::time::sleep_until(next.into()).await;
+                        send(&mut client, &name, frame, n, started, &mut sent).await?;
+                        next += interval;
                     }
-                    latencies.push(t.elapsed());
-                    let v: serde_json::Value =
-                        serde_json::from_slice(&resp.body).unwrap_or_default();
-                    acked += v
-                        .get("accepted")
-                        .and_then(|a| a.as_u64())
-                        .unwrap_or(n as u64);
-                    dups += v.get("duplicates").and_then(|a| a.as_u64()).unwrap_or(0);
-                    break;
+                    sent.behind = Instant::now().saturating_duration_since(next);
                 }
             }
-            Ok::<_, LoadgenError>((latencies, acked, dups, busy))
+            Ok::<_, LoadgenError>(sent)
         }));
     }
     let mut latencies = Vec::new();
+    let mut by_minute: std::collections::BTreeMap<u32, (u64, Vec<Duration>)> = Default::default();
     let (mut acked, mut dups, mut busy) = (0, 0, 0);
+    let mut behind = Duration::ZERO;
     for t in tasks {
         match t.await {
-            Ok(Ok((l, a, d, b))) => {
-                latencies.extend(l);
-                acked += a;
-                dups += d;
-                busy += b;
+            Ok(Ok(sent)) => {
+                for (minute, n, l) in &sent.batches {
+                    latencies.push(*l);
+                    let m = by_minute.entry(*minute).or_default();
+                    m.0 += n;
+                    m.1.push(*l);
+                }
+                acked += sent.acked;
+                dups += sent.dups;
+                busy += sent.busy;
+                behind = behind.max(sent.behind);
             }
             Ok(Err(e)) => return Err(e),
             Err(e) => {
@@ -344,12 +398,22 @@ pub async fn run(config: LoadgenConfig) -> Result<LoadgenReport, LoadgenError> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[i.min(latencies.len() - 1)].as_secs_f64() * 1000.0
+    let pct = |p: f64| percentile_ms(&latencies, p);
+    let minutes = if config.rate.is_some() {
+        by_minute
+            .into_iter()
+            .map(|(minute, (acked, mut l))| {
+                l.sort();
+                MinuteStat {
+                    minute,
+                    acked,
+                    p50_ms: percentile_ms(&l, 0.50),
+                    p99_ms: percentile_ms(&l, 0.99),
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
     };
     let (rss, peak) = config.collector_pid.map(rss_mib).unwrap_or((None, None));
     Ok(LoadgenReport {
@@ -366,5 +430,75 @@ pub async fn run(config: LoadgenConfig) -> Result<LoadgenReport, LoadgenError> {
         collector_rss_mib: rss,
         collector_peak_rss_mib: peak,
         setup_secs,
+        minutes,
+        behind_secs: behind.as_secs_f64(),
     })
+}
+
+/// The `p` quantile of sorted latencies, in ms.
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+/// What one simulated agent sent.
+#[derive(Default)]
+struct Sent {
+    /// (minute sent, events acked, ack latency) per batch.
+    batches: Vec<(u32, u64, Duration)>,
+    acked: u64,
+    dups: u64,
+    busy: u64,
+    behind: Duration,
+}
+
+/// Sends one batch until the collector takes it (503: wait as told, then again).
+async fn send(
+    client: &mut Client,
+    name: &str,
+    frame: Bytes,
+    n: usize,
+    started: Instant,
+    sent: &mut Sent,
+) -> Result<(), LoadgenError> {
+    let t = Instant::now();
+    let minute = (t.duration_since(started).as_secs() / 60) as u32;
+    loop {
+        let resp = client
+            .request(
+                Method::POST,
+                "/v1/ingest",
+                "application/x-palisade-batch",
+                frame.clone(),
+            )
+            .await?;
+        if resp.status == StatusCode::SERVICE_UNAVAILABLE {
+            sent.busy += 1;
+            let secs = resp.retry_after_secs.unwrap_or(1);
+            tokio::time::sleep(Duration::from_millis(
+                secs * 1000 / 4 + fastrand::u64(0..100),
+            ))
+            .await;
+            continue;
+        }
+        if resp.status != StatusCode::OK {
+            return Err(LoadgenError::Refused {
+                agent: name.to_string(),
+                status: resp.status,
+                body: resp.text(),
+            });
+        }
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+        let acked = v
+            .get("accepted")
+            .and_then(|a| a.as_u64())
+            .unwrap_or(n as u64);
+        sent.acked += acked;
+        sent.dups += v.get("duplicates").and_then(|a| a.as_u64()).unwrap_or(0);
+        sent.batches.push((minute, acked, t.elapsed()));
+        return Ok(());
+    }
 }

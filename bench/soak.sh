@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Soak: a steady stream of RATE events/s (security mix, GROUPS source addresses) from AGENTS
+# simulated agents over real mutual TLS into `serve` with the shipped Sigma rules and correlation
+# on, for MINUTES minutes, while an analyst queries every 10 s. Samples the collector's RSS every
+# 10 s and times every query; at the end checks that every acknowledged event is in the store
+# and that the correlator evaluated every one. Prints per-minute figures and a verdict on RSS
+# and latency drift (first third against last third of the run). Bounded: the load stops after
+# MINUTES, the wait for the correlator after 10 minutes more.
+# Usage: bench/soak.sh [MINUTES=30] [RATE=50000] [AGENTS=16] [GROUPS=100000]
+# Results: a table on stdout and $BENCH_DIR/soak.json (BENCH_DIR=/tmp/palisade-bench-soak).
+set -euo pipefail
+source "$(dirname "$0")/../scripts/common.sh"
+minutes="${1:-30}"; rate="${2:-50000}"; agents="${3:-16}"; groups="${4:-100000}"
+ensure_rust
+ensure_system_packages
+build_release >/dev/null 2>&1 || build_release
+C="$PALISADE_BIN/palisade-collector"; A="$PALISADE_BIN/palisade-agent"
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+BENCH_DIR="${BENCH_DIR:-/tmp/palisade-bench-soak}"
+mkdir -p "$BENCH_DIR"
+work="$(mktemp -d "$BENCH_DIR/run.XXXXXX")"; cpid=""; spid=""
+trap '[ -n "$spid" ] && kill $spid 2>/dev/null; [ -n "$cpid" ] && kill $cpid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+bench_pki "$work" "$agents"
+mkdir -p "$work/rules"
+cp "$repo"/signatures/sigma/*.yml "$work/rules/"
+bench_collector "$work" <<TOML
+[correlation]
+enabled = true
+rules_dir = "rules"
+max_state_entries = 4000000
+TOML
+q() { "$C" "$@" --collector "$url" --pki-dir "$work/pki" --as analyst; }
+
+# Sampler: RSS and store size every 10 s, and an analyst's queries, each timed.
+(
+    end=$(( $(date +%s) + minutes * 60 ))
+    while [ "$(date +%s)" -lt "$end" ]; do
+        t="$(date +%s)"
+        rss="$(awk '/VmRSS/{print $2}' /proc/$cpid/status 2>/dev/null || echo 0)"
+        disk="$(du -sk "$work/data" 2>/dev/null | cut -f1)"
+        for cmd in "events --since 5m --limit 100" "incidents --limit 20" "situation"; do
+            t0="$(date +%s%N)"
+            # shellcheck disable=SC2086
+            # Exit 1 is "nothing found" (an empty store at the very start), not a failure.
+            rc=0; err="$(q $cmd 2>&1 >/dev/null)" || rc=$?
+            if [ "$rc" -le 1 ]; then ok=1; else ok=0; echo "$t $cmd (exit $rc): $err" >> "$work/query-errors"; fi
+            t1="$(date +%s%N)"
+            echo "query $t \"$cmd\" $(( (t1 - t0) / 1000000 )) $ok"
+        done
+        echo "rss $t $rss $disk"
+        sleep $(( 10 - ($(date +%s) - t) > 0 ? 10 - ($(date +%s) - t) : 0 ))
+    done
+) > "$work/samples" &
+spid=$!
+
+echo "== soak: $rate events/s from $agents agents for $minutes min, correlation on ($(ls "$work/rules" | wc -l) rule files), queries every 10 s, $(nproc) cores"
+"$A" loadgen --collector "$url" --pki-dir "$work/pki" --agents "$agents" --mix security \
+    --groups "$groups" --batch-events 1000 --rate "$rate" --duration-secs $((minutes * 60)) \
+    --collector-pid "$cpid" --output-format json > "$work/report.json"
+wait "$spid" || true; spid=""
+acked="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["events_acked"])' "$work/report.json")"
+# The correlator is fed after the commit: wait (bounded) until it has evaluated every event.
+evaluated=0
+for _ in $(seq 1 600); do
+    q status --output-format json > "$work/status.json" 2>/dev/null || true
+    evaluated="$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print((s.get("correlation") or {}).get("events", 0))' "$work/status.json" 2>/dev/null || echo 0)"
+    [ "$evaluated" -ge "$acked" ] && break
+    sleep 1
+done
+q status --output-format json > "$work/status.json"
+python3 - "$work/report.json" "$work/status.json" "$work/samples" "$BENCH_DIR/soak.json" "$rate" "$minutes" <<'PY'
+import json, sys, statistics
+r = json.load(open(sys.argv[1])); s = json.load(open(sys.argv[2]))
+rate, minutes = int(sys.argv[5]), int(sys.argv[6])
+stored = s["store"]["events"]; c = s.get("correlation") or {}
+rss, queries = [], {}
+for line in open(sys.argv[3]):
+    f = line.split('"') if line.startswith("query") else line.split()
+    if line.startswith("rss"):
+        rss.append((int(f[1]), int(f[2]) / 1024, int(f[3] or 0) / 1024))
+    elif line.startswith("query"):
+        t = int(f[0].split()[1]); cmd = f[1]; ms, ok = f[2].split()
+        queries.setdefault(cmd, []).append((t, int(ms), int(ok)))
+print(f"sent at {rate} events/s for {minutes} min: {r['events_acked']} events acked in {r['elapsed_secs']:.0f} s "
+      f"= {r['events_per_sec']:.0f} events/s, {r['duplicates']} duplicates reported, {r['busy']} busy answers, "
+      f"{r['behind_secs']:.1f} s behind schedule at the end")
+print(f"store holds {stored} events ({'every acked event' if stored == r['events_acked'] else 'MISMATCH'}); "
+      f"correlation evaluated {c.get('events', 0)}; alerts {c.get('detection_alerts', 0)} detection + "
+      f"{c.get('correlation_alerts', 0)} correlation; groups {c.get('state_entries', 0)}")
+print("minute  acked/s  ack p50 ms  ack p99 ms")
+for m in r.get("minutes", []):
+    print(f"{m['minute']:>6}  {m['acked'] / 60:>7.0f}  {m['p50_ms']:>10.1f}  {m['p99_ms']:>10.1f}")
+def thirds(xs):
+    n = len(xs) // 3
+    return (xs[:n], xs[-n:]) if n else (xs, xs)
+a, b = thirds([x[1] for x in rss])
+print(f"RSS MiB: first third median {statistics.median(a):.0f}, last third median {statistics.median(b):.0f}, max {max(x[1] for x in rss):.0f}; store on disk at the end {rss[-1][2]:.0f} MiB")
+for cmd, xs in queries.items():
+    a, b = thirds([x[1] for x in xs])
+    fails = sum(1 for x in xs if not x[2])
+    print(f"query {cmd:<34} median {statistics.median([x[1] for x in xs]):>5.0f} ms, first third {statistics.median(a):>5.0f}, last third {statistics.median(b):>5.0f}, max {max(x[1] for x in xs):>5} ms, {fails} failed of {len(xs)}")
+json.dump({"report": r, "stored": stored, "correlation": c, "rss": rss, "queries": queries}, open(sys.argv[4], "w"))
+PY
+if [ -s "$work/query-errors" ]; then echo "failed queries (first 5):"; head -5 "$work/query-errors"; fi
+kill "$cpid"; wait "$cpid" 2>/dev/null || true; cpid=""
