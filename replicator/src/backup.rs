@@ -24,7 +24,9 @@ use crate::repo::format::{Blob, Member};
 use crate::repo::keys::Keys;
 use crate::repo::snapshot::{self, Snapshot};
 use crate::repo::tree::{Kind, Node, Tree, Xattr};
-use crate::repo::{decode_blob, BlobEncoder, Store, FRAME_TARGET_BYTES, PACK_TARGET_BYTES};
+use crate::repo::{
+    decode_blob, BlobEncoder, BufferPool, Store, FRAME_TARGET_BYTES, PACK_TARGET_BYTES,
+};
 
 /// What to back up and how.
 #[derive(Clone, Debug, Default)]
@@ -178,15 +180,21 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
     let config = store.config().clone();
 
     let (tx, rx) = mpsc::sync_channel::<Blob>(16);
+    // Stored-byte buffers go back from the writer to the readers.
+    let pool = std::sync::Arc::new(BufferPool::default());
     let (bytes_sent, tree) = std::thread::scope(|s| -> Result<(u64, Id)> {
         // The packer fills batches of ~16 MiB; a writer stores them (pack write, fsync,
         // index). One batch can wait between them, so compression goes on while a pack is
         // being made durable instead of stalling behind its fsync.
         let (batch_tx, batch_rx) = mpsc::sync_channel::<Vec<Blob>>(1);
+        let writer_pool = pool.clone();
         let writer = s.spawn(move || -> Result<u64> {
             let mut sent = 0u64;
             for batch in batch_rx {
                 sent += store.put_blobs(&batch)?;
+                for b in batch {
+                    writer_pool.give(b.stored);
+                }
             }
             Ok(sent)
         });
@@ -211,7 +219,8 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
         let mut workers = Vec::new();
         for _ in 0..threads {
             let tx = tx.clone();
-            let (files, results, known, next, config) = (&files, &results, &known, &next, &config);
+            let (files, results, known, next, config, pool) =
+                (&files, &results, &known, &next, &config, &pool);
             let (bytes_read, blobs_new, bytes_new, bytes_stored, failed, file_errors, progress) = (
                 &bytes_read,
                 &blobs_new,
@@ -223,7 +232,7 @@ pub fn backup(store: &dyn Store, keys: &Keys, opts: &BackupOptions) -> Result<Ba
             );
             workers.push(s.spawn(move || -> Result<()> {
                 let mut chunker = Chunker::new(config.chunker);
-                let mut encoder = BlobEncoder::new(config)?;
+                let mut encoder = BlobEncoder::with_pool(config, pool.clone())?;
                 // New chunks gather here, across files, until the frame is full.
                 let mut frame = Frame::default();
                 let mut flush = |frame: &mut Frame| -> Result<()> {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use crate::error::{Error, Result};
@@ -76,6 +76,22 @@ pub fn seal(cipher: &XChaCha20Poly1305, plain: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// [`seal`] into `out` (cleared first), encrypting in place: no allocation when `out` has the
+/// room, one copy of `plain`. The same layout: nonce, ciphertext, tag.
+pub fn seal_into(cipher: &XChaCha20Poly1305, plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let mut nonce = [0u8; 24];
+    getrandom::fill(&mut nonce).map_err(|e| Error::Key(format!("no randomness: {e}")))?;
+    out.clear();
+    out.reserve(24 + plain.len() + 16);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plain);
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), b"", &mut out[24..])
+        .map_err(|_| Error::Key("encryption failed".into()))?;
+    out.extend_from_slice(&tag);
+    Ok(())
+}
+
 /// Opens what [`seal`] made; `None` when the key is wrong or the bytes were altered.
 pub fn open(cipher: &XChaCha20Poly1305, sealed: &[u8]) -> Option<Vec<u8>> {
     if sealed.len() < 24 + 16 {
@@ -117,4 +133,21 @@ pub fn unwrap(master: &[u8; 32], wrapped: &[u8], key_file: &Path) -> Result<Keys
         id_key,
         data: Some(cipher(&data_key)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_in_place_opens_like_sealed() {
+        let c = cipher(&[9; 32]);
+        let mut out = vec![1, 2, 3];
+        seal_into(&c, b"frame bytes", &mut out).unwrap();
+        assert_eq!(out.len(), 24 + 11 + 16);
+        assert_eq!(open(&c, &out).unwrap(), b"frame bytes");
+        assert_eq!(open(&c, &seal(&c, b"").unwrap()).unwrap(), b"");
+        out[30] ^= 1;
+        assert!(open(&c, &out).is_none());
+    }
 }
