@@ -337,38 +337,59 @@ impl Spool {
     }
 
     /// Removes `seqs` from the queue; with `retain_at` (and a retention window) keeps them in
-    /// `acked` stamped with that time. Returns how many were in the queue.
+    /// `acked` stamped with that time. Returns how many were in the queue. One transaction over
+    /// both trees: a crash never leaves an event in neither (it used to: the deletes could reach
+    /// the disk without the copies, a hole in the replay window that `replay_after` skipped
+    /// silently).
     fn take(
         &self,
         st: &mut State,
         seqs: &[u64],
         retain_at: Option<u64>,
     ) -> Result<u64, SpoolError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
         let retain_at = retain_at.filter(|_| self.retain_acked_ms > 0);
-        let mut n = 0;
-        let mut keep = sled::Batch::default();
-        for seq in seqs {
-            let Some(v) = self
-                .events
-                .remove(seq.to_be_bytes())
-                .map_err(err("delete"))?
-            else {
-                continue;
-            };
-            st.bytes = st.bytes.saturating_sub(v.len() as u64);
+        // (bytes taken from the queue, bytes kept) per event moved.
+        let moved: Vec<(u64, Option<u64>)> = (&self.events, &self.acked)
+            .transaction(|(events, acked)| {
+                let mut moved = Vec::with_capacity(seqs.len());
+                for seq in seqs {
+                    let key = seq.to_be_bytes();
+                    let Some(v) = events.remove(&key)? else {
+                        continue;
+                    };
+                    let kept = match retain_at {
+                        Some(at) => {
+                            let mut kept = Vec::with_capacity(8 + v.len());
+                            kept.extend_from_slice(&at.to_be_bytes());
+                            kept.extend_from_slice(&v);
+                            let n = kept.len() as u64;
+                            acked.insert(&key, kept)?;
+                            Some(n)
+                        }
+                        None => None,
+                    };
+                    moved.push((v.len() as u64, kept));
+                }
+                Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(moved)
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(source) => SpoolError::Sled {
+                    context: "move acknowledged events",
+                    source,
+                },
+                TransactionError::Abort(never) => match never {},
+            })?;
+        for (bytes, kept) in &moved {
+            st.bytes = st.bytes.saturating_sub(*bytes);
             st.count = st.count.saturating_sub(1);
-            n += 1;
-            if let Some(at) = retain_at {
-                let mut kept = Vec::with_capacity(8 + v.len());
-                kept.extend_from_slice(&at.to_be_bytes());
-                kept.extend_from_slice(&v);
-                st.acked_bytes += kept.len() as u64;
+            if let Some(k) = kept {
+                st.acked_bytes += k;
                 st.acked_count += 1;
-                keep.insert(&seq.to_be_bytes(), kept);
             }
         }
-        self.acked.apply_batch(keep).map_err(err("retain acked"))?;
-        Ok(n)
+        Ok(moved.len() as u64)
     }
 
     /// Drops retained events acknowledged `retain_acked_secs` or more before `now_ms`, oldest

@@ -314,6 +314,8 @@ pub struct Agent {
     child: Option<Child>,
     /// Its config.
     pub config: PathBuf,
+    /// Its data directory (the spool is `data_dir/spool`).
+    pub data_dir: PathBuf,
     /// Its log.
     pub log: PathBuf,
 }
@@ -330,9 +332,10 @@ impl Agent {
         } else {
             "[ship]\nmax_backoff_ms = 1000\n"
         };
+        let data_dir = dir.join(format!("{name}-data"));
         let toml = format!(
             "collector = \"{url}\"\ndata_dir = \"{}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{ship}{extra_toml}\n",
-            dir.join(format!("{name}-data")).display(),
+            data_dir.display(),
             pki.ca().display(),
             pki.cert(name).display(),
             pki.key(name).display(),
@@ -359,8 +362,24 @@ impl Agent {
         Agent {
             child: Some(child),
             config,
+            data_dir,
             log,
         }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still running (false once it exited or was killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGTERM and wait for a clean exit; returns whether it exited by itself.
@@ -376,10 +395,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill();
     }
 }
 

@@ -4,8 +4,9 @@
 
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
-use palisade_tests::{is_root, run, run_ok, Tmpfs};
+use palisade_tests::{is_root, run, run_ok, wait_for, Agent, Collector, Pki, Tmpfs};
 
 use crate::replication::{assert_latest_restores, json, peer_args, served, verify_read_data};
 
@@ -161,4 +162,109 @@ fn replicator_serve_on_a_full_disk_refuses_clearly_keeps_serving_and_resumes() {
     serve.stop();
     assert!(leftovers(&repo).is_empty(), "{:?}", leftovers(&repo));
     verify_read_data(&repo);
+}
+
+/// Which lines of `log` mention `needle` (at most `n`), for failure messages.
+fn lines_with(log: &str, needle: &str, n: usize) -> String {
+    log.lines()
+        .filter(|l| l.contains(needle))
+        .take(n)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn collector_store_on_a_full_disk_refuses_ingest_clearly_and_resumes_when_space_returns() {
+    if !is_root() {
+        println!("{SKIP}");
+        return;
+    }
+    const N: u64 = 150_000;
+    let t = tempfile::tempdir().unwrap();
+    let pki = Pki::init(&t.path().join("pki"));
+    pki.issue("agent", "probe-f");
+    let cdir = t.path().join("collector");
+    // Room for roughly 130k of the 150k synthetic events.
+    let disk = Tmpfs::mount(&cdir.join("data"), 6);
+    let mut collector = Collector::start(&cdir, &pki, 0, "");
+    let agent = Agent::start(
+        &t.path().join("agent"),
+        &pki,
+        "probe-f",
+        &collector.url,
+        &format!("[heartbeat]\ninterval_secs = 1\n[synthetic]\nevents = {N}\nrate_per_sec = 20000\n[ship]\nmax_batch_events = 1000\nmax_backoff_ms = 500\n"),
+    );
+    // The disk fills: the collector refuses with the reason, the agent keeps its spool and
+    // retries (several refusals, so the store is hit more than once while full).
+    let refusals = || agent.log_text().matches("store write failed").count();
+    let full = wait_for(Duration::from_secs(120), || (refusals() >= 4).then_some(()));
+    let clog = collector.log_text();
+    assert!(
+        full.is_some(),
+        "the agent was not refused 4 times; agent log:\n{}\ncollector log:\n{clog}",
+        agent.log_text()
+    );
+    let refusal = lines_with(&agent.log_text(), "store write failed", 1);
+    assert!(
+        refusal.contains("No space left on device") && refusal.contains("collector/data"),
+        "the refusal names the reason and the file: {refusal}"
+    );
+    assert!(!clog.contains("panicked"), "{clog}");
+    // Still serving queries, and what was acknowledged is there.
+    let before = collector.events(&pki, &["--agent", "probe-f", "--kind", "synthetic"]);
+    assert!(
+        !before.is_empty() && (before.len() as u64) < N,
+        "{}",
+        before.len()
+    );
+    let spooled = agent.log_text();
+    assert!(!spooled.contains("spool full"), "{spooled}");
+
+    // Space returns: ingest resumes by itself, every event exactly once.
+    disk.resize(256);
+    let events = wait_for(Duration::from_secs(120), || {
+        let e = collector.events(&pki, &["--agent", "probe-f", "--kind", "synthetic"]);
+        (e.len() as u64 >= N).then_some(e)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "ingest did not resume; collector log:\n{}\nagent log:\n{}",
+            collector.log_text(),
+            agent.log_text()
+        )
+    });
+    crate::delivery::assert_exactly_once(&events, N);
+    // No corruption: after a SIGKILL the store opens with the same events, and the audit log
+    // (which lives on the same full disk) verifies.
+    drop(agent);
+    collector.kill();
+    collector.restart();
+    let again = collector.events(&pki, &["--agent", "probe-f", "--kind", "synthetic"]);
+    crate::delivery::assert_exactly_once(&again, N);
+    collector.kill();
+    let out = run(
+        "palisade-collector",
+        &[
+            "audit",
+            "verify",
+            "--config",
+            collector.config.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr_of(&out)
+    );
+    println!(
+        "collector full disk: {} refusals while full, {} events stored before the resize, {N} after, exactly once; audit verified",
+        refusals_at(&collector.log_text()),
+        before.len()
+    );
+}
+
+fn refusals_at(collector_log: &str) -> usize {
+    collector_log.matches("store write failed").count()
 }

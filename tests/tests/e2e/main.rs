@@ -10,6 +10,7 @@ mod delivery;
 mod disk_full;
 mod drills;
 mod integrity;
+mod kills;
 mod listing;
 mod network;
 mod refusals;
