@@ -324,6 +324,18 @@ impl Agent {
     /// Writes a config for agent `name` under `dir` pointed at `url`, and starts it.
     /// `extra_toml` is appended (e.g. a `[synthetic]` table).
     pub fn start(dir: &Path, pki: &Pki, name: &str, url: &str, extra_toml: &str) -> Agent {
+        Self::start_with_env(dir, pki, name, url, extra_toml, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables for the process (e.g. libfaketime's).
+    pub fn start_with_env(
+        dir: &Path,
+        pki: &Pki,
+        name: &str,
+        url: &str,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+    ) -> Agent {
         std::fs::create_dir_all(dir).expect("agent dir");
         let config = dir.join(format!("{name}.toml"));
         // Tests want quick reconnects; a test's own [ship] table takes over entirely.
@@ -355,6 +367,7 @@ impl Agent {
                 std::env::var("PALISADE_TEST_AGENT_LOG")
                     .unwrap_or_else(|_| "info,palisade_agent::integrity=debug".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

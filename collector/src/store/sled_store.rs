@@ -217,7 +217,7 @@ impl SledStore {
         let Ok(st) = nix::sys::statvfs::statvfs(&self.dir) else {
             return Ok(());
         };
-        let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+        let free = st.blocks_available().saturating_mul(st.fragment_size());
         if free < self.min_free_bytes {
             return Err(StoreError::DiskFull {
                 dir: self.dir.clone(),

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod backup_crash;
+mod clock;
 mod correlation;
 mod delivery;
 mod disk_full;
