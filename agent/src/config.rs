@@ -32,6 +32,10 @@ pub struct SpoolConfig {
     /// its store reaches). Keep it above the interval between the collector's backups; 0 keeps
     /// nothing.
     pub retain_acked_secs: u64,
+    /// Free space to leave on the spool's disk: below it appends are refused (with an error
+    /// saying so) before the spool writes anything, and events sources had to drop meanwhile
+    /// are counted in a `gap` event once space returns. 0 turns the check off.
+    pub min_free_bytes: u64,
 }
 
 impl Default for SpoolConfig {
@@ -39,6 +43,7 @@ impl Default for SpoolConfig {
         SpoolConfig {
             max_bytes: 1 << 30,
             retain_acked_secs: 86_400,
+            min_free_bytes: crate::spool::DEFAULT_MIN_FREE_BYTES,
         }
     }
 }

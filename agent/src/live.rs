@@ -22,8 +22,10 @@ fn spool_events(spool: &Spool, events: &mut Vec<Event>) {
     if events.is_empty() {
         return;
     }
+    let n = events.len() as u64;
     if let Err(e) = spool.append(std::mem::take(events)) {
         tracing::error!(error = %e, "cannot spool network events; they are lost");
+        spool.note_lost(n, &e.to_string());
     }
 }
 

@@ -86,7 +86,8 @@ pub fn open_spool(config: &AgentConfig, agent_id: &str) -> Result<Arc<Spool>, Ru
             agent_id,
             config.spool.max_bytes,
         )?
-        .retain_acked_secs(config.spool.retain_acked_secs),
+        .retain_acked_secs(config.spool.retain_acked_secs)
+        .min_free_bytes(config.spool.min_free_bytes),
     ))
 }
 

@@ -30,12 +30,20 @@ fn host_uptime() -> Option<u64> {
     Some(secs as u64)
 }
 
-async fn append(spool: &Arc<Spool>, events: Vec<Event>) -> bool {
+/// Spools `events`; on failure either drops them (`retry` false: counted in a `gap` event once
+/// the spool takes events again) or leaves them to the caller to offer again.
+async fn append(spool: &Arc<Spool>, events: Vec<Event>, retry: bool) -> bool {
     let s = spool.clone();
+    let n = events.len() as u64;
     match tokio::task::spawn_blocking(move || s.append(events)).await {
         Ok(Ok(_)) => true,
+        Ok(Err(e)) if retry => {
+            tracing::error!(error = %e, "cannot spool events; will retry");
+            false
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "cannot spool events; they are lost");
+            spool.note_lost(n, &e.to_string());
             false
         }
         Err(e) => {
@@ -132,7 +140,7 @@ pub async fn run_heartbeats(
             net.as_deref(),
             integrity.as_deref(),
         );
-        append(&spool, vec![e]).await;
+        append(&spool, vec![e], false).await;
     }
 }
 
@@ -163,7 +171,7 @@ pub async fn run_synthetic(
                 e
             })
             .collect();
-        if !append(&spool, events).await {
+        if !append(&spool, events, true).await {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }

@@ -8,9 +8,12 @@
 //! sequences never repeat, even after the spool empties and the agent restarts. Over the byte cap
 //! (pending and retained together), retained events go first, silently (they were delivered);
 //! then the oldest pending events are dropped and one `gap` event records how many and which
-//! sequences.
+//! sequences. Below `min_free_bytes` of free space on the spool's disk, appends are refused
+//! before sled writes anything (sled stays failed after an ENOSPC until the process restarts);
+//! what sources had to drop meanwhile ([`Spool::note_lost`]) is recorded by one `gap` event at
+//! the next append that succeeds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +24,8 @@ const NEXT_SEQ: &[u8] = b"next_seq";
 const ACKED_THROUGH: &[u8] = b"acked_through";
 /// Default for [`Spool::retain_acked_secs`].
 const DEFAULT_RETAIN_ACKED_SECS: u64 = 86_400;
+/// Default for [`Spool::min_free_bytes`].
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 32 << 20;
 
 /// Spool errors.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +37,16 @@ pub enum SpoolError {
         context: &'static str,
         /// sled's error.
         source: sled::Error,
+    },
+    /// The spool's disk is (nearly) full: nothing was written.
+    #[error("spool disk full: {dir} has {free} bytes free, below spool.min_free_bytes ({min_free}); events are not spooled until space returns")]
+    DiskFull {
+        /// The spool directory.
+        dir: PathBuf,
+        /// Bytes available to the agent there.
+        free: u64,
+        /// The configured reserve.
+        min_free: u64,
     },
 }
 
@@ -69,6 +84,10 @@ struct State {
     acked_bytes: u64,
     acked_count: u64,
     acked_through: u64,
+    /// Events sources could not spool and dropped, not yet recorded by a `gap` event.
+    unspooled: u64,
+    /// Why (the last error).
+    unspooled_why: String,
 }
 
 /// One spooled event.
@@ -84,6 +103,8 @@ pub struct Spooled {
 #[derive(Debug)]
 pub struct Spool {
     db: sled::Db,
+    dir: PathBuf,
+    min_free_bytes: u64,
     events: sled::Tree,
     acked: sled::Tree,
     meta: sled::Tree,
@@ -139,6 +160,8 @@ impl Spool {
             .unwrap_or(1);
         Ok(Spool {
             db,
+            dir: dir.to_path_buf(),
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             events,
             acked,
             meta,
@@ -149,6 +172,8 @@ impl Spool {
                 acked_bytes,
                 acked_count,
                 acked_through,
+                unspooled: 0,
+                unspooled_why: String::new(),
             }),
             max_bytes,
             retain_acked_ms: DEFAULT_RETAIN_ACKED_SECS * 1000,
@@ -164,6 +189,36 @@ impl Spool {
         self
     }
 
+    /// Refuses appends while less than `bytes` are free on the spool's disk (0: never).
+    pub fn min_free_bytes(mut self, bytes: u64) -> Self {
+        self.min_free_bytes = bytes;
+        self
+    }
+
+    /// A source could not spool `n` events and dropped them (`why`: the error). The next
+    /// append that succeeds records them in a `gap` event first.
+    pub fn note_lost(&self, n: u64, why: &str) {
+        let mut st = self.lock();
+        st.unspooled += n;
+        st.unspooled_why = why.to_string();
+        drop(st);
+        self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn check_space(&self) -> Result<(), SpoolError> {
+        if self.min_free_bytes == 0 {
+            return Ok(());
+        }
+        match free_bytes(&self.dir) {
+            Some(free) if free < self.min_free_bytes => Err(SpoolError::DiskFull {
+                dir: self.dir.clone(),
+                free,
+                min_free: self.min_free_bytes,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -174,7 +229,23 @@ impl Spool {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        self.check_space()?;
         let mut st = self.lock();
+        if st.unspooled > 0 {
+            let (n, why) = (st.unspooled, std::mem::take(&mut st.unspooled_why));
+            st.unspooled = 0;
+            tracing::warn!(
+                dropped = n,
+                "spool writable again; recording the events dropped meanwhile"
+            );
+            let mut gap = Event::new(&self.agent_id, EventKind::Gap, Severity::High)
+                .with_message(format!(
+                    "spool write failed: dropped {n} events that could not be spooled ({why})"
+                ))
+                .with_details(json!({ "dropped": n, "reason": why }));
+            gap.event.action = Some("spool-write-failed".into());
+            self.push_event(&mut st, gap)?;
+        }
         let mut seqs = Vec::with_capacity(events.len());
         let mut batch = sled::Batch::default();
         for mut e in events {
@@ -337,38 +408,59 @@ impl Spool {
     }
 
     /// Removes `seqs` from the queue; with `retain_at` (and a retention window) keeps them in
-    /// `acked` stamped with that time. Returns how many were in the queue.
+    /// `acked` stamped with that time. Returns how many were in the queue. One transaction over
+    /// both trees: a crash never leaves an event in neither (it used to: the deletes could reach
+    /// the disk without the copies, a hole in the replay window that `replay_after` skipped
+    /// silently).
     fn take(
         &self,
         st: &mut State,
         seqs: &[u64],
         retain_at: Option<u64>,
     ) -> Result<u64, SpoolError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
         let retain_at = retain_at.filter(|_| self.retain_acked_ms > 0);
-        let mut n = 0;
-        let mut keep = sled::Batch::default();
-        for seq in seqs {
-            let Some(v) = self
-                .events
-                .remove(seq.to_be_bytes())
-                .map_err(err("delete"))?
-            else {
-                continue;
-            };
-            st.bytes = st.bytes.saturating_sub(v.len() as u64);
+        // (bytes taken from the queue, bytes kept) per event moved.
+        let moved: Vec<(u64, Option<u64>)> = (&self.events, &self.acked)
+            .transaction(|(events, acked)| {
+                let mut moved = Vec::with_capacity(seqs.len());
+                for seq in seqs {
+                    let key = seq.to_be_bytes();
+                    let Some(v) = events.remove(&key)? else {
+                        continue;
+                    };
+                    let kept = match retain_at {
+                        Some(at) => {
+                            let mut kept = Vec::with_capacity(8 + v.len());
+                            kept.extend_from_slice(&at.to_be_bytes());
+                            kept.extend_from_slice(&v);
+                            let n = kept.len() as u64;
+                            acked.insert(&key, kept)?;
+                            Some(n)
+                        }
+                        None => None,
+                    };
+                    moved.push((v.len() as u64, kept));
+                }
+                Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(moved)
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(source) => SpoolError::Sled {
+                    context: "move acknowledged events",
+                    source,
+                },
+                TransactionError::Abort(never) => match never {},
+            })?;
+        for (bytes, kept) in &moved {
+            st.bytes = st.bytes.saturating_sub(*bytes);
             st.count = st.count.saturating_sub(1);
-            n += 1;
-            if let Some(at) = retain_at {
-                let mut kept = Vec::with_capacity(8 + v.len());
-                kept.extend_from_slice(&at.to_be_bytes());
-                kept.extend_from_slice(&v);
-                st.acked_bytes += kept.len() as u64;
+            if let Some(k) = kept {
+                st.acked_bytes += k;
                 st.acked_count += 1;
-                keep.insert(&seq.to_be_bytes(), kept);
             }
         }
-        self.acked.apply_batch(keep).map_err(err("retain acked"))?;
-        Ok(n)
+        Ok(moved.len() as u64)
     }
 
     /// Drops retained events acknowledged `retain_acked_secs` or more before `now_ms`, oldest
@@ -502,6 +594,20 @@ impl Spool {
     pub fn flush(&self) -> Result<(), SpoolError> {
         self.db.flush().map(|_| ()).map_err(err("flush"))
     }
+}
+
+/// Bytes available to an unprivileged writer on the filesystem holding `dir`.
+#[allow(unsafe_code)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; statvfs only writes into `st`.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 fn now_ms() -> u64 {
@@ -730,6 +836,32 @@ mod tests {
         assert_eq!(s.depth().0, 1);
         assert_eq!(s.replay_after(1).unwrap().replayed, 2);
         assert_eq!(seqs(&s.peek(100, 1 << 20).unwrap()), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn a_disk_below_the_reserve_refuses_appends_and_drops_are_recorded_once_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), "a", 1 << 20)
+            .unwrap()
+            .min_free_bytes(u64::MAX);
+        let e = s.append(vec![ev()]).unwrap_err().to_string();
+        assert!(
+            e.contains("spool disk full") && e.contains("min_free_bytes"),
+            "{e}"
+        );
+        assert_eq!(s.depth().0, 0, "nothing written");
+        s.note_lost(3, "disk full");
+        let s = s.min_free_bytes(0);
+        assert_eq!(s.append(vec![ev()]).unwrap(), vec![2]);
+        let all = s.peek(10, 1 << 20).unwrap();
+        assert_eq!(seqs(&all), vec![1, 2]);
+        let gap: Event = serde_json::from_slice(&all[0].json).unwrap();
+        assert_eq!(gap.kind(), EventKind::Gap);
+        assert_eq!(gap.palisade.unwrap()["dropped"], 3);
+        assert_eq!(s.counters.dropped.load(Ordering::Relaxed), 3);
+        // Recorded once.
+        s.append(vec![ev()]).unwrap();
+        assert_eq!(s.depth().0, 3);
     }
 
     #[test]

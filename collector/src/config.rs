@@ -39,6 +39,11 @@ pub struct IngestConfig {
     pub max_group_events: usize,
     /// Seconds agents are told to wait (Retry-After) when the write queue is full.
     pub retry_after_secs: u64,
+    /// Free space to leave on the store's disk: below it batches are refused (HTTP 500 naming
+    /// the directory and the free bytes; agents keep them and retry) before anything is
+    /// written. sled stays failed after it meets a full disk until the collector restarts, so
+    /// this reserve is what lets ingest resume by itself when space returns. 0: no check.
+    pub min_free_bytes: u64,
 }
 
 impl Default for IngestConfig {
@@ -50,6 +55,7 @@ impl Default for IngestConfig {
             write_queue_batches: 64,
             max_group_events: 50_000,
             retry_after_secs: 1,
+            min_free_bytes: 64 << 20,
         }
     }
 }

@@ -106,8 +106,10 @@ pub async fn serve(
         context: format!("cannot create data dir {}", config.data_dir.display()),
         source,
     })?;
-    let store: Arc<dyn EventStore> =
-        Arc::new(SledStore::open(&config.data_dir.join("store"), 64 << 20)?);
+    let store: Arc<dyn EventStore> = Arc::new(
+        SledStore::open(&config.data_dir.join("store"), 64 << 20)?
+            .with_min_free_bytes(config.ingest.min_free_bytes),
+    );
     let metrics = Arc::new(IngestMetrics::default());
     let forwarders = crate::forward::Forwarders::start(&config.forward)?;
     let mut sinks: Vec<Arc<dyn crate::ingest::CommitSink>> = Vec::new();

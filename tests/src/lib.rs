@@ -314,6 +314,8 @@ pub struct Agent {
     child: Option<Child>,
     /// Its config.
     pub config: PathBuf,
+    /// Its data directory (the spool is `data_dir/spool`).
+    pub data_dir: PathBuf,
     /// Its log.
     pub log: PathBuf,
 }
@@ -322,6 +324,18 @@ impl Agent {
     /// Writes a config for agent `name` under `dir` pointed at `url`, and starts it.
     /// `extra_toml` is appended (e.g. a `[synthetic]` table).
     pub fn start(dir: &Path, pki: &Pki, name: &str, url: &str, extra_toml: &str) -> Agent {
+        Self::start_with_env(dir, pki, name, url, extra_toml, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables for the process (e.g. libfaketime's).
+    pub fn start_with_env(
+        dir: &Path,
+        pki: &Pki,
+        name: &str,
+        url: &str,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+    ) -> Agent {
         std::fs::create_dir_all(dir).expect("agent dir");
         let config = dir.join(format!("{name}.toml"));
         // Tests want quick reconnects; a test's own [ship] table takes over entirely.
@@ -330,9 +344,10 @@ impl Agent {
         } else {
             "[ship]\nmax_backoff_ms = 1000\n"
         };
+        let data_dir = dir.join(format!("{name}-data"));
         let toml = format!(
             "collector = \"{url}\"\ndata_dir = \"{}\"\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{ship}{extra_toml}\n",
-            dir.join(format!("{name}-data")).display(),
+            data_dir.display(),
             pki.ca().display(),
             pki.cert(name).display(),
             pki.key(name).display(),
@@ -352,6 +367,7 @@ impl Agent {
                 std::env::var("PALISADE_TEST_AGENT_LOG")
                     .unwrap_or_else(|_| "info,palisade_agent::integrity=debug".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -359,8 +375,24 @@ impl Agent {
         Agent {
             child: Some(child),
             config,
+            data_dir,
             log,
         }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still running (false once it exited or was killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGTERM and wait for a clean exit; returns whether it exited by itself.
@@ -376,10 +408,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill();
     }
 }
 

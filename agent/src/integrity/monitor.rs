@@ -214,8 +214,10 @@ impl Monitor {
         if events.is_empty() {
             return;
         }
+        let n = events.len() as u64;
         if let Err(e) = self.spool.append(events) {
             tracing::error!(error = %e, "cannot spool integrity events; they are lost");
+            self.spool.note_lost(n, &e.to_string());
         }
     }
 

@@ -32,6 +32,16 @@ pub enum StoreError {
         /// The error.
         source: std::io::Error,
     },
+    /// The store's disk has less free space than the configured reserve: nothing was written.
+    #[error("store disk full: {dir} has {free} bytes free, below ingest.min_free_bytes ({min_free}); batches are refused until space returns")]
+    DiskFull {
+        /// The store directory.
+        dir: std::path::PathBuf,
+        /// Bytes available there.
+        free: u64,
+        /// The configured reserve.
+        min_free: u64,
+    },
     /// Stored bytes that do not decode.
     #[error("corrupt store record in {tree}: {reason}")]
     Corrupt {

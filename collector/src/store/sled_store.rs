@@ -71,6 +71,9 @@ fn seqset_key(agent: &str) -> Vec<u8> {
 /// The sled event store.
 pub struct SledStore {
     db: sled::Db,
+    dir: std::path::PathBuf,
+    /// Below this many free bytes on `dir`'s disk, writes are refused before sled is touched.
+    min_free_bytes: u64,
     files: SegmentFiles,
     agents: sled::Tree,
     days: Mutex<HashMap<i64, sled::Tree>>,
@@ -192,11 +195,37 @@ impl SledStore {
         let agents = db.open_tree("agents").map_err(sled_err("open agents"))?;
         Ok(SledStore {
             db,
+            dir: dir.to_path_buf(),
+            min_free_bytes: 0,
             files,
             agents,
             days: Mutex::new(HashMap::new()),
             seqsets: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Refuses writes while less than `bytes` are free on the store's disk (0: never).
+    pub fn with_min_free_bytes(mut self, bytes: u64) -> Self {
+        self.min_free_bytes = bytes;
+        self
+    }
+
+    fn check_space(&self) -> Result<(), StoreError> {
+        if self.min_free_bytes == 0 {
+            return Ok(());
+        }
+        let Ok(st) = nix::sys::statvfs::statvfs(&self.dir) else {
+            return Ok(());
+        };
+        let free = st.blocks_available().saturating_mul(st.fragment_size());
+        if free < self.min_free_bytes {
+            return Err(StoreError::DiskFull {
+                dir: self.dir.clone(),
+                free,
+                min_free: self.min_free_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn day(&self, index: i64) -> Result<sled::Tree, StoreError> {
@@ -453,6 +482,7 @@ struct AgentDelta {
 
 impl EventStore for SledStore {
     fn write(&self, batches: &[&Batch]) -> Result<Vec<BatchOutcome>, StoreError> {
+        self.check_space()?;
         let mut outcomes = Vec::with_capacity(batches.len());
         let mut staged: HashMap<(i64, String), SeqSet> = HashMap::new();
         let mut open: HashMap<(i64, &str), Builder> = HashMap::new();

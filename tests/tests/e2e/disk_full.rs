@@ -4,8 +4,9 @@
 
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
-use palisade_tests::{is_root, run, run_ok, Tmpfs};
+use palisade_tests::{is_root, run, run_ok, wait_for, Agent, Collector, Pki, Tmpfs};
 
 use crate::replication::{assert_latest_restores, json, peer_args, served, verify_read_data};
 
@@ -161,4 +162,274 @@ fn replicator_serve_on_a_full_disk_refuses_clearly_keeps_serving_and_resumes() {
     serve.stop();
     assert!(leftovers(&repo).is_empty(), "{:?}", leftovers(&repo));
     verify_read_data(&repo);
+}
+
+/// Which lines of `log` mention `needle` (at most `n`), for failure messages.
+fn lines_with(log: &str, needle: &str, n: usize) -> String {
+    log.lines()
+        .filter(|l| l.contains(needle))
+        .take(n)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn collector_store_on_a_full_disk_refuses_ingest_clearly_and_resumes_when_space_returns() {
+    if !is_root() {
+        println!("{SKIP}");
+        return;
+    }
+    const N: u64 = 150_000;
+    let t = tempfile::tempdir().unwrap();
+    let pki = Pki::init(&t.path().join("pki"));
+    pki.issue("agent", "probe-f");
+    let cdir = t.path().join("collector");
+    // Room for roughly 130k of the 150k synthetic events above a 2 MiB reserve.
+    let disk = Tmpfs::mount(&cdir.join("data"), 8);
+    let mut collector = Collector::start(&cdir, &pki, 0, "[ingest]\nmin_free_bytes = 2097152\n");
+    let agent = Agent::start(
+        &t.path().join("agent"),
+        &pki,
+        "probe-f",
+        &collector.url,
+        &format!("[heartbeat]\ninterval_secs = 1\n[synthetic]\nevents = {N}\nrate_per_sec = 20000\n[ship]\nmax_batch_events = 1000\nmax_backoff_ms = 500\n"),
+    );
+    // The disk fills: the collector refuses with the reason, the agent keeps its spool and
+    // retries (several refusals, so the store is hit more than once while full).
+    let refusals = || agent.log_text().matches("store write failed").count();
+    let full = wait_for(Duration::from_secs(120), || (refusals() >= 4).then_some(()));
+    let clog = collector.log_text();
+    assert!(
+        full.is_some(),
+        "the agent was not refused 4 times; agent log:\n{}\ncollector log:\n{clog}",
+        agent.log_text()
+    );
+    let refusal = lines_with(&agent.log_text(), "store write failed", 1);
+    assert!(
+        refusal.contains("store disk full") && refusal.contains("collector/data/store"),
+        "the refusal names the reason and the directory: {refusal}"
+    );
+    // The reserve kept sled from meeting the full disk itself (it would stay failed until a
+    // restart).
+    assert!(!clog.contains("No space left on device"), "{clog}");
+    assert!(!clog.contains("panicked"), "{clog}");
+    // Still serving queries, and what was acknowledged is there.
+    let before = collector.events(&pki, &["--agent", "probe-f", "--kind", "synthetic"]);
+    assert!(
+        !before.is_empty() && (before.len() as u64) < N,
+        "{}",
+        before.len()
+    );
+    let spooled = agent.log_text();
+    assert!(!spooled.contains("spool full"), "{spooled}");
+
+    // Space returns: ingest resumes by itself, every event exactly once.
+    disk.resize(256);
+    let events = wait_for(Duration::from_secs(120), || {
+        let e = collector.events(&pki, &["--agent", "probe-f", "--kind", "synthetic"]);
+        (e.len() as u64 >= N).then_some(e)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "ingest did not resume; collector log:\n{}\nagent log:\n{}",
+            collector.log_text(),
+            agent.log_text()
+        )
+    });
+    crate::delivery::assert_exactly_once(&events, N);
+    // No corruption: after a SIGKILL the store opens with the same events, and the audit log
+    // (which lives on the same full disk) verifies.
+    drop(agent);
+    collector.kill();
+    collector.restart();
+    let again = collector.events(&pki, &["--agent", "probe-f", "--kind", "synthetic"]);
+    crate::delivery::assert_exactly_once(&again, N);
+    collector.kill();
+    let out = run(
+        "palisade-collector",
+        &[
+            "audit",
+            "verify",
+            "--config",
+            collector.config.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr_of(&out)
+    );
+    println!(
+        "collector full disk: {} refusals while full, {} events stored before the resize, {N} after, exactly once; audit verified",
+        refusals_at(&collector.log_text()),
+        before.len()
+    );
+}
+
+fn refusals_at(collector_log: &str) -> usize {
+    collector_log.matches("store write failed").count()
+}
+
+/// Synthetic indexes delivered (each at most once) and the sum of `dropped` over gap events.
+fn delivered_and_dropped(collector: &Collector, pki: &Pki, agent: &str) -> (u64, u64, Vec<String>) {
+    let events = collector.events(pki, &["--agent", agent, "--kind", "synthetic"]);
+    let mut seen = std::collections::HashSet::new();
+    for e in &events {
+        let i = e["palisade"]["synthetic"]["index"].as_u64().unwrap();
+        assert!(seen.insert(i), "synthetic event {i} stored twice");
+    }
+    let gaps = collector.events(pki, &["--agent", agent, "--kind", "gap"]);
+    let dropped = gaps
+        .iter()
+        .map(|g| g["palisade"]["dropped"].as_u64().unwrap())
+        .sum();
+    let actions = gaps
+        .iter()
+        .map(|g| {
+            g["event"]["action"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    (events.len() as u64, dropped, actions)
+}
+
+#[test]
+fn agent_spool_on_a_full_disk_says_so_and_resumes_when_space_returns() {
+    if !is_root() {
+        println!("{SKIP}");
+        return;
+    }
+    const N: u64 = 60_000;
+    let t = tempfile::tempdir().unwrap();
+    let pki = Pki::init(&t.path().join("pki"));
+    pki.issue("agent", "probe-s");
+    let adir = t.path().join("agent");
+    let disk = Tmpfs::mount(&adir.join("probe-s-data"), 8);
+    // Nobody listens yet: everything stays in the spool, which fills the disk.
+    let port = palisade_tests::free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let agent = Agent::start(
+        &adir,
+        &pki,
+        "probe-s",
+        &url,
+        &format!("[spool]\nmin_free_bytes = 2097152\n[heartbeat]\ninterval_secs = 1\n[synthetic]\nevents = {N}\nrate_per_sec = 20000\n"),
+    );
+    // Full: the agent says so, naming the spool; heartbeats meanwhile are dropped (counted).
+    let lost = || {
+        agent
+            .log_text()
+            .matches("cannot spool events; they are lost")
+            .count() as u64
+    };
+    let full = wait_for(Duration::from_secs(60), || (lost() >= 2).then_some(()));
+    let log = agent.log_text();
+    assert!(
+        full.is_some(),
+        "no heartbeat was refused; agent log:\n{log}"
+    );
+    let refusal = lines_with(&log, "spool disk full", 1);
+    assert!(
+        refusal.contains("probe-s-data/spool") && refusal.contains("min_free_bytes"),
+        "the error names the spool and the reserve: {refusal}"
+    );
+    assert!(
+        !log.contains("No space left on device"),
+        "sled met the full disk:\n{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+
+    // Space returns, a collector appears: everything spooled and everything held back arrives,
+    // and one gap event counts the heartbeats dropped while the disk was full.
+    disk.resize(256);
+    let collector = Collector::start(&t.path().join("collector"), &pki, port, "");
+    let got = wait_for(Duration::from_secs(120), || {
+        let (n, dropped, actions) = delivered_and_dropped(&collector, &pki, "probe-s");
+        (n >= N && dropped > 0).then_some((n, dropped, actions))
+    });
+    let (n, dropped, actions) = got.unwrap_or_else(|| {
+        panic!(
+            "did not resume: {:?}; agent log tail:\n{}",
+            delivered_and_dropped(&collector, &pki, "probe-s"),
+            agent
+                .log_text()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    assert_eq!(n, N);
+    assert_eq!(actions, vec!["spool-write-failed".to_string()]);
+    assert_eq!(
+        dropped,
+        lost(),
+        "the gap counts exactly the heartbeats dropped"
+    );
+    println!("agent full disk: {N} synthetic events delivered once after the resize; {dropped} heartbeats dropped while full, one gap event says so");
+}
+
+#[test]
+fn agent_spool_at_its_cap_drops_the_oldest_and_says_how_many() {
+    const N: u64 = 5_000;
+    let t = tempfile::tempdir().unwrap();
+    let pki = Pki::init(&t.path().join("pki"));
+    pki.issue("agent", "probe-c");
+    let port = palisade_tests::free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    // About 2 MB of events against a 256 KiB cap, with nobody listening.
+    let agent = Agent::start(
+        &t.path().join("agent"),
+        &pki,
+        "probe-c",
+        &url,
+        &format!("[spool]\nmax_bytes = 262144\n[heartbeat]\ninterval_secs = 0\n[synthetic]\nevents = {N}\nrate_per_sec = 0\n"),
+    );
+    let done = wait_for(Duration::from_secs(60), || {
+        agent
+            .log_text()
+            .contains("synthetic source finished")
+            .then_some(())
+    });
+    assert!(done.is_some(), "{}", agent.log_text());
+    assert!(
+        agent
+            .log_text()
+            .contains("spool full: oldest events dropped"),
+        "{}",
+        agent.log_text()
+    );
+    let collector = Collector::start(&t.path().join("collector"), &pki, port, "");
+    let got = wait_for(Duration::from_secs(60), || {
+        let (n, dropped, actions) = delivered_and_dropped(&collector, &pki, "probe-c");
+        (n + dropped >= N).then_some((n, dropped, actions))
+    });
+    let (n, dropped, actions) = got.unwrap_or_else(|| {
+        panic!(
+            "{:?}; agent log:\n{}",
+            delivered_and_dropped(&collector, &pki, "probe-c"),
+            agent.log_text()
+        )
+    });
+    assert_eq!(
+        n + dropped,
+        N,
+        "every event delivered or counted as dropped"
+    );
+    assert!(n > 0 && dropped > 0, "{n} delivered, {dropped} dropped");
+    assert!(actions.iter().all(|a| a == "spool-overflow"), "{actions:?}");
+    // The newest survive: the delivered ones are the last n indexes.
+    let events = collector.events(&pki, &["--agent", "probe-c", "--kind", "synthetic"]);
+    let lowest = events
+        .iter()
+        .map(|e| e["palisade"]["synthetic"]["index"].as_u64().unwrap())
+        .min()
+        .unwrap();
+    assert_eq!(lowest, N - n, "the oldest were dropped first");
+    println!("agent spool cap: {N} events into a 256 KiB spool: {n} delivered, {dropped} dropped and counted by {} gap events", actions.len());
 }

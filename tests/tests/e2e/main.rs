@@ -5,11 +5,13 @@
 #![allow(clippy::unwrap_used)]
 
 mod backup_crash;
+mod clock;
 mod correlation;
 mod delivery;
 mod disk_full;
 mod drills;
 mod integrity;
+mod kills;
 mod listing;
 mod network;
 mod refusals;
