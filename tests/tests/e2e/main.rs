@@ -11,6 +11,7 @@ mod disk_full;
 mod drills;
 mod integrity;
 mod listing;
+mod lossy;
 mod network;
 mod refusals;
 mod replication;
