@@ -64,6 +64,10 @@ pub struct ServerConfig {
     pub handshake_timeout_secs: u64,
     /// Seconds a client has to send a request's headers (slow-loris defence).
     pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request's whole body once its headers are in (the
+    /// slow-body variant of slow-loris: without it a client trickling a batch holds a
+    /// connection slot for ever). Late: 408 and the connection is closed.
+    pub body_read_timeout_secs: u64,
     /// Seconds between checks of the CRL file for changes.
     pub crl_reload_secs: u64,
 }
@@ -74,6 +78,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             handshake_timeout_secs: 10,
             header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
             crl_reload_secs: 2,
         }
     }

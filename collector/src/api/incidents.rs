@@ -149,11 +149,19 @@ struct ActionBody {
 /// Largest body of an incident action.
 const MAX_ACTION_BYTES: usize = 16 << 10;
 
-/// Reads the body through the audit hook, so the action's record carries it.
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Resp> {
-    match crate::audit::hook::read_body(req, MAX_ACTION_BYTES).await {
-        Ok((_, b)) => Ok(b),
-        Err(e) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, e)),
+/// Reads the body through the audit hook, so the action's record carries it; within the
+/// body deadline.
+async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, Resp> {
+    let deadline = state.body_read_timeout;
+    match tokio::time::timeout(
+        deadline,
+        crate::audit::hook::read_body(req, MAX_ACTION_BYTES),
+    )
+    .await
+    {
+        Ok(Ok((_, b))) => Ok(b),
+        Ok(Err(e)) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, e)),
+        Err(_) => Err(super::body_too_slow(error, deadline)),
     }
 }
 
@@ -169,7 +177,7 @@ pub(super) async fn act(
         Ok(i) => i,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let body = match read_body(req).await {
+    let body = match read_body(&state, req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
