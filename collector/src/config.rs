@@ -177,6 +177,16 @@ impl CollectorConfig {
         if self.server.max_connections == 0 {
             return Err("server.max_connections must be at least 1".into());
         }
+        // A zero deadline would refuse every handshake or request.
+        for (key, v) in [
+            ("handshake_timeout_secs", self.server.handshake_timeout_secs),
+            ("header_read_timeout_secs", self.server.header_read_timeout_secs),
+            ("body_read_timeout_secs", self.server.body_read_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(format!("server.{key} must be at least 1"));
+            }
+        }
         if self.retention.days == 0 {
             return Err("retention.days must be at least 1".into());
         }

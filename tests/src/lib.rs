@@ -175,8 +175,14 @@ impl Collector {
     pub fn start_on(dir: &Path, pki: &Pki, host: &str, port: u16, extra_toml: &str) -> Collector {
         std::fs::create_dir_all(dir).expect("collector dir");
         let config = dir.join("collector.toml");
+        // Quick CRL reloads for revocation tests; a test's own [server] table takes over.
+        let server = if extra_toml.contains("[server]") {
+            ""
+        } else {
+            "[server]\ncrl_reload_secs = 1\n"
+        };
         let toml = format!(
-            "listen = \"{host}:{port}\"\ndata_dir = \"{}\"\n{extra_toml}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ncrl = \"{}\"\n[server]\ncrl_reload_secs = 1\n",
+            "listen = \"{host}:{port}\"\ndata_dir = \"{}\"\n{extra_toml}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ncrl = \"{}\"\n{server}",
             dir.join("data").display(),
             pki.ca().display(),
             pki.cert("palisade-collector").display(),

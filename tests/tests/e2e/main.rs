@@ -4,6 +4,7 @@
 // Test helpers outside #[test] fns may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod api_abuse;
 mod backup_crash;
 mod correlation;
 mod delivery;
