@@ -180,7 +180,10 @@ impl CollectorConfig {
         // A zero deadline would refuse every handshake or request.
         for (key, v) in [
             ("handshake_timeout_secs", self.server.handshake_timeout_secs),
-            ("header_read_timeout_secs", self.server.header_read_timeout_secs),
+            (
+                "header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
             ("body_read_timeout_secs", self.server.body_read_timeout_secs),
         ] {
             if v == 0 {

@@ -279,7 +279,10 @@ mod tests {
     #[test]
     fn an_action_body_is_an_object_with_known_fields_only() {
         assert_eq!(
-            parse_action(br#"{"comment":"ok"}"#).unwrap().comment.as_deref(),
+            parse_action(br#"{"comment":"ok"}"#)
+                .unwrap()
+                .comment
+                .as_deref(),
             Some("ok")
         );
         // serde alone would read this as {"comment": "sneaky"}.

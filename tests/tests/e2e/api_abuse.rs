@@ -64,12 +64,9 @@ impl Caller {
             Some(c) => c,
             None => Client::new(&self.url, self.tls.clone(), Duration::from_secs(120))?,
         };
-        let r = self.rt.block_on(client.request(
-            method,
-            path,
-            content_type,
-            Bytes::from(body),
-        ));
+        let r = self
+            .rt
+            .block_on(client.request(method, path, content_type, Bytes::from(body)));
         if r.is_ok() {
             self.client = Some(client);
         }
@@ -191,7 +188,11 @@ fn fingerprint(observer: &mut Caller, incident: &str) -> String {
     let status: serde_json::Value =
         serde_json::from_slice(&observer.must(Method::GET, "/v1/status", vec![]).body).unwrap();
     let events = observer
-        .must(Method::GET, "/v1/events?since=1d&limit=100000&order=asc", vec![])
+        .must(
+            Method::GET,
+            "/v1/events?since=1d&limit=100000&order=asc",
+            vec![],
+        )
         .body;
     let inc = observer
         .must(Method::GET, &format!("/v1/incidents/{incident}"), vec![])
@@ -199,7 +200,9 @@ fn fingerprint(observer: &mut Caller, incident: &str) -> String {
     let rules = observer.must(Method::GET, "/v1/rules", vec![]).text();
     format!(
         "store {} agents {} events {} incident {inc} rules {rules}",
-        status["store"], status["agents"], blake3::hash(&events)
+        status["store"],
+        status["agents"],
+        blake3::hash(&events)
     )
 }
 
@@ -218,7 +221,10 @@ fn api_every_role_on_every_endpoint_and_refusals_change_nothing() {
         0,
         &format!("[correlation]\nrules_dir = \"{}\"\n", rules.display()),
     );
-    assert_eq!(send_batch(&c.url, &pki, "probe-m", 1, &mut [scan_event()]), 200);
+    assert_eq!(
+        send_batch(&c.url, &pki, "probe-m", 1, &mut [scan_event()]),
+        200
+    );
     let mut analyst = Caller::new(&c.url, &pki, "analyst");
     let incident = wait_for(Duration::from_secs(20), || {
         let r = analyst.must(Method::GET, "/v1/incidents?status=open", vec![]);
@@ -267,7 +273,9 @@ fn api_every_role_on_every_endpoint_and_refusals_change_nothing() {
                         // A server certificate presented as a client is refused at the handshake.
                         refused += 1;
                     } else {
-                        wrong.push(format!("{role} {method} {path}: no answer instead of 403: {e}"));
+                        wrong.push(format!(
+                            "{role} {method} {path}: no answer instead of 403: {e}"
+                        ));
                     }
                     continue;
                 }
@@ -282,7 +290,11 @@ fn api_every_role_on_every_endpoint_and_refusals_change_nothing() {
                 if r.status != StatusCode::FORBIDDEN
                     || !r.text().contains(&format!("role {role} may not"))
                 {
-                    wrong.push(format!("{role} {method} {path}: {} {} (expected 403)", r.status, r.text()));
+                    wrong.push(format!(
+                        "{role} {method} {path}: {} {} (expected 403)",
+                        r.status,
+                        r.text()
+                    ));
                 }
                 let after = fingerprint(&mut analyst, &incident);
                 if before.as_deref() != Some(after.as_str()) {
@@ -291,21 +303,36 @@ fn api_every_role_on_every_endpoint_and_refusals_change_nothing() {
             }
         }
     }
-    assert!(wrong.is_empty(), "role matrix violated:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "role matrix violated:\n{}",
+        wrong.join("\n")
+    );
     assert!(cells >= 15 * 6, "only {cells} cells tried");
     // The allowed calls did what they say: the security-admin's ack and resolve, one event
     // from each sender.
-    let inc: serde_json::Value =
-        serde_json::from_slice(&analyst.must(Method::GET, &format!("/v1/incidents/{incident}"), vec![]).body)
-            .unwrap();
+    let inc: serde_json::Value = serde_json::from_slice(
+        &analyst
+            .must(Method::GET, &format!("/v1/incidents/{incident}"), vec![])
+            .body,
+    )
+    .unwrap();
     assert_eq!(inc["incident"]["status"], "resolved", "{inc}");
     for sender in ["probe-m", "replicator-m"] {
-        let r = analyst.must(Method::GET, &format!("/v1/events?since=1d&agent={sender}&kind=synthetic"), vec![]);
+        let r = analyst.must(
+            Method::GET,
+            &format!("/v1/events?since=1d&agent={sender}&kind=synthetic"),
+            vec![],
+        );
         assert_eq!(r.text().lines().count(), 1, "{sender}: {}", r.text());
     }
     // Every refusal is in the audit log, and the chain verifies.
     let mut auditor = Caller::new(&c.url, &pki, "audit-admin");
-    let audit = auditor.must(Method::GET, "/v1/audit?since=1h&limit=100000&order=asc", vec![]);
+    let audit = auditor.must(
+        Method::GET,
+        "/v1/audit?since=1h&limit=100000&order=asc",
+        vec![],
+    );
     let forbidden = audit
         .text()
         .lines()
@@ -386,7 +413,11 @@ fn api_every_role_on_every_endpoint_and_refusals_change_nothing() {
             r.text()
         );
     }
-    assert_eq!(before, fingerprint(&mut analyst, &incident), "a traversal attempt changed something");
+    assert_eq!(
+        before,
+        fingerprint(&mut analyst, &incident),
+        "a traversal attempt changed something"
+    );
     eprintln!("{traversals} traversal attempts: 400/404 each, nothing changed");
 }
 
@@ -410,7 +441,10 @@ fn api_bodies_over_each_limit_malformed_json_and_unknown_fields_are_refused_clea
             rules.display()
         ),
     );
-    assert_eq!(send_batch(&c.url, &pki, "probe-b", 1, &mut [scan_event()]), 200);
+    assert_eq!(
+        send_batch(&c.url, &pki, "probe-b", 1, &mut [scan_event()]),
+        200
+    );
     let mut analyst = Caller::new(&c.url, &pki, "analyst");
     let incident = wait_for(Duration::from_secs(20), || {
         let r = analyst.must(Method::GET, "/v1/incidents?status=open", vec![]);
@@ -422,7 +456,12 @@ fn api_bodies_over_each_limit_malformed_json_and_unknown_fields_are_refused_clea
     let mut agent = Caller::new(&c.url, &pki, "probe-b");
     let mut ingest = |body: Vec<u8>| {
         agent
-            .call_typed(Method::POST, "/v1/ingest", "application/x-palisade-batch", body)
+            .call_typed(
+                Method::POST,
+                "/v1/ingest",
+                "application/x-palisade-batch",
+                body,
+            )
             .unwrap()
     };
 
@@ -443,7 +482,11 @@ fn api_bodies_over_each_limit_malformed_json_and_unknown_fields_are_refused_clea
     let r = ingest(fat);
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
     assert!(r.text().contains(&RAW.to_string()), "{}", r.text());
-    assert_eq!(before, fingerprint(&mut analyst, &incident), "a refused batch changed something");
+    assert_eq!(
+        before,
+        fingerprint(&mut analyst, &incident),
+        "a refused batch changed something"
+    );
     // Just under every limit: accepted (the limits are where they say).
     let ok = frame("probe-b", 3000, EVENTS, 100);
     let r = ingest(ok);
@@ -454,21 +497,61 @@ fn api_bodies_over_each_limit_malformed_json_and_unknown_fields_are_refused_clea
     let mut admin = Caller::new(&c.url, &pki, "security-admin");
     let ack = format!("/v1/incidents/{incident}/ack");
     let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
-        (vec![b' '; (16 << 10) + 1], StatusCode::PAYLOAD_TOO_LARGE, "16384"),
-        (b"{\"comment\": \"x\"".to_vec(), StatusCode::BAD_REQUEST, "EOF"),
-        (b"{not json}".to_vec(), StatusCode::BAD_REQUEST, "key must be a string"),
-        (b"{\"coment\": \"typo\"}".to_vec(), StatusCode::BAD_REQUEST, "unknown field `coment`"),
-        (b"{\"comment\": \"x\", \"status\": \"resolved\"}".to_vec(), StatusCode::BAD_REQUEST, "unknown field `status`"),
-        (b"{\"comment\": 5}".to_vec(), StatusCode::BAD_REQUEST, "invalid type"),
-        (b"[\"comment\"]".to_vec(), StatusCode::BAD_REQUEST, "expected a JSON object"),
-        (format!("{{\"comment\": \"{}\"}}", "c".repeat(4097)).into_bytes(), StatusCode::BAD_REQUEST, "4096"),
-        (vec![0xff, 0xfe, 0x00], StatusCode::BAD_REQUEST, "bad request body"),
+        (
+            vec![b' '; (16 << 10) + 1],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "16384",
+        ),
+        (
+            b"{\"comment\": \"x\"".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "EOF",
+        ),
+        (
+            b"{not json}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "key must be a string",
+        ),
+        (
+            b"{\"coment\": \"typo\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "unknown field `coment`",
+        ),
+        (
+            b"{\"comment\": \"x\", \"status\": \"resolved\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "unknown field `status`",
+        ),
+        (
+            b"{\"comment\": 5}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid type",
+        ),
+        (
+            b"[\"comment\"]".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "expected a JSON object",
+        ),
+        (
+            format!("{{\"comment\": \"{}\"}}", "c".repeat(4097)).into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "4096",
+        ),
+        (
+            vec![0xff, 0xfe, 0x00],
+            StatusCode::BAD_REQUEST,
+            "bad request body",
+        ),
     ];
     for (body, status, says) in cases {
         let shown = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
         let r = admin.must(Method::POST, &ack, body);
         assert_eq!(r.status, status, "{shown:?}: {}", r.text());
-        assert!(error_of(&r).contains(says), "{shown:?}: {} (should say {says:?})", r.text());
+        assert!(
+            error_of(&r).contains(says),
+            "{shown:?}: {} (should say {says:?})",
+            r.text()
+        );
     }
     // Query strings: unknown parameters and bad values are named.
     for (path, says) in [
@@ -476,16 +559,31 @@ fn api_bodies_over_each_limit_malformed_json_and_unknown_fields_are_refused_clea
         ("/v1/events?limit=abc", "abc"),
         ("/v1/events?since=%zz", "%zz"),
         ("/v1/incidents?status=sideways", "sideways"),
-        ("/v1/alerts?colour=red", "unknown query parameter \"colour\""),
+        (
+            "/v1/alerts?colour=red",
+            "unknown query parameter \"colour\"",
+        ),
         ("/v1/tail?wait_ms=-1", "wait_ms"),
     ] {
         let r = analyst.must(Method::GET, path, vec![]);
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text());
-        assert!(error_of(&r).contains(says), "{path}: {} (should say {says:?})", r.text());
+        assert!(
+            error_of(&r).contains(says),
+            "{path}: {} (should say {says:?})",
+            r.text()
+        );
     }
-    assert_eq!(before, fingerprint(&mut analyst, &incident), "a refused action changed something");
+    assert_eq!(
+        before,
+        fingerprint(&mut analyst, &incident),
+        "a refused action changed something"
+    );
     // And a well-formed ack at the size limit's edge still works.
-    let r = admin.must(Method::POST, &ack, format!("{{\"comment\": \"{}\"}}", "c".repeat(4096)).into_bytes());
+    let r = admin.must(
+        Method::POST,
+        &ack,
+        format!("{{\"comment\": \"{}\"}}", "c".repeat(4096)).into_bytes(),
+    );
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
 
@@ -520,19 +618,52 @@ enum Trickle {
 /// Writes `bytes` one per second on `stream` (after `prefix` at once), reading between bytes;
 /// stops when the server closes or answers. Bounded by `bytes.len()` seconds.
 fn trickle<S: Read + Write>(stream: &mut S, prefix: &[u8], bytes: &[u8]) -> Trickle {
-    if stream.write_all(prefix).and_then(|_| stream.flush()).is_err() {
-        return Trickle::Closed { sent: 0, answered: false };
+    if stream
+        .write_all(prefix)
+        .and_then(|_| stream.flush())
+        .is_err()
+    {
+        return Trickle::Closed {
+            sent: 0,
+            answered: false,
+        };
     }
     let mut buf = [0u8; 4096];
     for (i, b) in bytes.iter().enumerate() {
         match stream.read(&mut buf) {
-            Ok(0) => return Trickle::Closed { sent: i, answered: false },
-            Ok(_) => return Trickle::Closed { sent: i, answered: true },
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => return Trickle::Closed { sent: i, answered: false },
+            Ok(0) => {
+                return Trickle::Closed {
+                    sent: i,
+                    answered: false,
+                }
+            }
+            Ok(_) => {
+                return Trickle::Closed {
+                    sent: i,
+                    answered: true,
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                return Trickle::Closed {
+                    sent: i,
+                    answered: false,
+                }
+            }
         }
-        if stream.write_all(&[*b]).and_then(|_| stream.flush()).is_err() {
-            return Trickle::Closed { sent: i, answered: false };
+        if stream
+            .write_all(&[*b])
+            .and_then(|_| stream.flush())
+            .is_err()
+        {
+            return Trickle::Closed {
+                sent: i,
+                answered: false,
+            };
         }
     }
     Trickle::Outlasted
@@ -545,15 +676,22 @@ fn tcp(addr: SocketAddr) -> TcpStream {
     s
 }
 
-fn tls_stream(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+fn tls_stream(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let conn = rustls::ClientConnection::new(config, name).unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp(addr));
-    s.sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     while s.conn.is_handshaking() {
         s.conn.complete_io(&mut s.sock).unwrap();
     }
-    s.sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.sock
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
     s
 }
 
@@ -614,13 +752,18 @@ fn api_slow_loris_garbage_and_a_connection_flood_leave_the_server_answering() {
         let t = Instant::now();
         let r = legit.must(Method::GET, "/v1/status", vec![]);
         assert_eq!(r.status, StatusCode::OK);
-        eprintln!("during {loris} slow-loris clients a legitimate status call took {:?}", t.elapsed());
+        eprintln!(
+            "during {loris} slow-loris clients a legitimate status call took {:?}",
+            t.elapsed()
+        );
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (kind, outcome) in &outcomes {
         match outcome {
             Trickle::Closed { sent, .. } => assert!(*sent < 30, "{kind}: {outcome:?}"),
-            Trickle::Outlasted => panic!("a slow-loris client ({kind}) outlasted the server's deadline: no timeout"),
+            Trickle::Outlasted => {
+                panic!("a slow-loris client ({kind}) outlasted the server's deadline: no timeout")
+            }
         }
     }
     let sent: Vec<usize> = outcomes
@@ -643,17 +786,35 @@ fn api_slow_loris_garbage_and_a_connection_flood_leave_the_server_answering() {
     let mut rng = fastrand::Rng::with_seed(8);
     let random: Vec<u8> = (0..2048).map(|_| rng.u8(..)).collect();
     let garbage: Vec<(&str, Vec<u8>)> = vec![
-        ("plain HTTP", b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec()),
+        (
+            "plain HTTP",
+            b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec(),
+        ),
         ("random bytes", random),
-        ("handshake record of length 0", vec![0x16, 0x03, 0x01, 0x00, 0x00]),
-        ("alert record before hello", vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]),
-        ("SSLv2 hello", vec![0x80, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10]),
-        ("oversized record", [vec![0x16, 0x03, 0x01, 0xff, 0xff], vec![0x41; 1024]].concat()),
+        (
+            "handshake record of length 0",
+            vec![0x16, 0x03, 0x01, 0x00, 0x00],
+        ),
+        (
+            "alert record before hello",
+            vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28],
+        ),
+        (
+            "SSLv2 hello",
+            vec![
+                0x80, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10,
+            ],
+        ),
+        (
+            "oversized record",
+            [vec![0x16, 0x03, 0x01, 0xff, 0xff], vec![0x41; 1024]].concat(),
+        ),
         ("zeros", vec![0u8; 4096]),
     ];
     for (what, bytes) in &garbage {
         let mut s = tcp(addr);
-        s.set_read_timeout(Some(Duration::from_secs(2 * DEADLINE_SECS + 5))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2 * DEADLINE_SECS + 5)))
+            .unwrap();
         let _ = s.write_all(bytes);
         let mut buf = [0u8; 1024];
         let mut got = Vec::new();
@@ -662,16 +823,32 @@ fn api_slow_loris_garbage_and_a_connection_flood_leave_the_server_answering() {
             match s.read(&mut buf) {
                 Ok(0) => break true,
                 Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => break false,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    break false
+                }
                 Err(_) => break true,
             }
         };
         assert!(closed, "{what}: the connection was left open");
-        assert!(!String::from_utf8_lossy(&got).contains("HTTP/1.1 200"), "{what}: answered in clear");
+        assert!(
+            !String::from_utf8_lossy(&got).contains("HTTP/1.1 200"),
+            "{what}: answered in clear"
+        );
         let mut legit = Caller::new(&c.url, &pki, "analyst");
-        assert_eq!(legit.must(Method::GET, "/v1/status", vec![]).status, StatusCode::OK, "after {what}");
+        assert_eq!(
+            legit.must(Method::GET, "/v1/status", vec![]).status,
+            StatusCode::OK,
+            "after {what}"
+        );
     }
-    assert!(c.log_text().contains("TLS handshake refused"), "{}", c.log_text());
+    assert!(
+        c.log_text().contains("TLS handshake refused"),
+        "{}",
+        c.log_text()
+    );
 
     // A bounded flood: `flood` connections opened and held without a byte sent, while a
     // legitimate client asks for the status every 250 ms. The server accepts up to
@@ -692,7 +869,9 @@ fn api_slow_loris_garbage_and_a_connection_flood_leave_the_server_answering() {
                 latencies.push(t.elapsed());
                 match r {
                     Ok(r) if r.status == StatusCode::OK => last = Some(r),
-                    other => panic!("a legitimate client was not served during the flood: {other:?}"),
+                    other => {
+                        panic!("a legitimate client was not served during the flood: {other:?}")
+                    }
                 }
                 // A new connection each time: it must get through the accept queue too.
                 legit.client = None;
@@ -720,7 +899,10 @@ fn api_slow_loris_garbage_and_a_connection_flood_leave_the_server_answering() {
     let answered = latencies.iter().max().copied().unwrap_or_default();
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     let mut after = Caller::new(&c.url, &pki, "analyst");
-    assert_eq!(after.must(Method::GET, "/v1/status", vec![]).status, StatusCode::OK);
+    assert_eq!(
+        after.must(Method::GET, "/v1/status", vec![]).status,
+        StatusCode::OK
+    );
     eprintln!(
         "flood: {} connections opened in {opened:?} ({failed} not) and held; {} legitimate status calls meanwhile, all answered, slowest {answered:?} (uptime {} s); served normally after",
         flood - failed,
