@@ -8,7 +8,9 @@ PALISADE_BIN="$CARGO_TARGET_DIR/release"
 # Debian packages the build and the tests need: libpcap headers (network capture), pkg-config,
 # and python3-dpkt for the public sample captures the decoder tests read.
 # iproute2: `ip` and `tc` for the partition tests (network namespaces, veth, tbf; run as root).
-PALISADE_APT_PACKAGES=(libpcap-dev pkg-config python3-dpkt iproute2 faketime)
+# python3: tests/scripts/lossy_link.py, the userspace netem of the loss-and-delay tests.
+# faketime: libfaketime, for the agent's clock-jump test.
+PALISADE_APT_PACKAGES=(libpcap-dev pkg-config python3 python3-dpkt iproute2 faketime)
 
 ensure_system_packages() {
     local missing=()

@@ -70,6 +70,10 @@ pub struct ServerConfig {
     pub handshake_timeout_secs: u64,
     /// Seconds a client has to send a request's headers (slow-loris defence).
     pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request's whole body once its headers are in (the
+    /// slow-body variant of slow-loris: without it a client trickling a batch holds a
+    /// connection slot for ever). Late: 408 and the connection is closed.
+    pub body_read_timeout_secs: u64,
     /// Seconds between checks of the CRL file for changes.
     pub crl_reload_secs: u64,
 }
@@ -80,6 +84,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             handshake_timeout_secs: 10,
             header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
             crl_reload_secs: 2,
         }
     }
@@ -177,6 +182,19 @@ impl CollectorConfig {
         }
         if self.server.max_connections == 0 {
             return Err("server.max_connections must be at least 1".into());
+        }
+        // A zero deadline would refuse every handshake or request.
+        for (key, v) in [
+            ("handshake_timeout_secs", self.server.handshake_timeout_secs),
+            (
+                "header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            ("body_read_timeout_secs", self.server.body_read_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(format!("server.{key} must be at least 1"));
+            }
         }
         if self.retention.days == 0 {
             return Err("retention.days must be at least 1".into());

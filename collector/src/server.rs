@@ -171,6 +171,7 @@ pub async fn serve(
             max_raw_bytes: config.ingest.max_batch_raw_bytes,
             max_events: config.ingest.max_batch_events,
         },
+        body_read_timeout: Duration::from_secs(config.server.body_read_timeout_secs),
         retry_after_secs: config.ingest.retry_after_secs,
         retention_days: config.retention.days,
         started: Instant::now(),

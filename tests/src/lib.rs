@@ -74,8 +74,18 @@ pub struct Pki {
 impl Pki {
     /// `pki init` in `dir`, plus an `analyst` certificate.
     pub fn init(dir: &Path) -> Pki {
+        Self::init_with_sans(dir, &[])
+    }
+
+    /// [`Pki::init`] with the collector's certificate also valid for `sans` (e.g. its address
+    /// on a link into a test's network namespace).
+    pub fn init_with_sans(dir: &Path, sans: &[&str]) -> Pki {
         let d = dir.to_str().expect("utf-8 path");
-        run_ok("palisade-collector", &["pki", "init", "--dir", d]);
+        let mut args = vec!["pki", "init", "--dir", d];
+        for san in sans {
+            args.extend(["--san", san]);
+        }
+        run_ok("palisade-collector", &args);
         let pki = Pki {
             dir: dir.to_path_buf(),
         };
@@ -157,10 +167,22 @@ pub struct Collector {
 impl Collector {
     /// Writes a config under `dir` (data in `dir/data`) and starts `serve` on `port` (0: any).
     pub fn start(dir: &Path, pki: &Pki, port: u16, extra_toml: &str) -> Collector {
+        Self::start_on(dir, pki, "127.0.0.1", port, extra_toml)
+    }
+
+    /// [`Collector::start`] listening on `host` (an address of this namespace, e.g. a
+    /// [`LossyLink`]'s `host_ip`; the collector's certificate must name it).
+    pub fn start_on(dir: &Path, pki: &Pki, host: &str, port: u16, extra_toml: &str) -> Collector {
         std::fs::create_dir_all(dir).expect("collector dir");
         let config = dir.join("collector.toml");
+        // Quick CRL reloads for revocation tests; a test's own [server] table takes over.
+        let server = if extra_toml.contains("[server]") {
+            ""
+        } else {
+            "[server]\ncrl_reload_secs = 1\n"
+        };
         let toml = format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n{extra_toml}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ncrl = \"{}\"\n[server]\ncrl_reload_secs = 1\n",
+            "listen = \"{host}:{port}\"\ndata_dir = \"{}\"\n{extra_toml}\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ncrl = \"{}\"\n{server}",
             dir.join("data").display(),
             pki.ca().display(),
             pki.cert("palisade-collector").display(),
@@ -171,8 +193,8 @@ impl Collector {
         let c = Self::spawn(config, dir.join("collector.log"));
         // Pin the port it got, so a restart comes back where agents expect it.
         let pinned = toml.replacen(
-            &format!("listen = \"127.0.0.1:{port}\""),
-            &format!("listen = \"127.0.0.1:{}\"", c.port()),
+            &format!("listen = \"{host}:{port}\""),
+            &format!("listen = \"{host}:{}\"", c.port()),
             1,
         );
         std::fs::write(&c.config, pinned).expect("pin collector port");
@@ -324,11 +346,36 @@ impl Agent {
     /// Writes a config for agent `name` under `dir` pointed at `url`, and starts it.
     /// `extra_toml` is appended (e.g. a `[synthetic]` table).
     pub fn start(dir: &Path, pki: &Pki, name: &str, url: &str, extra_toml: &str) -> Agent {
-        Self::start_with_env(dir, pki, name, url, extra_toml, &[])
+        Self::launch(None, dir, pki, name, url, extra_toml, &[])
     }
 
     /// [`Agent::start`] with extra environment variables for the process (e.g. libfaketime's).
     pub fn start_with_env(
+        dir: &Path,
+        pki: &Pki,
+        name: &str,
+        url: &str,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+    ) -> Agent {
+        Self::launch(None, dir, pki, name, url, extra_toml, env)
+    }
+
+    /// [`Agent::start`] inside network namespace `netns` (`ip netns exec`; the process id is
+    /// still the agent's, so SIGKILL reaches it), or in this one when `None`.
+    pub fn start_in(
+        netns: Option<&str>,
+        dir: &Path,
+        pki: &Pki,
+        name: &str,
+        url: &str,
+        extra_toml: &str,
+    ) -> Agent {
+        Self::launch(netns, dir, pki, name, url, extra_toml, &[])
+    }
+
+    fn launch(
+        netns: Option<&str>,
         dir: &Path,
         pki: &Pki,
         name: &str,
@@ -359,7 +406,15 @@ impl Agent {
             .append(true)
             .open(&log)
             .expect("agent log");
-        let child = Command::new(bin("palisade-agent"))
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("palisade-agent"));
+                c
+            }
+            None => Command::new(bin("palisade-agent")),
+        };
+        let child = cmd
             .args(["run", "--config", config.to_str().expect("utf-8")])
             // PALISADE_TEST_AGENT_LOG=palisade_agent::integrity=debug,info when debugging a test.
             .env(
@@ -692,6 +747,213 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])
             .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// How a [`LossyLink`] mistreats packets, each direction independently.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkShape {
+    /// Fraction of packets dropped (0.0–1.0).
+    pub loss: f64,
+    /// One-way delay of every packet that gets through.
+    pub delay: Duration,
+    /// Uniform spread around `delay` (packets may then arrive out of order, as with netem).
+    pub jitter: Duration,
+    /// Packets held at most per direction; more are dropped (a bounded queue).
+    pub queue: usize,
+}
+
+/// Packets a [`LossyLink`] handled, per direction, from its forwarder's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounts {
+    /// Delivered after the delay.
+    pub forwarded: u64,
+    /// Dropped at random (the configured loss).
+    pub lost: u64,
+    /// Dropped while the link was cut.
+    pub cut: u64,
+    /// Dropped because the queue was full.
+    pub queue_full: u64,
+}
+
+/// A network namespace joined to this one by a lossy, slow link, for loss-and-delay tests
+/// (needs root). This kernel has no `sch_netem`, so the link is a userspace netem:
+/// `tests/scripts/lossy_link.py` creates two TUN devices, one moved into the namespace, and
+/// forwards IP packets between them, dropping `loss` of them and delaying the rest by `delay`
+/// (± `jitter`), both directions, through a bounded queue. Point-to-point addresses from
+/// 10.232.0.0/16 (`host_ip` here, `ns_ip` in the namespace). The forwarder stops by itself when
+/// this value is dropped (its stdin closes) or when the test process dies; the devices vanish
+/// with it and the namespace is deleted on drop.
+#[derive(Debug)]
+pub struct LossyLink {
+    /// The namespace's name (`ip netns exec NAME …`).
+    pub name: String,
+    /// This side's address.
+    pub host_ip: String,
+    /// The namespace side's address.
+    pub ns_ip: String,
+    forwarder: Child,
+    stats: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LossyLink {
+    /// A link dropping `loss` of the packets each way and delaying the rest by `delay`.
+    pub fn create(loss: f64, delay: Duration) -> LossyLink {
+        Self::with_shape(LinkShape {
+            loss,
+            delay,
+            jitter: Duration::ZERO,
+            queue: 4096,
+        })
+    }
+
+    /// A link of any shape.
+    pub fn with_shape(shape: LinkShape) -> LossyLink {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % 64;
+        let pid = std::process::id() % 250;
+        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        let name = format!("palisade-lossy-{tag}");
+        let (dev_host, dev_ns) = (format!("pt{tag}h"), format!("pt{tag}n"));
+        let host_ip = format!("10.232.{pid}.{}", n * 4 + 1);
+        let ns_ip = format!("10.232.{pid}.{}", n * 4 + 2);
+        let dir = tempfile::tempdir().expect("lossy link temp dir");
+        let stats = dir.path().join("stats.json");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lossy_link.py");
+        let mut forwarder = Command::new("python3")
+            .arg(&script)
+            .args(["--dev-a", &dev_host, "--dev-b", &dev_ns])
+            .args(["--loss", &shape.loss.to_string()])
+            .args(["--delay-ms", &shape.delay.as_millis().to_string()])
+            .args(["--jitter-ms", &shape.jitter.as_millis().to_string()])
+            .args(["--queue", &shape.queue.to_string()])
+            .arg("--stats")
+            .arg(&stats)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", script.display()));
+        if wait_for_line(&mut forwarder, "ready", Duration::from_secs(10)).is_none() {
+            let _ = forwarder.kill();
+            let _ = forwarder.wait();
+            panic!("{} did not start (see its error above)", script.display());
+        }
+        ip(&["netns", "add", &name]);
+        let link = LossyLink {
+            name,
+            host_ip,
+            ns_ip,
+            forwarder,
+            stats,
+            _dir: dir,
+        };
+        ip(&["link", "set", &dev_ns, "netns", &link.name]);
+        ip(&[
+            "addr",
+            "add",
+            &link.host_ip,
+            "peer",
+            &link.ns_ip,
+            "dev",
+            &dev_host,
+        ]);
+        ip(&["link", "set", &dev_host, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["-n", &link.name];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        inside(&[
+            "addr",
+            "add",
+            &link.ns_ip,
+            "peer",
+            &link.host_ip,
+            "dev",
+            &dev_ns,
+        ]);
+        inside(&["link", "set", &dev_ns, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        link
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.forwarder.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} of the lossy link's forwarder failed");
+    }
+
+    /// Cuts the link: every packet either way is dropped, connections hang (a partition).
+    pub fn partition(&self) {
+        self.signal("-USR1");
+    }
+
+    /// Restores the link (loss and delay as before).
+    pub fn heal(&self) {
+        self.signal("-USR2");
+    }
+
+    /// Counters so far (written by the forwarder about once a second): (host → namespace,
+    /// namespace → host).
+    pub fn counts(&self) -> (LinkCounts, LinkCounts) {
+        let v: serde_json::Value = std::fs::read(&self.stats)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let side = |d: &serde_json::Value| LinkCounts {
+            forwarded: d["forwarded"].as_u64().unwrap_or(0),
+            lost: d["lost"].as_u64().unwrap_or(0),
+            cut: d["cut"].as_u64().unwrap_or(0),
+            queue_full: d["queue_full"].as_u64().unwrap_or(0),
+        };
+        (side(&v["a_to_b"]), side(&v["b_to_a"]))
+    }
+
+    /// One line for a test's output: packets forwarded, lost, cut, each way.
+    pub fn summary(&self) -> String {
+        let (out, back) = self.counts();
+        let pct = |c: &LinkCounts| {
+            let seen = c.forwarded + c.lost;
+            if seen == 0 {
+                0.0
+            } else {
+                100.0 * c.lost as f64 / seen as f64
+            }
+        };
+        format!(
+            "link: out {} forwarded, {} lost ({:.1} %), {} cut; back {} forwarded, {} lost ({:.1} %), {} cut",
+            out.forwarded,
+            out.lost,
+            pct(&out),
+            out.cut,
+            back.forwarded,
+            back.lost,
+            pct(&back),
+            back.cut
+        )
+    }
+}
+
+impl Drop for LossyLink {
+    fn drop(&mut self) {
+        // Closing stdin stops the forwarder; its TUN devices go with it.
+        drop(self.forwarder.stdin.take());
+        if wait_for(Duration::from_secs(3), || {
+            self.forwarder.try_wait().ok().flatten()
+        })
+        .is_none()
+        {
+            let _ = self.forwarder.kill();
+            let _ = self.forwarder.wait();
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();

@@ -146,14 +146,41 @@ struct ActionBody {
     comment: Option<String>,
 }
 
+/// An action body: a JSON object with known fields only. serde would also take a struct as a
+/// JSON array (`["text"]` for `{"comment": "text"}`), so anything but an object is refused first.
+fn parse_action(body: &[u8]) -> Result<ActionBody, String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if !v.is_object() {
+        return Err(format!(
+            "expected a JSON object like {{\"comment\": \"…\"}}, got {}",
+            match v {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        ));
+    }
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
 /// Largest body of an incident action.
 const MAX_ACTION_BYTES: usize = 16 << 10;
 
-/// Reads the body through the audit hook, so the action's record carries it.
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Resp> {
-    match crate::audit::hook::read_body(req, MAX_ACTION_BYTES).await {
-        Ok((_, b)) => Ok(b),
-        Err(e) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, e)),
+/// Reads the body through the audit hook, so the action's record carries it; within the
+/// body deadline.
+async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, Resp> {
+    let deadline = state.body_read_timeout;
+    match tokio::time::timeout(
+        deadline,
+        crate::audit::hook::read_body(req, MAX_ACTION_BYTES),
+    )
+    .await
+    {
+        Ok(Ok((_, b))) => Ok(b),
+        Ok(Err(e)) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, e)),
+        Err(_) => Err(super::body_too_slow(error, deadline)),
     }
 }
 
@@ -169,14 +196,14 @@ pub(super) async fn act(
         Ok(i) => i,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let body = match read_body(req).await {
+    let body = match read_body(&state, req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody::default()
     } else {
-        match serde_json::from_slice(&body) {
+        match parse_action(&body) {
             Ok(b) => b,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
         }
@@ -242,5 +269,27 @@ pub(super) async fn reload(state: &Arc<AppState>) -> Resp {
             format!("rule set refused, previous set stays active: {e}"),
         ),
         None => json_resp(StatusCode::OK, &now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_action;
+
+    #[test]
+    fn an_action_body_is_an_object_with_known_fields_only() {
+        assert_eq!(
+            parse_action(br#"{"comment":"ok"}"#)
+                .unwrap()
+                .comment
+                .as_deref(),
+            Some("ok")
+        );
+        // serde alone would read this as {"comment": "sneaky"}.
+        let e = parse_action(br#"["sneaky"]"#).unwrap_err();
+        assert!(e.contains("JSON object") && e.contains("array"), "{e}");
+        assert!(parse_action(b"null").is_err());
+        let e = parse_action(br#"{"coment":"x"}"#).unwrap_err();
+        assert!(e.contains("unknown field `coment`"), "{e}");
     }
 }

@@ -35,6 +35,8 @@ pub struct AppState {
     pub metrics: Arc<IngestMetrics>,
     /// Batch limits.
     pub limits: Limits,
+    /// Longest time a request body may take to arrive (`[server] body_read_timeout_secs`).
+    pub body_read_timeout: std::time::Duration,
     /// Seconds in Retry-After on 503.
     pub retry_after_secs: u64,
     /// Retention, for `status`.
@@ -337,7 +339,12 @@ async fn ingest(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incoming>
         error(status, msg)
     };
     let max = state.limits.max_frame_bytes;
-    let body = match Limited::new(req.into_body(), max).collect().await {
+    let deadline = state.body_read_timeout;
+    let read = tokio::time::timeout(deadline, Limited::new(req.into_body(), max).collect()).await;
+    let Ok(read) = read else {
+        return body_too_slow(reject, deadline);
+    };
+    let body = match read {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             return if e
@@ -403,6 +410,26 @@ async fn ingest(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incoming>
         ),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "store writer stopped"),
     }
+}
+
+/// 408 for a body that did not arrive within `deadline`, with `Connection: close` so the slot
+/// is freed (what the client sent so far is unread).
+fn body_too_slow(
+    make: impl FnOnce(StatusCode, String) -> Resp,
+    deadline: std::time::Duration,
+) -> Resp {
+    let mut r = make(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "request body not received within {} s (server.body_read_timeout_secs)",
+            deadline.as_secs()
+        ),
+    );
+    r.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 /// Records the agent's certificate (serial, expiry) for `agents` once per new certificate.

@@ -301,11 +301,26 @@ impl Peer {
     fn connect(url: &str, tls: &PeerTls, opts: PeerOptions) -> Result<Peer> {
         let url = url.trim_end_matches('/').to_string();
         let rt = runtime(&url)?;
-        let mut client = tls.client(&url, REQUEST_TIMEOUT)?;
         let what = "reading the config";
-        let resp = rt
-            .block_on(client.request(Method::GET, "/v1/config", JSON_TYPE, Bytes::new()))
-            .map_err(|e| transport_error(&url, what, &e))?;
+        // The first exchange retries like every later one (`Peer::call`): on a lossy link a
+        // handshake can outlast the server's deadline, and one lost handshake must not end a
+        // backup or restore that a second try would carry.
+        let mut attempt = 0;
+        let (resp, client) = loop {
+            attempt += 1;
+            let mut client = tls.client(&url, REQUEST_TIMEOUT)?;
+            match rt.block_on(client.request(Method::GET, "/v1/config", JSON_TYPE, Bytes::new())) {
+                Ok(resp) => break (resp, client),
+                Err(e) => {
+                    let err = transport_error(&url, what, &e);
+                    if !err.retryable() || attempt >= 3 {
+                        return Err(err);
+                    }
+                    tracing::warn!(peer = %url, error = %e, attempt, "request failed; trying again");
+                    std::thread::sleep(Duration::from_millis(300 * attempt));
+                }
+            }
+        };
         if resp.status == StatusCode::NOT_FOUND {
             return Err(Error::Peer {
                 peer: url.clone(),

@@ -4,6 +4,7 @@
 // Test helpers outside #[test] fns may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod api_abuse;
 mod backup_crash;
 mod clock;
 mod correlation;
@@ -13,6 +14,7 @@ mod drills;
 mod integrity;
 mod kills;
 mod listing;
+mod lossy;
 mod network;
 mod refusals;
 mod replication;
