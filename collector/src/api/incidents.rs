@@ -141,7 +141,7 @@ pub(super) async fn incident(state: Arc<AppState>, id: &str) -> Resp {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ActionBody {
+pub(super) struct ActionBody {
     #[serde(default)]
     comment: Option<String>,
 }
@@ -155,6 +155,19 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Resp> {
         Ok((_, b)) => Ok(b),
         Err(e) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, e)),
     }
+}
+
+/// Parses the body of an incident action: empty, or `{"comment": "…"}` of at most 4096 bytes.
+pub(super) fn parse_action_body(body: &[u8]) -> Result<ActionBody, String> {
+    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionBody::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| format!("bad request body: {e}"))?
+    };
+    if body.comment.as_ref().is_some_and(|c| c.len() > 4096) {
+        return Err("comment longer than 4096 bytes".into());
+    }
+    Ok(body)
 }
 
 /// `POST /v1/incidents/{id}/ack` and `/resolve`.
@@ -173,17 +186,10 @@ pub(super) async fn act(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ActionBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
-        }
+    let body = match parse_action_body(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    if body.comment.as_ref().is_some_and(|c| c.len() > 4096) {
-        return error(StatusCode::BAD_REQUEST, "comment longer than 4096 bytes");
-    }
     let by = who.name.clone();
     let st = state.clone();
     let done = tokio::task::spawn_blocking(move || {
