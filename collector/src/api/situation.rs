@@ -536,3 +536,23 @@ pub(super) async fn endpoint(state: Arc<AppState>, query: &str) -> Resp {
         Err(e) => e,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn period_query_is_a_duration_back_from_now() {
+        let now = Timestamp(1_780_000_000_000_000_000);
+        assert_eq!(parse_query("", now), Ok(3600));
+        assert_eq!(parse_query("period=15m", now), Ok(900));
+        for bad in [
+            "period=soon",
+            "period=0s",
+            "period=2999-01-01T00:00:00Z",
+            "span=1h",
+        ] {
+            assert!(parse_query(bad, now).is_err(), "{bad}");
+        }
+    }
+}
