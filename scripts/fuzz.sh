@@ -8,6 +8,8 @@ source "$(dirname "$0")/common.sh"
 secs="${1:-30}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cd "$PALISADE_ROOT/fuzz"
+# The seeds' PKI comes from the collector in the main target dir, when it is built.
+export PALISADE_MAIN_TARGET_DIR="$CARGO_TARGET_DIR"
 # The fuzz workspace keeps its own target dir: sanitizer flags would invalidate the main one.
 export CARGO_TARGET_DIR="${PALISADE_FUZZ_TARGET_DIR:-$HOME/.cache/palisade-fuzz-target}"
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
@@ -20,6 +22,7 @@ else
 fi
 "${fuzz[@]}" build "${san[@]}"
 mkdir -p corpus
+python3 "$PALISADE_ROOT/scripts/fuzz-seeds.py" corpus
 for target in $("${fuzz[@]}" list); do
     mkdir -p "corpus/$target"
     echo "==> fuzzing $target for ${secs}s" >&2

@@ -202,6 +202,16 @@ impl AgentConfig {
     }
 }
 
+/// Entry point for the `config_files` fuzz target.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Loads arbitrary bytes as an agent config file, as `palisade-agent run --config` does.
+    pub fn agent_config(data: &[u8]) {
+        let path = palisade_wire::fuzzing::scratch_file("agent.toml", data);
+        let _ = super::AgentConfig::load(&path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -416,6 +416,40 @@ pub fn scan(
 /// A rule set shared between threads.
 pub type SharedRules = Arc<RuleSet>;
 
+/// Entry point for a `yara_rules` fuzz target, not in `fuzz/` yet: that workspace builds without
+/// YARA-X (see `fuzz/Cargo.toml`).
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::PathBuf;
+
+    /// Largest source compiled: YARA-X compiles to WebAssembly, which takes milliseconds even
+    /// for small rules, so bigger inputs would only slow the search down.
+    pub const MAX_SOURCE_BYTES: usize = 4096;
+
+    /// Compiles arbitrary text as one rule file, as the agent loads its rule directory (the
+    /// error's line and column included, and every rule's metadata read); rules that compile
+    /// then scan the source text itself, with the match reporting the detectors use.
+    pub fn yara_rules(data: &[u8]) {
+        if data.len() > MAX_SOURCE_BYTES {
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        let sources = [(PathBuf::from("fuzz.yar"), text.to_string())];
+        match super::RuleSet::compile(&sources) {
+            Ok(set) => {
+                let mut scanner = yara_x::Scanner::new(set.rules());
+                scanner.set_timeout(std::time::Duration::from_secs(1));
+                let _ = super::scan(&set, &mut scanner, data);
+            }
+            Err(e) => {
+                let _ = e.to_string();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

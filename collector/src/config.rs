@@ -232,6 +232,16 @@ impl CollectorConfig {
     }
 }
 
+/// Entry point for the `config_files` fuzz target.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Loads arbitrary bytes as a collector config file, as `serve --config` does.
+    pub fn collector_config(data: &[u8]) {
+        let path = palisade_wire::fuzzing::scratch_file("collector.toml", data);
+        let _ = super::CollectorConfig::load(&path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,4 +60,79 @@ pub mod fuzzing {
         let _ = crate::repo::Snapshot::decode(data, None, "fuzz0000");
         let _ = crate::repo::Config::parse(data, std::path::Path::new("fuzz"));
     }
+
+    /// Drill runbooks, resolved with placeholders as `drill validate` does.
+    pub fn runbook_parse(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        let _ = crate::drill::runbook::parse(
+            text,
+            std::path::Path::new("fuzz.toml"),
+            &[],
+            crate::drill::runbook::Resolve::Placeholder,
+        );
+    }
+
+    /// Separates the messages of one `sync_messages` input.
+    pub const SYNC_MESSAGE_SEPARATOR: &[u8] = b"\n--\n";
+
+    /// What a sync peer sends, delivered to a real site: a fresh [`Engine`] on an empty tree
+    /// in this process's scratch directory receives the messages of `data` (split at
+    /// [`SYNC_MESSAGE_SEPARATOR`]) in order, through the calls the server makes. The first
+    /// byte of each message picks its kind: an offer (JSON), an update (the framed body), the
+    /// peer's index (JSON, as anti-entropy reads it), or a reply to our own offer or update.
+    ///
+    /// [`Engine`]: crate::sync::engine::Engine
+    pub fn sync_messages(data: &[u8]) {
+        use crate::sync::protocol::{self, Index, Offer, OfferReply, UpdateReply};
+        let dir = std::env::temp_dir().join(format!("palisade-fuzz-sync-{}", std::process::id()));
+        // Failures here are the fuzzing machine's, not the parser's: stop loudly.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).expect("clear the fuzz sync directory");
+        }
+        let (root, state) = (dir.join("tree"), dir.join("state"));
+        std::fs::create_dir_all(&root).expect("create the fuzz sync tree");
+        std::fs::create_dir_all(&state).expect("create the fuzz sync state directory");
+        let engine = crate::sync::engine::Engine::open(root, state, "site-a".into(), None)
+            .expect("open an empty sync site");
+        let mut rest = data;
+        for _ in 0..8 {
+            let (msg, next) = match rest
+                .windows(SYNC_MESSAGE_SEPARATOR.len())
+                .position(|w| w == SYNC_MESSAGE_SEPARATOR)
+            {
+                Some(i) => (&rest[..i], Some(&rest[i + SYNC_MESSAGE_SEPARATOR.len()..])),
+                None => (rest, None),
+            };
+            if let Some((&kind, body)) = msg.split_first() {
+                match kind % 4 {
+                    0 => {
+                        if let Ok(offer) = serde_json::from_slice::<Offer>(body) {
+                            let _ = engine.offer(&offer);
+                        }
+                    }
+                    1 => {
+                        if let Ok((header, chunks)) = protocol::decode_update(body) {
+                            let _ = engine.update(&header, chunks);
+                        }
+                    }
+                    2 => {
+                        if let Ok(index) = serde_json::from_slice::<Index>(body) {
+                            let _ = engine.queue_unseen_by(&index);
+                        }
+                    }
+                    _ => {
+                        let _ = serde_json::from_slice::<OfferReply>(body);
+                        let _ = serde_json::from_slice::<UpdateReply>(body);
+                    }
+                }
+            }
+            match next {
+                Some(n) => rest = n,
+                None => break,
+            }
+        }
+        let _ = engine.index();
+    }
 }

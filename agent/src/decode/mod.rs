@@ -489,4 +489,51 @@ pub mod fuzzing {
             let _ = hello.ja4();
         }
     }
+
+    /// Feeds `data[1..]` straight to one application parser chosen by `data[0]`: DNS over UDP,
+    /// DNS over TCP, HTTP, a TLS ClientHello (with JA3, JA4, ALPN, SNI) or ARP. Reaching them
+    /// through [`packet_decode`] needs valid link, IP and transport headers and the right
+    /// ports first, which a fuzzer rarely builds; here every byte lands in the parser.
+    pub fn app_protocols(data: &[u8]) {
+        let Some((&selector, payload)) = data.split_first() else {
+            return;
+        };
+        match selector % 5 {
+            0 => {
+                if let Ok(dns) = dns::parse(payload) {
+                    dns_accessors(&dns);
+                }
+            }
+            1 => {
+                if let Some(dns) = dns::parse_tcp(payload) {
+                    dns_accessors(&dns);
+                }
+            }
+            2 => {
+                let _ = http::sniff(payload);
+            }
+            3 => {
+                let _ = tls::looks_like_handshake(payload);
+                let _ = tls::sniff(payload);
+                if let Ok(Some(hello)) = tls::parse_client_hello(payload) {
+                    let _ = hello.ja3();
+                    let _ = hello.ja4();
+                    let _ = hello.max_version();
+                    let _ = hello.alpn().count();
+                }
+            }
+            _ => {
+                let _ = link::arp(payload);
+            }
+        }
+    }
+
+    fn dns_accessors(dns: &Dns<'_>) {
+        for answer in &dns.answers {
+            if let DnsData::Txt(txt) = &answer.data {
+                let _ = txt.strings().count();
+                let _ = txt.raw();
+            }
+        }
+    }
 }

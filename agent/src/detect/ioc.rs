@@ -885,6 +885,38 @@ fn is_list_file(path: &Path) -> bool {
         .is_some_and(|n| ListKind::ALL.iter().any(|k| k.file_name() == n))
 }
 
+/// Entry point for the `ioc_lists` fuzz target.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{ListKind, Matcher};
+
+    /// Parses `data[1..]` as the indicator list chosen by `data[0]`, then looks up the values
+    /// the lists are matched against (an address, names, JA3 and JA4 strings).
+    pub fn ioc_lists(data: &[u8]) {
+        let Some((&selector, text)) = data.split_first() else {
+            return;
+        };
+        let Ok(text) = std::str::from_utf8(text) else {
+            return;
+        };
+        let kind = ListKind::ALL[usize::from(selector) % ListKind::ALL.len()];
+        let mut m = Matcher::default();
+        if m.add_list(kind, std::path::Path::new(kind.file_name()), text, 1_000)
+            .is_ok()
+        {
+            let _ = m.match_ip(std::net::IpAddr::from([10, 1, 2, 3]));
+            let _ = m.match_ip(std::net::IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]));
+            for line in text.lines().take(4) {
+                let _ = m.match_domain(line);
+                let _ = m.match_sni(line);
+                let _ = m.match_ja3(line);
+                let _ = m.match_ja4(line);
+            }
+            let _ = m.len();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,7 +141,7 @@ pub(super) async fn incident(state: Arc<AppState>, id: &str) -> Resp {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ActionBody {
+pub(super) struct ActionBody {
     #[serde(default)]
     comment: Option<String>,
 }
@@ -184,6 +184,19 @@ async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, Re
     }
 }
 
+/// Parses the body of an incident action: empty, or `{"comment": "…"}` of at most 4096 bytes.
+pub(super) fn parse_action_body(body: &[u8]) -> Result<ActionBody, String> {
+    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionBody::default()
+    } else {
+        parse_action(body).map_err(|e| format!("bad request body: {e}"))?
+    };
+    if body.comment.as_ref().is_some_and(|c| c.len() > 4096) {
+        return Err("comment longer than 4096 bytes".into());
+    }
+    Ok(body)
+}
+
 /// `POST /v1/incidents/{id}/ack` and `/resolve`.
 pub(super) async fn act(
     state: Arc<AppState>,
@@ -200,17 +213,10 @@ pub(super) async fn act(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ActionBody::default()
-    } else {
-        match parse_action(&body) {
-            Ok(b) => b,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
-        }
+    let body = match parse_action_body(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    if body.comment.as_ref().is_some_and(|c| c.len() > 4096) {
-        return error(StatusCode::BAD_REQUEST, "comment longer than 4096 bytes");
-    }
     let by = who.name.clone();
     let st = state.clone();
     let done = tokio::task::spawn_blocking(move || {

@@ -542,6 +542,45 @@ async fn events(state: Arc<AppState>, query: &str) -> Resp {
     }
 }
 
+/// Entry point for the `api_requests` fuzz target.
+#[doc(hidden)]
+pub mod fuzzing {
+    use hyper::Method;
+    use palisade_wire::Timestamp;
+
+    /// What a client controls in a request, minus the TLS identity: `data[0]` picks the method,
+    /// the rest up to the first newline is the path (routed, with its `{id}` parameters
+    /// parsed), the next line is the query string (given to every endpoint's query parser), and
+    /// what follows is the body (parsed as an incident action's).
+    pub fn api_request(data: &[u8]) {
+        let Some((&m, rest)) = data.split_first() else {
+            return;
+        };
+        let method = match m % 3 {
+            0 => Method::GET,
+            1 => Method::POST,
+            _ => Method::DELETE,
+        };
+        let mut parts = rest.splitn(3, |&b| b == b'\n');
+        let path = String::from_utf8_lossy(parts.next().unwrap_or_default());
+        let query = String::from_utf8_lossy(parts.next().unwrap_or_default());
+        let body = parts.next().unwrap_or_default();
+        if let Ok((_, params)) = super::route(&method, &path) {
+            for p in params {
+                let _ = crate::incidents::parse_id(p);
+            }
+        }
+        let now = Timestamp(1_780_000_000_000_000_000);
+        let _ = super::parse_query(&query, now);
+        let _ = super::incidents::incident_filter(&query, now);
+        let _ = super::incidents::alert_filter(&query, now);
+        let _ = super::situation::parse_query(&query, now);
+        let _ = crate::tail::TailRequest::parse(&query);
+        let _ = crate::audit::query::parse_query(&query, now);
+        let _ = super::incidents::parse_action_body(body);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -510,40 +510,49 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
     })
 }
 
+/// Parses the `GET /v1/situation` query: the period in seconds (an hour unless `period` says).
+pub fn parse_query(query: &str, now: Timestamp) -> Result<i64, String> {
+    let mut period_secs = 3600;
+    for (k, v) in params(query)? {
+        match k.as_str() {
+            "period" => match parse_time_spec(&v, now) {
+                Ok(t) if t < now => period_secs = (now.nanos() - t.nanos()) / 1_000_000_000,
+                _ => return Err(format!("period {v:?} must be a duration like 15m, 1h, 1d")),
+            },
+            _ => return Err(format!("unknown query parameter {k:?}")),
+        }
+    }
+    Ok(period_secs)
+}
+
 /// The handler.
 pub(super) async fn endpoint(state: Arc<AppState>, query: &str) -> Resp {
-    let mut period_secs = 3600;
-    match params(query) {
-        Ok(ps) => {
-            for (k, v) in ps {
-                match k.as_str() {
-                    "period" => {
-                        let now = Timestamp::now();
-                        match parse_time_spec(&v, now) {
-                            Ok(t) if t < now => {
-                                period_secs = (now.nanos() - t.nanos()) / 1_000_000_000
-                            }
-                            _ => {
-                                return error(
-                                    StatusCode::BAD_REQUEST,
-                                    format!("period {v:?} must be a duration like 15m, 1h, 1d"),
-                                )
-                            }
-                        }
-                    }
-                    _ => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            format!("unknown query parameter {k:?}"),
-                        )
-                    }
-                }
-            }
-        }
+    let period_secs = match parse_query(query, Timestamp::now()) {
+        Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    }
+    };
     match blocking(&state, move |s| compute(s, period_secs.max(1))).await {
         Ok(sit) => json_resp(StatusCode::OK, &sit),
         Err(e) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn period_query_is_a_duration_back_from_now() {
+        let now = Timestamp(1_780_000_000_000_000_000);
+        assert_eq!(parse_query("", now), Ok(3600));
+        assert_eq!(parse_query("period=15m", now), Ok(900));
+        for bad in [
+            "period=soon",
+            "period=0s",
+            "period=2999-01-01T00:00:00Z",
+            "span=1h",
+        ] {
+            assert!(parse_query(bad, now).is_err(), "{bad}");
+        }
     }
 }

@@ -283,16 +283,25 @@ impl RuleSet {
     /// referring to rules that do not exist. The first problem found is returned.
     pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleError> {
         let fp = fingerprint(dir);
-        let mut collection = SigmaCollection::new();
-        let mut rules = Vec::new();
-        let mut warnings = Vec::new();
+        let mut texts = Vec::new();
         for file in rule_files(dir)? {
             let text = std::fs::read_to_string(&file).map_err(|e| RuleError {
                 file: file.clone(),
                 line: 0,
                 reason: format!("cannot read: {e}"),
             })?;
-            parse_text(&file, &text, &mut collection, &mut rules, &mut warnings)?;
+            texts.push((file, text));
+        }
+        RuleSet::from_texts(fp, &texts)
+    }
+
+    /// [`RuleSet::load_dir`] on files already read: `(path, text)` in load order.
+    pub fn from_texts(fp: u64, texts: &[(PathBuf, String)]) -> Result<RuleSet, RuleError> {
+        let mut collection = SigmaCollection::new();
+        let mut rules = Vec::new();
+        let mut warnings = Vec::new();
+        for (file, text) in texts {
+            parse_text(file, text, &mut collection, &mut rules, &mut warnings)?;
         }
         let quiet = quiet_rules(&collection);
         let set = RuleSet {
@@ -446,6 +455,20 @@ impl RuleSet {
     /// Rule id → info.
     pub fn info(&self, id: &str) -> Option<&RuleInfo> {
         self.rules.iter().find(|r| r.id == id)
+    }
+}
+
+/// Entry point for the `sigma_rules` fuzz target.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Loads arbitrary text as one rule file, as `serve` and `rules check` do: every YAML
+    /// document parsed as a Sigma rule or correlation, the set checked (ids, references) and
+    /// compiled into both engines.
+    pub fn sigma_rules(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        let _ = super::RuleSet::from_texts(0, &[("fuzz.yml".into(), text.to_string())]);
     }
 }
 

@@ -1332,7 +1332,12 @@ impl Drop for Engine {
 
 fn check_offer(o: &Offer) -> std::result::Result<(), String> {
     check_meta(&o.meta)?;
-    let total: u64 = o.chunks.iter().map(|c| c.len).sum();
+    // Checked: lengths from a peer could wrap around to the size they claim.
+    let total = o
+        .chunks
+        .iter()
+        .try_fold(0u64, |sum, c| sum.checked_add(c.len))
+        .ok_or("chunk lengths add up to more than 2^64 bytes")?;
     if !o.meta.deleted && total != o.meta.size {
         return Err(format!(
             "chunks add up to {total} bytes, the version says {}",
@@ -1723,5 +1728,37 @@ mod tests {
             chunks: vec![],
         };
         assert!(matches!(b.offer(&offer), Err(Refusal::Bad(_))));
+    }
+
+    #[test]
+    fn chunk_lengths_that_overflow_when_added_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let b = site(d.path(), "b");
+        let id = "0".repeat(64);
+        let chunk = |len| ChunkRef {
+            id: id.clone(),
+            len,
+        };
+        // 2^63 + 2^63 + 5 wraps to 5, the size claimed.
+        let offer = Offer {
+            meta: Meta {
+                path: "f".into(),
+                vv: VersionVector([("a".to_string(), 1)].into_iter().collect()),
+                hash: Some(id.clone()),
+                size: 5,
+                mtime_ns: 0,
+                deleted: false,
+                origin_site: "a".into(),
+                changed_at_ns: 0,
+                mode: 0,
+            },
+            chunks: vec![chunk(1 << 63), chunk(1 << 63), chunk(5)],
+        };
+        assert!(matches!(b.offer(&offer), Err(Refusal::Bad(_))));
+        let up = Update {
+            offer,
+            missing: vec![0, 1, 2],
+        };
+        assert!(matches!(b.update(&up, &[]), Err(Refusal::Bad(_))));
     }
 }
