@@ -7,7 +7,9 @@
 # and latency drift (first third against last third of the run). Bounded: the load stops after
 # MINUTES, the wait for the correlator after 10 minutes more.
 # Usage: bench/soak.sh [MINUTES=30] [RATE=50000] [AGENTS=16] [GROUPS=100000]
-# Results: a table on stdout and $BENCH_DIR/soak.json (BENCH_DIR=/tmp/palisade-bench-soak).
+# Results: a table on stdout and $BENCH_DIR/soak.json (BENCH_DIR=/tmp/palisade-bench-soak); the raw
+# samples stay in $BENCH_DIR/samples. The store grows ~2.3 GB a minute at 50,000 events/s: check
+# the free disk first (the collector refuses batches at its reserve, and the run stops there).
 set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 minutes="${1:-30}"; rate="${2:-50000}"; agents="${3:-16}"; groups="${4:-100000}"
@@ -19,7 +21,8 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 BENCH_DIR="${BENCH_DIR:-/tmp/palisade-bench-soak}"
 mkdir -p "$BENCH_DIR"
 work="$(mktemp -d "$BENCH_DIR/run.XXXXXX")"; cpid=""; spid=""
-trap '[ -n "$spid" ] && kill $spid 2>/dev/null; [ -n "$cpid" ] && kill $cpid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+# The samples outlive the run (a run that stops early, e.g. on a full disk, still has them).
+trap '[ -n "$spid" ] && kill $spid 2>/dev/null; [ -n "$cpid" ] && kill $cpid 2>/dev/null; wait 2>/dev/null; cp "$work/samples" "$BENCH_DIR/samples" 2>/dev/null; cp "$work/query-errors" "$BENCH_DIR/query-errors" 2>/dev/null; rm -rf "$work"' EXIT
 bench_pki "$work" "$agents"
 mkdir -p "$work/rules"
 cp "$repo"/signatures/sigma/*.yml "$work/rules/"
