@@ -22,7 +22,12 @@ BENCH_DIR="${BENCH_DIR:-/tmp/palisade-bench-soak}"
 mkdir -p "$BENCH_DIR"
 work="$(mktemp -d "$BENCH_DIR/run.XXXXXX")"; cpid=""; spid=""
 # The samples outlive the run (a run that stops early, e.g. on a full disk, still has them).
-trap '[ -n "$spid" ] && kill $spid 2>/dev/null; [ -n "$cpid" ] && kill $cpid 2>/dev/null; wait 2>/dev/null; cp "$work/samples" "$BENCH_DIR/samples" 2>/dev/null; cp "$work/query-errors" "$BENCH_DIR/query-errors" 2>/dev/null; rm -rf "$work"' EXIT
+stop_collector() { # SIGTERM, then SIGKILL after 10 s: a collector stuck at shutdown must not hold the store
+    kill "$1" 2>/dev/null || return 0
+    for _ in $(seq 1 20); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.5; done
+    echo "collector $1 still running 10 s after SIGTERM: SIGKILL" >&2; kill -9 "$1" 2>/dev/null || true
+}
+trap '[ -n "$spid" ] && kill $spid 2>/dev/null; [ -n "$cpid" ] && stop_collector $cpid; wait 2>/dev/null; cp "$work/samples" "$BENCH_DIR/samples" 2>/dev/null; cp "$work/query-errors" "$BENCH_DIR/query-errors" 2>/dev/null; rm -rf "$work"' EXIT
 bench_pki "$work" "$agents"
 mkdir -p "$work/rules"
 cp "$repo"/signatures/sigma/*.yml "$work/rules/"
@@ -105,4 +110,4 @@ for cmd, xs in queries.items():
 json.dump({"report": r, "stored": stored, "correlation": c, "rss": rss, "queries": queries}, open(sys.argv[4], "w"))
 PY
 if [ -s "$work/query-errors" ]; then echo "failed queries (first 5):"; head -5 "$work/query-errors"; fi
-kill "$cpid"; wait "$cpid" 2>/dev/null || true; cpid=""
+stop_collector "$cpid"; wait "$cpid" 2>/dev/null || true; cpid=""
