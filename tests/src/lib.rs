@@ -270,6 +270,19 @@ impl Collector {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `palisade-collector audit verify` on this collector's config (run it while stopped).
+    pub fn audit_verify(&self) -> Output {
+        run(
+            "palisade-collector",
+            &[
+                "audit",
+                "verify",
+                "--config",
+                self.config.to_str().expect("utf-8"),
+            ],
+        )
+    }
+
     /// Runs an analyst CLI command against this collector as `identity` from `pki`.
     pub fn cli(&self, pki: &Pki, identity: &str, args: &[&str]) -> Output {
         let mut all: Vec<&str> = args.to_vec();
@@ -458,6 +471,16 @@ impl Agent {
     /// The agent's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines of its log, newest first (for failure messages).
+    pub fn log_tail(&self, n: usize) -> String {
+        self.log_text()
+            .lines()
+            .rev()
+            .take(n)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 

@@ -459,12 +459,7 @@ pub fn decode_record(keys: &Keys, blob: &Blob) -> Result<Vec<u8>> {
 
 /// The plaintext of chunk `id` in `blob`, checked.
 pub fn decode_blob(keys: &Keys, blob: &Blob, id: &Id) -> Result<Vec<u8>> {
-    let (off, len) = blob.part(id).ok_or_else(|| {
-        Error::corrupt(
-            format!("record {}", blob.header.id.short()),
-            format!("does not hold {}", id.short()),
-        )
-    })?;
+    let (off, len) = part_of(blob, id)?;
     let plain = decode_record(keys, blob)?;
     if off == 0 && len == plain.len() {
         return Ok(plain);
@@ -472,15 +467,23 @@ pub fn decode_blob(keys: &Keys, blob: &Blob, id: &Id) -> Result<Vec<u8>> {
     Ok(plain[off..off + len].to_vec())
 }
 
-/// A decoded frame: the record and its whole plaintext.
-type Decoded = (Arc<Blob>, Arc<Vec<u8>>);
+/// Where `id` lies in `blob`'s plaintext, or why it does not.
+fn part_of(blob: &Blob, id: &Id) -> Result<(usize, usize)> {
+    blob.part(id).ok_or_else(|| {
+        Error::corrupt(
+            format!("record {}", blob.header.id.short()),
+            format!("does not hold {}", id.short()),
+        )
+    })
+}
 
 /// Reads chunks by id through a small cache of decoded frames, so reading a frame's chunks one
 /// after another (a restore, a file's chunks) fetches and decompresses it once.
 pub struct ChunkReader<'a> {
     store: &'a dyn Store,
     keys: &'a Keys,
-    cache: Mutex<std::collections::VecDeque<Decoded>>,
+    /// Decoded frames, oldest first: the record and its whole plaintext.
+    cache: Mutex<std::collections::VecDeque<(Blob, Vec<u8>)>>,
     slots: usize,
 }
 
@@ -512,23 +515,14 @@ impl<'a> ChunkReader<'a> {
         if blob.members.is_empty() {
             return decode_blob(self.keys, &blob, id);
         }
-        let (off, len) = blob.part(id).ok_or_else(|| {
-            Error::corrupt(
-                format!(
-                    "frame {} from {}",
-                    blob.header.id.short(),
-                    self.store.location()
-                ),
-                format!("does not hold {}", id.short()),
-            )
-        })?;
+        let (off, len) = part_of(&blob, id)?;
         let plain = decode_record(self.keys, &blob)?;
         let out = plain[off..off + len].to_vec();
         let mut cache = self.cache.lock().map_err(|_| poisoned())?;
         if cache.len() >= self.slots {
             cache.pop_front();
         }
-        cache.push_back((Arc::new(blob), Arc::new(plain)));
+        cache.push_back((blob, plain));
         Ok(out)
     }
 

@@ -1038,16 +1038,15 @@ impl RepoService {
             })?;
             let config = repo.config().clone();
             let keys = config.keys(None).ok().flatten();
-            let ids: Vec<Id> = parsed
-                .iter()
-                .flat_map(|(h, members, _)| {
-                    if members.is_empty() {
-                        vec![h.id]
-                    } else {
-                        members.iter().map(|m| m.id).collect()
-                    }
+            let records: Vec<Blob> = parsed
+                .into_iter()
+                .map(|(header, members, stored)| Blob {
+                    header,
+                    members,
+                    stored: stored.to_vec(),
                 })
                 .collect();
+            let ids: Vec<Id> = records.iter().flat_map(Blob::ids).collect();
             let lacking: HashSet<Id> = repo
                 .missing(&ids)
                 .map_err(|e| error_response(&e))?
@@ -1056,13 +1055,8 @@ impl RepoService {
             let mut reply = BlobsReply::default();
             let mut good: HashMap<Id, Blob> = HashMap::new();
             let mut refused = HashSet::new();
-            for (header, members, stored) in parsed {
-                let h = header;
-                let blob = Blob {
-                    header,
-                    members,
-                    stored: stored.to_vec(),
-                };
+            for blob in records {
+                let h = blob.header;
                 if !blob.ids().iter().any(|id| lacking.contains(id)) {
                     reply.already_held += 1;
                     continue;

@@ -157,15 +157,7 @@ fn collector_sigkilled_at_random_moments_under_two_agents_loses_and_duplicates_n
         String::from_utf8_lossy(&out.stderr)
     );
     collector.kill();
-    let out = palisade_tests::run(
-        "palisade-collector",
-        &[
-            "audit",
-            "verify",
-            "--config",
-            collector.config.to_str().unwrap(),
-        ],
-    );
+    let out = collector.audit_verify();
     assert_eq!(
         out.status.code(),
         Some(0),

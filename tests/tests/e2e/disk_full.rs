@@ -245,15 +245,7 @@ fn collector_store_on_a_full_disk_refuses_ingest_clearly_and_resumes_when_space_
     let again = collector.events(&pki, &["--agent", "probe-f", "--kind", "synthetic"]);
     crate::delivery::assert_exactly_once(&again, N);
     collector.kill();
-    let out = run(
-        "palisade-collector",
-        &[
-            "audit",
-            "verify",
-            "--config",
-            collector.config.to_str().unwrap(),
-        ],
-    );
+    let out = collector.audit_verify();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -355,13 +347,7 @@ fn agent_spool_on_a_full_disk_says_so_and_resumes_when_space_returns() {
         panic!(
             "did not resume: {:?}; agent log tail:\n{}",
             delivered_and_dropped(&collector, &pki, "probe-s"),
-            agent
-                .log_text()
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .join("\n")
+            agent.log_tail(20)
         )
     });
     assert_eq!(n, N);

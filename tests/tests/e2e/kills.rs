@@ -132,13 +132,7 @@ fn agent_sigkilled_at_random_moments_delivers_everything_it_spooled_exactly_once
     .unwrap_or_else(|| {
         panic!(
             "not every spooled event arrived; agent log tail:\n{}",
-            drain
-                .log_text()
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .join("\n")
+            drain.log_tail(20)
         )
     });
     let mut stored: HashMap<u64, (String, String)> = HashMap::new();
