@@ -48,6 +48,15 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// The server ended the connection with a TLS alert after the handshake: in TLS 1.3 that
+    /// is how it refuses our certificate (revoked, wrong role, unknown CA).
+    #[error("{addr} refused us: {reason}")]
+    Refused {
+        /// host:port.
+        addr: String,
+        /// The alert, with what the request saw.
+        reason: String,
+    },
     /// No answer in time.
     #[error("request to {addr} timed out after {secs:.1} s")]
     Timeout {
@@ -56,6 +65,31 @@ pub enum ClientError {
         /// The timeout.
         secs: f64,
     },
+}
+
+impl ClientError {
+    /// Whether trying again later can help: the network failed or was too slow (refused or
+    /// reset connections, a handshake cut short, no answer in time). A URL that cannot work and
+    /// a handshake the server refused on its merits (unknown CA, revoked or wrong-role
+    /// certificate: rustls reports those as `InvalidData`) are not transient.
+    pub fn is_transient(&self) -> bool {
+        use std::io::ErrorKind as K;
+        match self {
+            ClientError::Url { .. } | ClientError::Refused { .. } => false,
+            ClientError::Connect { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::Http { .. } => true,
+            ClientError::Handshake { source, .. } => matches!(
+                source.kind(),
+                K::UnexpectedEof
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::BrokenPipe
+                    | K::TimedOut
+                    | K::Interrupted
+            ),
+        }
+    }
 }
 
 /// An HTTP response, fully read.
@@ -83,12 +117,34 @@ pub struct Client {
     connector: TlsConnector,
     conn: Option<Conn>,
     timeout: Duration,
+    stall: Option<Duration>,
 }
 
 /// A kept-alive connection, and word of why it ended (its driver's error) once it has.
 struct Conn {
     send: SendRequest<Full<Bytes>>,
-    ended: tokio::sync::oneshot::Receiver<String>,
+    ended: tokio::sync::oneshot::Receiver<Ended>,
+}
+
+/// Why a connection's driver ended: the error with its causes, and whether the cause was a TLS
+/// alert or other protocol refusal (rustls reports those as `InvalidData`), not the network.
+struct Ended {
+    why: String,
+    refused: bool,
+}
+
+/// Whether `e` or one of its causes is an I/O error of kind `InvalidData`.
+fn is_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::InvalidData {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// An error with its causes ("a: b: c"), each said once.
@@ -146,7 +202,17 @@ impl Client {
             connector: TlsConnector::from(Arc::new(config)),
             conn: None,
             timeout,
+            stall: None,
         })
+    }
+
+    /// Also gives up when no progress is made for `stall`: connecting (TCP and TLS) must finish
+    /// within it, and so must each piece of a response body. On a lossy link a stalled exchange
+    /// (a lost FIN, TCP back-off after a partition) then fails in `stall` rather than in the
+    /// whole request timeout, and the caller's retry starts on a fresh connection.
+    pub fn with_stall_timeout(mut self, stall: Duration) -> Self {
+        self.stall = Some(stall);
+        self
     }
 
     /// `host:port` of the collector.
@@ -181,10 +247,18 @@ impl Client {
             if let Err(e) = conn.await {
                 let why = with_causes(&e);
                 tracing::debug!(error = %why, "connection closed");
-                let _ = tell.send(why);
+                let refused = is_refusal(&e);
+                let _ = tell.send(Ended { why, refused });
             }
         });
         Ok(Conn { send, ended })
+    }
+
+    fn stalled(&self, stall: Duration, doing: &str) -> ClientError {
+        ClientError::Http {
+            addr: self.addr.clone(),
+            reason: format!("no progress for {:.1} s while {doing}", stall.as_secs_f64()),
+        }
     }
 
     /// The error for a failed exchange, with why the connection ended when it did: in TLS 1.3
@@ -194,13 +268,19 @@ impl Client {
     /// is bounded for a busy machine.
     async fn exchange_error(&self, conn: &mut Conn, e: String) -> ClientError {
         let ended = tokio::time::timeout(Duration::from_secs(1), &mut conn.ended).await;
-        let reason = match ended {
-            Ok(Ok(why)) => format!("{e}; the connection ended: {why}"),
-            _ => e.to_string(),
-        };
-        ClientError::Http {
-            addr: self.addr.clone(),
-            reason,
+        match ended {
+            Ok(Ok(Ended { why, refused: true })) => ClientError::Refused {
+                addr: self.addr.clone(),
+                reason: format!("{e}; the connection ended: {why}"),
+            },
+            Ok(Ok(Ended { why, .. })) => ClientError::Http {
+                addr: self.addr.clone(),
+                reason: format!("{e}; the connection ended: {why}"),
+            },
+            _ => ClientError::Http {
+                addr: self.addr.clone(),
+                reason: e,
+            },
         }
     }
 
@@ -248,7 +328,12 @@ impl Client {
         };
         let mut conn = match self.conn.take() {
             Some(c) if !c.send.is_closed() => c,
-            _ => self.connect().await?,
+            _ => match self.stall {
+                Some(stall) => tokio::time::timeout(stall, self.connect())
+                    .await
+                    .map_err(|_| self.stalled(stall, "connecting"))??,
+                None => self.connect().await?,
+            },
         };
         if let Err(e) = conn.send.ready().await {
             return Err(self.exchange_error(&mut conn, e.to_string()).await);
@@ -270,15 +355,111 @@ impl Client {
             .get(hyper::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
-        let body = match resp.into_body().collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return Err(self.exchange_error(&mut conn, e.to_string()).await),
-        };
+        let mut incoming = resp.into_body();
+        let mut body = bytes::BytesMut::new();
+        loop {
+            let next = match self.stall {
+                Some(stall) => tokio::time::timeout(stall, incoming.frame())
+                    .await
+                    .map_err(|_| self.stalled(stall, "reading the response body"))?,
+                None => incoming.frame().await,
+            };
+            match next {
+                None => break,
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        body.extend_from_slice(data);
+                    }
+                }
+                Some(Err(e)) => return Err(self.exchange_error(&mut conn, e.to_string()).await),
+            }
+        }
+        let body = body.freeze();
         self.conn = Some(conn);
         Ok(Response {
             status,
             retry_after_secs,
             body,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A config that trusts nothing: enough to start a handshake, which is all these tests need.
+    fn config() -> rustls::ClientConfig {
+        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A server that accepts and then says nothing: without a stall deadline the request waits
+    /// its whole timeout; with one it fails as soon as connecting makes no progress, and the
+    /// failure is transient (worth another try).
+    #[test]
+    fn a_silent_server_fails_at_the_stall_deadline_as_a_transient_error() {
+        let rt = runtime();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("https://{}", listener.local_addr().unwrap());
+            let hold = tokio::spawn(async move {
+                let (conn, _) = listener.accept().await.unwrap();
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(conn);
+            });
+            let mut client = Client::new(&url, config(), Duration::from_secs(30))
+                .unwrap()
+                .with_stall_timeout(Duration::from_millis(300));
+            let err = client
+                .request(Method::GET, "/", "text/plain", Bytes::new())
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("no progress for 0.3 s while connecting"),
+                "{err}"
+            );
+            assert!(err.is_transient());
+            hold.abort();
+        });
+    }
+
+    /// A server that hangs up during the handshake (what a client sees when the server's
+    /// handshake deadline passed on a slow link) gives a transient error; a URL without a port
+    /// does not.
+    #[test]
+    fn a_handshake_cut_short_is_transient_and_a_bad_url_is_not() {
+        let rt = runtime();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("https://{}", listener.local_addr().unwrap());
+            let hang_up = tokio::spawn(async move {
+                let (conn, _) = listener.accept().await.unwrap();
+                drop(conn);
+            });
+            let mut client = Client::new(&url, config(), Duration::from_secs(30)).unwrap();
+            let err = client
+                .request(Method::GET, "/", "text/plain", Bytes::new())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ClientError::Handshake { .. }), "{err}");
+            assert!(err.is_transient(), "{err}");
+            hang_up.await.unwrap();
+        });
+        let err = Client::new("https://127.0.0.1", config(), Duration::from_secs(1)).unwrap_err();
+        assert!(!err.is_transient(), "{err}");
     }
 }

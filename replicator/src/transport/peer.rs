@@ -73,6 +73,23 @@ const MAX_KNOWN_IDS: u64 = 64 << 20;
 const MAX_RESENDS: usize = 3;
 /// Per-request timeout of the client.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// A request that makes no progress (connecting, or between pieces of the answer) for this long
+/// fails and is tried again on a new connection, instead of waiting out `REQUEST_TIMEOUT`.
+const STALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Tries of one request when the network failed (refused, reset, cut short, stalled).
+const TRIES: u32 = 6;
+
+/// The pause before try `attempt + 1`: 0.3 s, doubling, at most 10 s (about 25 s over all tries).
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(300u64 << attempt.saturating_sub(1).min(5)).min(Duration::from_secs(10))
+}
+
+/// A client for the peer at `url` with this module's deadlines.
+fn peer_client(tls: &PeerTls, url: &str) -> Result<Client> {
+    Ok(tls
+        .client(url, REQUEST_TIMEOUT)?
+        .with_stall_timeout(STALL_TIMEOUT))
+}
 /// Idle connections the client keeps.
 const MAX_IDLE_CLIENTS: usize = 8;
 
@@ -203,14 +220,10 @@ fn status_error(peer: &str, what: &str, status: StatusCode, body: &str) -> Error
 }
 
 fn transport_error(peer: &str, what: &str, e: &ClientError) -> Error {
-    let retryable = matches!(
-        e,
-        ClientError::Connect { .. } | ClientError::Timeout { .. } | ClientError::Http { .. }
-    );
     Error::Peer {
         peer: peer.into(),
         reason: format!("{what}: {e}"),
-        retryable,
+        retryable: e.is_transient(),
     }
 }
 
@@ -308,16 +321,16 @@ impl Peer {
         let mut attempt = 0;
         let (resp, client) = loop {
             attempt += 1;
-            let mut client = tls.client(&url, REQUEST_TIMEOUT)?;
+            let mut client = peer_client(tls, &url)?;
             match rt.block_on(client.request(Method::GET, "/v1/config", JSON_TYPE, Bytes::new())) {
                 Ok(resp) => break (resp, client),
                 Err(e) => {
                     let err = transport_error(&url, what, &e);
-                    if !err.retryable() || attempt >= 3 {
+                    if !err.retryable() || attempt >= TRIES {
                         return Err(err);
                     }
                     tracing::warn!(peer = %url, error = %e, attempt, "request failed; trying again");
-                    std::thread::sleep(Duration::from_millis(300 * attempt));
+                    std::thread::sleep(backoff(attempt));
                 }
             }
         };
@@ -350,7 +363,7 @@ impl Peer {
     fn init(url: &str, tls: &PeerTls, config: &Config) -> Result<()> {
         let url = url.trim_end_matches('/');
         let rt = runtime(url)?;
-        let mut client = tls.client(url, REQUEST_TIMEOUT)?;
+        let mut client = peer_client(tls, url)?;
         let json =
             serde_json::to_vec_pretty(config).map_err(|e| Error::Usage(format!("config: {e}")))?;
         let resp = rt
@@ -373,10 +386,10 @@ impl Peer {
         if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
             return Ok(c);
         }
-        self.tls.client(&self.url, REQUEST_TIMEOUT)
+        peer_client(&self.tls, &self.url)
     }
 
-    /// One request, with up to two more tries when the connection failed (every endpoint is
+    /// One request, with up to `TRIES - 1` more tries when the network failed (every endpoint is
     /// idempotent: a blob or snapshot sent twice is stored once more at worst).
     fn call(
         &self,
@@ -404,11 +417,11 @@ impl Peer {
                 }
                 Err(e) => {
                     let err = transport_error(&self.url, what, &e);
-                    if !err.retryable() || attempt >= 3 {
+                    if !err.retryable() || attempt >= TRIES {
                         return Err(err);
                     }
                     tracing::warn!(peer = %self.url, error = %e, attempt, "request failed; trying again");
-                    std::thread::sleep(Duration::from_millis(300 * attempt));
+                    std::thread::sleep(backoff(attempt));
                 }
             }
         }

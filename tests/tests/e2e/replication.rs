@@ -571,6 +571,11 @@ fn a_revoked_replicator_certificate_is_refused_without_restarting_serve() {
         err.contains("CertificateRevoked"),
         "the error says why: {err}"
     );
+    // A refusal is not a network failure: not tried again, and no hint that a retry may help.
+    assert!(
+        !err.contains("trying again") && !err.contains("retrying later may help"),
+        "a refused certificate was treated as a transient failure: {err}"
+    );
     let out = run(
         "palisade-replicator",
         &peer_args(
