@@ -116,6 +116,10 @@ pub async fn serve(
     forwarders.add_sinks(&mut sinks);
     let tail = Arc::new(crate::tail::Tail::new(config.tail.clone()));
     sinks.push(tail.clone());
+    let alert_tally = Arc::new(crate::api::alert_tally::AlertTally::new(
+        palisade_wire::Timestamp::now(),
+    ));
+    sinks.push(alert_tally.clone());
     let incidents = Arc::new(crate::incidents::IncidentStore::open(
         &config.data_dir.join("incidents"),
         config.correlation.incident_window_secs,
@@ -179,6 +183,7 @@ pub async fn serve(
         incidents,
         correlator: correlator.clone(),
         rates: Arc::new(crate::api::situation::RateHistory::default()),
+        alert_tally,
         tail: tail.clone(),
         cert_seen: Default::default(),
     });

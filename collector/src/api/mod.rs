@@ -16,6 +16,7 @@ use palisade_wire::{EventKind, Severity, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub mod alert_tally;
 pub mod incidents;
 pub mod situation;
 
@@ -51,6 +52,8 @@ pub struct AppState {
     pub correlator: Option<Arc<crate::correlate::Correlator>>,
     /// Rates sampled over time, for `situation`.
     pub rates: Arc<situation::RateHistory>,
+    /// Agents' alert events per minute, for `situation` ([`alert_tally`]).
+    pub alert_tally: Arc<alert_tally::AlertTally>,
     /// Recently committed events, for `GET /v1/tail` ([`crate::tail`]).
     pub tail: Arc<crate::tail::Tail>,
     /// Certificate serial each agent was last recorded with, so the agent record is written

@@ -3,7 +3,9 @@
 //! freshness, and the trend against the previous period.
 //!
 //! Rates come from [`RateHistory`], sampled every 10 s by the server (so the sparklines cover
-//! what this collector process has seen); counts per period come from the store itself.
+//! what this collector process has seen). Agents' alert events per period come from
+//! [`super::alert_tally::AlertTally`] (counted at commit), collector alerts from the incident
+//! store's per-minute tallies; integrity, replication and drill lines from the store.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -370,30 +372,41 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
         });
     }
 
-    let mut attacked = HashMap::new();
-    let mut sources = HashMap::new();
-    let mut detectors: HashMap<String, u64> = HashMap::new();
-    let alert_events = for_each_raw(
-        state,
-        EventKind::Alert,
-        since,
-        Timestamp(i64::MAX),
-        &mut |raw| {
-            let Ok(a) = serde_json::from_slice::<AlertFields<'_>>(raw) else {
-                return;
-            };
-            if let Some(ip) = a.destination.and_then(|d| d.ip) {
-                bump(&mut attacked, &ip);
-            }
-            if let Some(ip) = a.source.and_then(|d| d.ip) {
-                bump(&mut sources, &ip);
-            }
-            let name = a.rule.and_then(|r| r.name.or(r.id));
-            bump(&mut detectors, name.as_deref().unwrap_or("unnamed"));
-        },
-    )? as u64;
-    let alert_events_previous =
-        for_each_raw(state, EventKind::Alert, before, since, &mut |_| {})? as u64;
+    // Agents' alert events: counted as they were committed ([`AlertTally`]); only a part of
+    // the period the tally does not reach (before this process started counting, or beyond a
+    // day) is scanned from the store.
+    let counted = state.alert_tally.since(since, now);
+    let mut attacked = counted.attacked;
+    let mut sources = counted.sources;
+    let mut detectors = counted.detectors;
+    let mut alert_events = counted.total;
+    if since < counted.covered_from {
+        alert_events += for_each_raw(
+            state,
+            EventKind::Alert,
+            since,
+            counted.covered_from,
+            &mut |raw| {
+                let Ok(a) = serde_json::from_slice::<AlertFields<'_>>(raw) else {
+                    return;
+                };
+                if let Some(ip) = a.destination.and_then(|d| d.ip) {
+                    bump(&mut attacked, &ip);
+                }
+                if let Some(ip) = a.source.and_then(|d| d.ip) {
+                    bump(&mut sources, &ip);
+                }
+                let name = a.rule.and_then(|r| r.name.or(r.id));
+                bump(&mut detectors, name.as_deref().unwrap_or("unnamed"));
+            },
+        )? as u64;
+    }
+    let (mut alert_events_previous, covered_from) =
+        state.alert_tally.count_between(before, since, now);
+    if before < covered_from {
+        alert_events_previous +=
+            for_each_raw(state, EventKind::Alert, before, covered_from, &mut |_| {})? as u64;
+    }
 
     // Collector alerts and open incidents from the incident store's in-memory tallies (an
     // alert storm leaves hundreds of thousands; reading them all made `situation` take seconds).

@@ -753,7 +753,7 @@ impl IncidentStore {
             .unwrap_or_else(|p| p.into_inner())
             .insert(inc.id, Summary::of(&inc));
         tracing::info!(incident = id, by, action, "incident updated");
-        Ok(self.get_incident(id)?.ok_or(ActionError::NotFound(id))?)
+        self.get_incident(id)?.ok_or(ActionError::NotFound(id))
     }
 
     /// Acknowledges an incident (new → acknowledged).

@@ -1,0 +1,392 @@
+//! Agents' alert events counted as they are committed, per minute of event time, so that
+//! `situation` reads the period's counts and top lists from memory. It used to scan the
+//! period's stored alert events on every call: under a soak at 7,500 alert events/s that took
+//! 2.6 s after one minute and 60 s after eighteen.
+//!
+//! What is kept: the number of alert events per minute for [`COUNT_MINUTES`], and per minute
+//! for [`DETAIL_MINUTES`] the most alerted destination and source addresses and the detectors
+//! that fired. While a minute is current every value is counted; once it is two minutes old each
+//! of its lists keeps its [`TOP_PER_MINUTE`] largest entries. A period's top lists are the sums
+//! of its minutes' lists, so they are exact for anything in a minute's top and can under-count
+//! a value that is sometimes outside it (spread thinly over many minutes): the heavy hitters a
+//! duty analyst looks for are the ones kept.
+//!
+//! Counting starts at the first whole minute after the collector started ([`AlertTally::new`]);
+//! `situation` scans the store for whatever part of a period lies before that or beyond what is
+//! kept, so its figures are the same across a restart. Events are counted once: a resent event
+//! (sequence at or below the highest already counted for its agent) is skipped, as the
+//! correlator does. An event committed with an event time before the start is left to the scan.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use palisade_wire::batch::Batch;
+use palisade_wire::{EventKind, Timestamp};
+
+use crate::ingest::CommitSink;
+
+/// Minutes of per-minute alert event counts kept (31 days).
+pub const COUNT_MINUTES: i64 = 31 * 24 * 60;
+/// Minutes of per-minute top lists kept (one day).
+pub const DETAIL_MINUTES: i64 = 24 * 60;
+/// Entries each list of a closed minute keeps.
+pub const TOP_PER_MINUTE: usize = 100;
+
+const NANOS_PER_MINUTE: i64 = 60_000_000_000;
+
+/// The minute (since the epoch) a time falls in.
+pub fn minute_of(t: Timestamp) -> i64 {
+    t.nanos().div_euclid(NANOS_PER_MINUTE)
+}
+
+fn start_of(minute: i64) -> Timestamp {
+    Timestamp(minute.saturating_mul(NANOS_PER_MINUTE))
+}
+
+/// One minute's lists.
+#[derive(Debug, Default)]
+struct Lists {
+    attacked: HashMap<String, u64>,
+    sources: HashMap<String, u64>,
+    detectors: HashMap<String, u64>,
+    trimmed: bool,
+}
+
+impl Lists {
+    fn trim(&mut self) {
+        for map in [&mut self.attacked, &mut self.sources, &mut self.detectors] {
+            if map.len() > TOP_PER_MINUTE {
+                let mut v: Vec<(String, u64)> = map.drain().collect();
+                v.select_nth_unstable_by(TOP_PER_MINUTE - 1, |a, b| b.1.cmp(&a.1));
+                v.truncate(TOP_PER_MINUTE);
+                map.extend(v);
+                map.shrink_to_fit();
+            }
+        }
+        self.trimmed = true;
+    }
+}
+
+/// Counts one more of `key`. A trimmed minute (late events) takes new keys only while its list
+/// is under twice its top size, so late stragglers cannot grow it without bound.
+fn bump(map: &mut HashMap<String, u64>, key: &str, trimmed: bool) {
+    if let Some(n) = map.get_mut(key) {
+        *n += 1;
+    } else if !trimmed || map.len() < 2 * TOP_PER_MINUTE {
+        map.insert(key.to_string(), 1);
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// First minute counted.
+    from_minute: i64,
+    totals: BTreeMap<i64, u64>,
+    lists: BTreeMap<i64, Lists>,
+    /// Minutes whose lists are still whole.
+    untrimmed: BTreeSet<i64>,
+    /// Highest sequence counted per agent.
+    last_seq: HashMap<String, u64>,
+}
+
+/// What a period holds, from the tally.
+#[derive(Debug, Default)]
+pub struct Counted {
+    /// Alert events.
+    pub total: u64,
+    /// By destination address.
+    pub attacked: HashMap<String, u64>,
+    /// By source address.
+    pub sources: HashMap<String, u64>,
+    /// By detector (rule name, else id).
+    pub detectors: HashMap<String, u64>,
+    /// The tally covers the period from here on; the part before is the caller's to scan.
+    pub covered_from: Timestamp,
+}
+
+/// The per-minute alert tallies (see the module docs).
+#[derive(Debug)]
+pub struct AlertTally {
+    inner: Mutex<Inner>,
+}
+
+impl AlertTally {
+    /// A tally counting from the first whole minute after `started`.
+    pub fn new(started: Timestamp) -> Self {
+        AlertTally {
+            inner: Mutex::new(Inner {
+                from_minute: minute_of(started) + 1,
+                totals: BTreeMap::new(),
+                lists: BTreeMap::new(),
+                untrimmed: BTreeSet::new(),
+                last_seq: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts the alert events of committed batches; `now` decides what is old enough to trim
+    /// or drop.
+    pub fn add(&self, batches: &[Batch], now: Timestamp) {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let now_minute = minute_of(now);
+        for batch in batches {
+            let last = inner.last_seq.get(&batch.agent_id).copied();
+            let mut highest = last;
+            for e in &batch.events {
+                let ev = &e.event;
+                let seq = ev.event.sequence;
+                if last.is_some_and(|l| seq <= l) {
+                    continue;
+                }
+                highest = Some(highest.map_or(seq, |h: u64| h.max(seq)));
+                if ev.event.dataset != EventKind::Alert {
+                    continue;
+                }
+                let m = minute_of(ev.timestamp);
+                if m < inner.from_minute || m < now_minute - COUNT_MINUTES {
+                    continue;
+                }
+                *inner.totals.entry(m).or_default() += 1;
+                if m < now_minute - DETAIL_MINUTES {
+                    continue;
+                }
+                let lists = inner.lists.entry(m).or_insert_with(|| {
+                    inner.untrimmed.insert(m);
+                    Lists::default()
+                });
+                let trimmed = lists.trimmed;
+                if let Some(ip) = ev.destination.as_ref().and_then(|d| d.ip) {
+                    bump(&mut lists.attacked, &ip.to_string(), trimmed);
+                }
+                if let Some(ip) = ev.source.as_ref().and_then(|s| s.ip) {
+                    bump(&mut lists.sources, &ip.to_string(), trimmed);
+                }
+                let name = ev
+                    .rule
+                    .as_ref()
+                    .and_then(|r| r.name.as_deref().or(r.id.as_deref()));
+                bump(&mut lists.detectors, name.unwrap_or("unnamed"), trimmed);
+            }
+            if let Some(h) = highest {
+                inner.last_seq.insert(batch.agent_id.clone(), h);
+            }
+        }
+        // Minutes two or more behind now are closed: keep their tops.
+        while let Some(&m) = inner.untrimmed.first() {
+            if m >= now_minute - 1 {
+                break;
+            }
+            inner.untrimmed.pop_first();
+            if let Some(l) = inner.lists.get_mut(&m) {
+                l.trim();
+            }
+        }
+        while inner
+            .lists
+            .first_key_value()
+            .is_some_and(|(m, _)| *m < now_minute - DETAIL_MINUTES)
+        {
+            inner.lists.pop_first();
+        }
+        while inner
+            .totals
+            .first_key_value()
+            .is_some_and(|(m, _)| *m < now_minute - COUNT_MINUTES)
+        {
+            inner.totals.pop_first();
+        }
+    }
+
+    /// The alert events with event time from `since` on (whole minutes: the minute `since`
+    /// falls in counts), with their top lists, as far back as the tally reaches.
+    pub fn since(&self, since: Timestamp, now: Timestamp) -> Counted {
+        let g = self.lock();
+        let start = (g.from_minute)
+            .max(minute_of(now) - DETAIL_MINUTES)
+            .max(minute_of(since));
+        let mut out = Counted {
+            covered_from: if start > minute_of(since) {
+                start_of(start)
+            } else {
+                since
+            },
+            ..Counted::default()
+        };
+        for (_, n) in g.totals.range(start..) {
+            out.total += n;
+        }
+        for (_, l) in g.lists.range(start..) {
+            for (mine, theirs) in [
+                (&mut out.attacked, &l.attacked),
+                (&mut out.sources, &l.sources),
+                (&mut out.detectors, &l.detectors),
+            ] {
+                for (k, n) in theirs {
+                    match mine.get_mut(k) {
+                        Some(m) => *m += n,
+                        None => {
+                            mine.insert(k.clone(), *n);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The number of alert events with event time in `[from, to)` (whole minutes), and from
+    /// when on the tally covered that span (`to` when it covers none of it).
+    pub fn count_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        now: Timestamp,
+    ) -> (u64, Timestamp) {
+        let g = self.lock();
+        let start = (g.from_minute)
+            .max(minute_of(now) - COUNT_MINUTES)
+            .max(minute_of(from));
+        let end = minute_of(to);
+        if start >= end {
+            return (0, to);
+        }
+        let covered_from = if start > minute_of(from) {
+            start_of(start)
+        } else {
+            from
+        };
+        (
+            g.totals.range(start..end).map(|(_, n)| n).sum(),
+            covered_from,
+        )
+    }
+}
+
+impl CommitSink for AlertTally {
+    fn committed(&self, batches: &Arc<[Batch]>) {
+        self.add(batches, Timestamp::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_wire::batch::ReceivedEvent;
+    use palisade_wire::event::{Endpoint, Rule};
+    use palisade_wire::{Event, Severity};
+
+    const MIN: i64 = NANOS_PER_MINUTE;
+
+    fn alert(seq: u64, t: i64, src: &str, dst: &str, rule: &str) -> ReceivedEvent {
+        let mut e = Event::new("probe-1", EventKind::Alert, Severity::High);
+        e.timestamp = Timestamp(t);
+        e.event.sequence = seq;
+        e.source = Some(Endpoint {
+            ip: Some(src.parse().unwrap()),
+            ..Endpoint::default()
+        });
+        e.destination = Some(Endpoint {
+            ip: Some(dst.parse().unwrap()),
+            ..Endpoint::default()
+        });
+        e.rule = Some(Rule {
+            name: Some(rule.into()),
+            ..Rule::default()
+        });
+        ReceivedEvent {
+            raw: Vec::new(),
+            event: e,
+        }
+    }
+
+    fn batch(events: Vec<ReceivedEvent>) -> Batch {
+        Batch {
+            agent_id: "probe-1".into(),
+            first_sequence: events.first().map_or(0, |e| e.event.event.sequence),
+            last_sequence: events.last().map_or(0, |e| e.event.event.sequence),
+            events,
+        }
+    }
+
+    /// Counts and tops per period, resent events counted once, events from before the start
+    /// left to the caller's scan (with the boundary said), closed minutes trimmed to their top.
+    #[test]
+    fn counts_tops_resends_and_coverage() {
+        let start = 1_000 * MIN + 30_000_000_000;
+        let tally = AlertTally::new(Timestamp(start));
+        let now = Timestamp(1_010 * MIN);
+        // Before the first whole minute: not counted.
+        let early = alert(1, start + 1, "10.0.0.9", "192.0.2.1", "scan");
+        let mut events = vec![early];
+        let mut seq = 1;
+        for m in 1_001..1_005 {
+            for i in 0..(TOP_PER_MINUTE as i64 + 50) {
+                seq += 1;
+                let src = format!("10.1.{}.{}", i / 250, i % 250);
+                events.push(alert(seq, m * MIN + i, &src, "192.0.2.7", "scan"));
+            }
+            for i in 0..3 {
+                seq += 1;
+                events.push(alert(
+                    seq,
+                    m * MIN + 999 + i,
+                    "203.0.113.5",
+                    "192.0.2.8",
+                    "beacon",
+                ));
+            }
+        }
+        let b = batch(events);
+        tally.add(std::slice::from_ref(&b), now);
+        // The same batch again (a resend) changes nothing.
+        tally.add(std::slice::from_ref(&b), now);
+
+        let per_minute = TOP_PER_MINUTE as u64 + 53;
+        let c = tally.since(Timestamp(1_002 * MIN + 5), now);
+        assert_eq!(c.total, 3 * per_minute, "minutes 1002..=1004");
+        assert_eq!(c.covered_from, Timestamp(1_002 * MIN + 5));
+        assert_eq!(c.attacked.get("192.0.2.7"), Some(&(3 * (per_minute - 3))));
+        assert_eq!(c.sources.get("203.0.113.5"), Some(&9));
+        assert_eq!(c.detectors.get("beacon"), Some(&9));
+        // Closed minutes keep TOP_PER_MINUTE sources each (ties cut arbitrarily, the heavy
+        // hitter always kept).
+        assert!(c.sources.len() <= 3 * TOP_PER_MINUTE, "{}", c.sources.len());
+
+        // A period reaching back before the start: covered from the first whole minute.
+        let c = tally.since(Timestamp(990 * MIN), now);
+        assert_eq!(c.total, 4 * per_minute);
+        assert_eq!(c.covered_from, Timestamp(1_001 * MIN));
+        let (n, from) = tally.count_between(Timestamp(990 * MIN), Timestamp(1_003 * MIN), now);
+        assert_eq!((n, from), (2 * per_minute, Timestamp(1_001 * MIN)));
+        let (n, from) = tally.count_between(Timestamp(980 * MIN), Timestamp(990 * MIN), now);
+        assert_eq!((n, from), (0, Timestamp(990 * MIN)), "nothing covered");
+    }
+
+    /// Minutes older than the kept spans are dropped as time passes.
+    #[test]
+    fn old_minutes_are_dropped() {
+        let tally = AlertTally::new(Timestamp(0));
+        let b = batch(vec![alert(1, 5 * MIN, "10.0.0.1", "192.0.2.1", "scan")]);
+        tally.add(&[b], Timestamp(6 * MIN));
+        assert_eq!(tally.since(Timestamp(0), Timestamp(6 * MIN)).total, 1);
+        let later = Timestamp((5 + DETAIL_MINUTES + 1) * MIN);
+        tally.add(&[], later);
+        let c = tally.since(Timestamp(0), later);
+        assert_eq!(
+            c.total, 0,
+            "lists and their minutes beyond a day are not read"
+        );
+        assert_eq!(tally.count_between(Timestamp(0), later, later).0, 1);
+        let much_later = Timestamp((5 + COUNT_MINUTES + 1) * MIN);
+        tally.add(&[], much_later);
+        assert_eq!(
+            tally.count_between(Timestamp(0), much_later, much_later).0,
+            0
+        );
+    }
+}
