@@ -90,6 +90,41 @@ pub async fn run(
     }
 }
 
+/// Counts the alert events stored before this start with an event time after it (see
+/// [`crate::api::alert_tally::AlertTally::seed`]): normally none, so the scan is of an empty span.
+fn seed_alert_tally(
+    store: &dyn EventStore,
+    tally: &crate::api::alert_tally::AlertTally,
+) -> Result<(), ServeError> {
+    let now = palisade_wire::Timestamp::now();
+    let q = crate::store::Query {
+        since: tally.start(),
+        until: palisade_wire::Timestamp(i64::MAX),
+        agent: None,
+        kind: Some(palisade_wire::EventKind::Alert),
+        min_severity: None,
+        limit: usize::MAX,
+        newest_first: false,
+        after: None,
+        filter: None,
+    };
+    let mut seeded = 0u64;
+    store.scan(&q, &mut |raw| {
+        if let Ok(ev) = serde_json::from_slice::<palisade_wire::Event>(raw) {
+            tally.seed(&ev, now);
+            seeded += 1;
+        }
+        true
+    })?;
+    if seeded > 0 {
+        tracing::info!(
+            seeded,
+            "alert events stored with event times ahead of this start counted for situation"
+        );
+    }
+    Ok(())
+}
+
 /// Everything `palisade-collector serve` does: open the store, start the writer, bind, announce
 /// the address on stdout, serve until `shutdown`, apply retention hourly.
 pub async fn serve(
@@ -119,6 +154,7 @@ pub async fn serve(
     let alert_tally = Arc::new(crate::api::alert_tally::AlertTally::new(
         palisade_wire::Timestamp::now(),
     ));
+    seed_alert_tally(store.as_ref(), &alert_tally)?;
     sinks.push(alert_tally.clone());
     let incidents = Arc::new(crate::incidents::IncidentStore::open(
         &config.data_dir.join("incidents"),

@@ -15,13 +15,15 @@
 //! `situation` scans the store for whatever part of a period lies before that or beyond what is
 //! kept, so its figures are the same across a restart. Events are counted once: a resent event
 //! (sequence at or below the highest already counted for its agent) is skipped, as the
-//! correlator does. An event committed with an event time before the start is left to the scan.
+//! correlator does. An event committed with an event time before the start is left to the scan;
+//! one stored earlier with an event time after it (an agent whose clock runs ahead) is counted
+//! at startup by [`AlertTally::seed`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use palisade_wire::batch::Batch;
-use palisade_wire::{EventKind, Timestamp};
+use palisade_wire::{Event, EventKind, Timestamp};
 
 use crate::ingest::CommitSink;
 
@@ -77,6 +79,40 @@ fn bump(map: &mut HashMap<String, u64>, key: &str, trimmed: bool) {
     }
 }
 
+impl Inner {
+    /// Counts `ev` if it is an alert event in the span kept.
+    fn count(&mut self, ev: &Event, now_minute: i64) {
+        if ev.event.dataset != EventKind::Alert {
+            return;
+        }
+        let m = minute_of(ev.timestamp);
+        if m < self.from_minute || m < now_minute - COUNT_MINUTES {
+            return;
+        }
+        *self.totals.entry(m).or_default() += 1;
+        if m < now_minute - DETAIL_MINUTES {
+            return;
+        }
+        let untrimmed = &mut self.untrimmed;
+        let lists = self.lists.entry(m).or_insert_with(|| {
+            untrimmed.insert(m);
+            Lists::default()
+        });
+        let trimmed = lists.trimmed;
+        if let Some(ip) = ev.destination.as_ref().and_then(|d| d.ip) {
+            bump(&mut lists.attacked, &ip.to_string(), trimmed);
+        }
+        if let Some(ip) = ev.source.as_ref().and_then(|s| s.ip) {
+            bump(&mut lists.sources, &ip.to_string(), trimmed);
+        }
+        let name = ev
+            .rule
+            .as_ref()
+            .and_then(|r| r.name.as_deref().or(r.id.as_deref()));
+        bump(&mut lists.detectors, name.unwrap_or("unnamed"), trimmed);
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     /// First minute counted.
@@ -128,6 +164,23 @@ impl AlertTally {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The first moment counted: events with an earlier event time are the scan's.
+    pub fn start(&self) -> Timestamp {
+        start_of(self.lock().from_minute)
+    }
+
+    /// Counts alert events already in the store with an event time from [`Self::start`] on
+    /// (stored before this process started by an agent whose clock runs ahead), so that the
+    /// scan for the part before the start and the tally together hold every stored event.
+    /// Call before ingest starts.
+    pub fn seed(&self, ev: &Event, now: Timestamp) {
+        let mut g = self.lock();
+        let seq = ev.event.sequence;
+        let last = g.last_seq.entry(ev.agent.id.clone()).or_insert(seq);
+        *last = (*last).max(seq);
+        g.count(ev, minute_of(now));
+    }
+
     /// Counts the alert events of committed batches; `now` decides what is old enough to trim
     /// or drop.
     pub fn add(&self, batches: &[Batch], now: Timestamp) {
@@ -138,39 +191,12 @@ impl AlertTally {
             let last = inner.last_seq.get(&batch.agent_id).copied();
             let mut highest = last;
             for e in &batch.events {
-                let ev = &e.event;
-                let seq = ev.event.sequence;
+                let seq = e.event.event.sequence;
                 if last.is_some_and(|l| seq <= l) {
                     continue;
                 }
                 highest = Some(highest.map_or(seq, |h: u64| h.max(seq)));
-                if ev.event.dataset != EventKind::Alert {
-                    continue;
-                }
-                let m = minute_of(ev.timestamp);
-                if m < inner.from_minute || m < now_minute - COUNT_MINUTES {
-                    continue;
-                }
-                *inner.totals.entry(m).or_default() += 1;
-                if m < now_minute - DETAIL_MINUTES {
-                    continue;
-                }
-                let lists = inner.lists.entry(m).or_insert_with(|| {
-                    inner.untrimmed.insert(m);
-                    Lists::default()
-                });
-                let trimmed = lists.trimmed;
-                if let Some(ip) = ev.destination.as_ref().and_then(|d| d.ip) {
-                    bump(&mut lists.attacked, &ip.to_string(), trimmed);
-                }
-                if let Some(ip) = ev.source.as_ref().and_then(|s| s.ip) {
-                    bump(&mut lists.sources, &ip.to_string(), trimmed);
-                }
-                let name = ev
-                    .rule
-                    .as_ref()
-                    .and_then(|r| r.name.as_deref().or(r.id.as_deref()));
-                bump(&mut lists.detectors, name.unwrap_or("unnamed"), trimmed);
+                inner.count(&e.event, now_minute);
             }
             if let Some(h) = highest {
                 inner.last_seq.insert(batch.agent_id.clone(), h);
@@ -278,7 +304,7 @@ mod tests {
     use super::*;
     use palisade_wire::batch::ReceivedEvent;
     use palisade_wire::event::{Endpoint, Rule};
-    use palisade_wire::{Event, Severity};
+    use palisade_wire::Severity;
 
     const MIN: i64 = NANOS_PER_MINUTE;
 

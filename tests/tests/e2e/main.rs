@@ -20,4 +20,5 @@ mod refusals;
 mod replication;
 mod replication_report;
 mod serve_crash;
+mod situation;
 mod sync;
