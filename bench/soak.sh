@@ -46,6 +46,10 @@ q() { "$C" "$@" --collector "$url" --pki-dir "$work/pki" --as analyst; }
         t="$(date +%s)"
         rss="$(awk '/VmRSS/{print $2}' /proc/$cpid/status 2>/dev/null || echo 0)"
         disk="$(du -sk "$work/data" 2>/dev/null | cut -f1)"
+        # Where the disk and the memory go: events vs alerts/incidents, correlation state.
+        store_kb="$(du -sk "$work/data/store" 2>/dev/null | cut -f1)"
+        incidents_kb="$(du -sk "$work/data/incidents" 2>/dev/null | cut -f1)"
+        state="$(q status --output-format json 2>/dev/null | python3 -c 'import json,sys; c=json.load(sys.stdin).get("correlation") or {}; print(c.get("state_entries",0), c.get("state_bytes",0), c.get("detection_alerts",0)+c.get("correlation_alerts",0))' 2>/dev/null || echo "0 0 0")"
         for cmd in "events --since 5m --limit 100" "incidents --limit 20" "situation"; do
             t0="$(date +%s%N)"
             # shellcheck disable=SC2086
@@ -55,7 +59,7 @@ q() { "$C" "$@" --collector "$url" --pki-dir "$work/pki" --as analyst; }
             t1="$(date +%s%N)"
             echo "query $t \"$cmd\" $(( (t1 - t0) / 1000000 )) $ok"
         done
-        echo "rss $t $rss $disk"
+        echo "rss $t $rss $disk ${store_kb:-0} ${incidents_kb:-0} $state"
         sleep $(( 10 - ($(date +%s) - t) > 0 ? 10 - ($(date +%s) - t) : 0 ))
     done
 ) > "$work/samples" &
@@ -85,7 +89,9 @@ rss, queries = [], {}
 for line in open(sys.argv[3]):
     f = line.split('"') if line.startswith("query") else line.split()
     if line.startswith("rss"):
-        rss.append((int(f[1]), int(f[2]) / 1024, int(f[3] or 0) / 1024))
+        f += ["0"] * (9 - len(f))
+        rss.append((int(f[1]), int(f[2]) / 1024, int(f[3] or 0) / 1024, int(f[4] or 0) / 1024,
+                    int(f[5] or 0) / 1024, int(f[6] or 0), int(f[7] or 0) / 1048576, int(f[8] or 0)))
     elif line.startswith("query"):
         t = int(f[0].split()[1]); cmd = f[1]; ms, ok = f[2].split()
         queries.setdefault(cmd, []).append((t, int(ms), int(ok)))
@@ -103,6 +109,9 @@ def thirds(xs):
     return (xs[:n], xs[-n:]) if n else (xs, xs)
 a, b = thirds([x[1] for x in rss])
 print(f"RSS MiB: first third median {statistics.median(a):.0f}, last third median {statistics.median(b):.0f}, max {max(x[1] for x in rss):.0f}; store on disk at the end {rss[-1][2]:.0f} MiB")
+print("minute  RSS MiB  disk MiB (events  alerts+incidents)  correlation groups  state MiB  alerts raised")
+for x in rss[5::6]:
+    print(f"{(x[0] - rss[0][0]) // 60 + 1:>6}  {x[1]:>7.0f}  {x[2]:>8.0f} ({x[3]:>6.0f}  {x[4]:>16.0f})  {x[5]:>18}  {x[6]:>9.0f}  {x[7]:>13}")
 for cmd, xs in queries.items():
     a, b = thirds([x[1] for x in xs])
     fails = sum(1 for x in xs if not x[2])
