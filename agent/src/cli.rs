@@ -507,9 +507,12 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                         report.events_acked, report.duplicates
                     );
                     println!(
-                        "batches           {} ({} busy/503 retried)",
-                        report.batches, report.busy
+                        "batches           {} ({} busy/503, {} other 5xx and {} failed requests retried)",
+                        report.batches, report.busy, report.refused, report.failed
                     );
+                    for s in &report.stopped {
+                        println!("stopped early     {s}");
+                    }
                     println!(
                         "elapsed           {:.2} s (setup {:.2} s not counted)",
                         report.elapsed_secs, report.setup_secs
@@ -536,7 +539,8 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 }
                 _ => println!("{}", serde_json::to_string(&report).unwrap_or_default()),
             }
-            Ok(0)
+            // A run some simulated agents could not finish is reported, then fails.
+            Ok(if report.stopped.is_empty() { 0 } else { 1 })
         }
     }
 }

@@ -150,6 +150,17 @@ pub struct LoadgenReport {
     pub batches: u64,
     /// 503 answers (each retried).
     pub busy: u64,
+    /// Other 5xx answers (e.g. 500 when the store refuses writes at its free-space reserve),
+    /// retried with back-off as an agent does.
+    #[serde(default)]
+    pub refused: u64,
+    /// Requests that failed in transport (connection refused or reset, timeout), retried.
+    #[serde(default)]
+    pub failed: u64,
+    /// Simulated agents that stopped early, with why: a batch still not taken after
+    /// [`RETRY_FOR`] of retries. What they had sent before is counted above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped: Vec<String>,
     /// Seconds from first send to last ack.
     pub elapsed_secs: f64,
     /// Durable events per second.
@@ -338,7 +349,11 @@ pub async fn run(config: LoadgenConfig) -> Result<LoadgenReport, LoadgenError> {
             match steady {
                 None => {
                     for (frame, n) in frames {
-                        send(&mut client, &name, frame, n, started, &mut sent).await?;
+                        if let Err(e) = send(&mut client, &name, frame, n, started, &mut sent).await
+                        {
+                            sent.stopped = Some(format!("{name}: {e}"));
+                            break;
+                        }
                     }
                 }
                 Some(interval) => {
@@ -359,7 +374,11 @@ pub async fn run(config: LoadgenConfig) -> Result<LoadgenReport, LoadgenError> {
                         )?;
                         seq += n as u64;
                         tokio::time::sleep_until(next.into()).await;
-                        send(&mut client, &name, frame, n, started, &mut sent).await?;
+                        if let Err(e) = send(&mut client, &name, frame, n, started, &mut sent).await
+                        {
+                            sent.stopped = Some(format!("{name}: {e}"));
+                            break;
+                        }
                         next += interval;
                     }
                     sent.behind = Instant::now().saturating_duration_since(next);
@@ -370,7 +389,8 @@ pub async fn run(config: LoadgenConfig) -> Result<LoadgenReport, LoadgenError> {
     }
     let mut latencies = Vec::new();
     let mut by_minute: std::collections::BTreeMap<u32, (u64, Vec<Duration>)> = Default::default();
-    let (mut acked, mut dups, mut busy) = (0, 0, 0);
+    let (mut acked, mut dups, mut busy, mut refused, mut failed) = (0, 0, 0, 0, 0);
+    let mut stopped = Vec::new();
     let mut behind = Duration::ZERO;
     for t in tasks {
         match t.await {
@@ -384,6 +404,9 @@ pub async fn run(config: LoadgenConfig) -> Result<LoadgenReport, LoadgenError> {
                 acked += sent.acked;
                 dups += sent.dups;
                 busy += sent.busy;
+                refused += sent.refused;
+                failed += sent.failed;
+                stopped.extend(sent.stopped);
                 behind = behind.max(sent.behind);
             }
             Ok(Err(e)) => return Err(e),
@@ -422,6 +445,9 @@ pub async fn run(config: LoadgenConfig) -> Result<LoadgenReport, LoadgenError> {
         duplicates: dups,
         batches: latencies.len() as u64,
         busy,
+        refused,
+        failed,
+        stopped,
         elapsed_secs: elapsed,
         events_per_sec: acked as f64 / elapsed.max(1e-9),
         p50_ms: pct(0.50),
@@ -452,10 +478,26 @@ struct Sent {
     acked: u64,
     dups: u64,
     busy: u64,
+    refused: u64,
+    failed: u64,
+    stopped: Option<String>,
     behind: Duration,
 }
 
-/// Sends one batch until the collector takes it (503: wait as told, then again).
+/// How long one batch is retried after server errors or transport failures before its
+/// simulated agent gives up.
+pub const RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// Back-off before retry number `attempt` (from 0) after a failure: 0.5 s doubling to 8 s,
+/// with jitter so that many simulated agents do not retry in step.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((500u64 << attempt.min(4)) + fastrand::u64(0..250))
+}
+
+/// Sends one batch until the collector takes it: 503 waits as told; other 5xx answers and
+/// transport failures are retried with back-off for up to [`RETRY_FOR`], as an agent keeps
+/// its spool and tries again; 4xx answers (the collector refusing what it should accept) end
+/// at once.
 async fn send(
     client: &mut Client,
     name: &str,
@@ -466,15 +508,35 @@ async fn send(
 ) -> Result<(), LoadgenError> {
     let t = Instant::now();
     let minute = (t.duration_since(started).as_secs() / 60) as u32;
+    let mut attempt = 0;
     loop {
-        let resp = client
+        let resp = match client
             .request(
                 Method::POST,
                 "/v1/ingest",
                 "application/x-palisade-batch",
                 frame.clone(),
             )
-            .await?;
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.is_transient() && t.elapsed() < RETRY_FOR => {
+                sent.failed += 1;
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if resp.status.is_server_error()
+            && resp.status != StatusCode::SERVICE_UNAVAILABLE
+            && t.elapsed() < RETRY_FOR
+        {
+            sent.refused += 1;
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+            continue;
+        }
         if resp.status == StatusCode::SERVICE_UNAVAILABLE {
             sent.busy += 1;
             let secs = resp.retry_after_secs.unwrap_or(1);

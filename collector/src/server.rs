@@ -90,8 +90,9 @@ pub async fn run(
     }
 }
 
-/// Counts the alert events stored before this start with an event time after it (see
-/// [`crate::api::alert_tally::AlertTally::seed`]): normally none, so the scan is of an empty span.
+/// Counts the alert events stored before this start with an event time from the start of its
+/// minute on (see [`crate::api::alert_tally::AlertTally::seed`]): at most that minute's, unless
+/// an agent's clock runs ahead.
 fn seed_alert_tally(
     store: &dyn EventStore,
     tally: &crate::api::alert_tally::AlertTally,

@@ -11,13 +11,15 @@
 //! a value that is sometimes outside it (spread thinly over many minutes): the heavy hitters a
 //! duty analyst looks for are the ones kept.
 //!
-//! Counting starts at the first whole minute after the collector started ([`AlertTally::new`]);
+//! Counting starts at the start of the minute the collector started in ([`AlertTally::new`]):
+//! alert events already stored with an event time from then on (that minute's before the start,
+//! and any from an agent whose clock runs ahead) are counted at startup by [`AlertTally::seed`].
 //! `situation` scans the store for whatever part of a period lies before that or beyond what is
 //! kept, so its figures are the same across a restart. Events are counted once: a resent event
 //! (sequence at or below the highest already counted for its agent) is skipped, as the
-//! correlator does. An event committed with an event time before the start is left to the scan;
-//! one stored earlier with an event time after it (an agent whose clock runs ahead) is counted
-//! at startup by [`AlertTally::seed`].
+//! correlator does. An event committed with an event time before the start is left to the scan.
+//! (Counting from the next whole minute instead left up to a minute of a storm to the scan:
+//! 1.2 s per `situation` for the first hour of the 50,000 events/s soak.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -147,11 +149,11 @@ pub struct AlertTally {
 }
 
 impl AlertTally {
-    /// A tally counting from the first whole minute after `started`.
+    /// A tally counting from the start of the minute `started` falls in.
     pub fn new(started: Timestamp) -> Self {
         AlertTally {
             inner: Mutex::new(Inner {
-                from_minute: minute_of(started) + 1,
+                from_minute: minute_of(started),
                 totals: BTreeMap::new(),
                 lists: BTreeMap::new(),
                 untrimmed: BTreeSet::new(),
@@ -169,10 +171,10 @@ impl AlertTally {
         start_of(self.lock().from_minute)
     }
 
-    /// Counts alert events already in the store with an event time from [`Self::start`] on
-    /// (stored before this process started by an agent whose clock runs ahead), so that the
-    /// scan for the part before the start and the tally together hold every stored event.
-    /// Call before ingest starts.
+    /// Counts an alert event already in the store with an event time from [`Self::start`] on
+    /// (stored earlier in the start's minute, or by an agent whose clock runs ahead), so that
+    /// the scan for the part before the start and the tally together hold every stored event.
+    /// Call for each of them before ingest starts.
     pub fn seed(&self, ev: &Event, now: Timestamp) {
         let mut g = self.lock();
         let seq = ev.event.sequence;
@@ -346,8 +348,8 @@ mod tests {
         let start = 1_000 * MIN + 30_000_000_000;
         let tally = AlertTally::new(Timestamp(start));
         let now = Timestamp(1_010 * MIN);
-        // Before the first whole minute: not counted.
-        let early = alert(1, start + 1, "10.0.0.9", "192.0.2.1", "scan");
+        // Before the start's minute: not counted (the scan's).
+        let early = alert(1, start - MIN, "10.0.0.9", "192.0.2.1", "scan");
         let mut events = vec![early];
         let mut seq = 1;
         for m in 1_001..1_005 {
@@ -383,12 +385,12 @@ mod tests {
         // hitter always kept).
         assert!(c.sources.len() <= 3 * TOP_PER_MINUTE, "{}", c.sources.len());
 
-        // A period reaching back before the start: covered from the first whole minute.
+        // A period reaching back before the start: covered from the start's minute.
         let c = tally.since(Timestamp(990 * MIN), now);
         assert_eq!(c.total, 4 * per_minute);
-        assert_eq!(c.covered_from, Timestamp(1_001 * MIN));
+        assert_eq!(c.covered_from, Timestamp(1_000 * MIN));
         let (n, from) = tally.count_between(Timestamp(990 * MIN), Timestamp(1_003 * MIN), now);
-        assert_eq!((n, from), (2 * per_minute, Timestamp(1_001 * MIN)));
+        assert_eq!((n, from), (2 * per_minute, Timestamp(1_000 * MIN)));
         let (n, from) = tally.count_between(Timestamp(980 * MIN), Timestamp(990 * MIN), now);
         assert_eq!((n, from), (0, Timestamp(990 * MIN)), "nothing covered");
     }
