@@ -8,8 +8,14 @@
 //!
 //! Value: `version(1)=1 | count(4) | ts_min(8) | ts_max(8) | kinds(4) | severities(1) |
 //! first_seq(8) | last_seq(8) | raw_len(4) | zstd(NDJSON)`.
+//!
+//! Kind index: for each kind in [`indexed`] a segment holds, the day tree also has
+//! `b'K' | kind_code(1) | <the segment key without its b'S'>` with the same value, so a look-up by
+//! one of those kinds walks only the segments that hold it, in time order.
 
 use std::io;
+
+use palisade_wire::EventKind;
 
 /// A segment never spans more event time than this, so a query can bound how far before its
 /// window a segment holding matching events may start.
@@ -31,6 +37,50 @@ pub(crate) fn key(ts_min: i64, agent: &str, first_seq: u64) -> Vec<u8> {
     k.extend_from_slice(agent.as_bytes());
     k.extend_from_slice(&first_seq.to_be_bytes());
     k
+}
+
+/// Kinds with a kind index: what agents report now and then about their host and site
+/// (heartbeats, gaps, integrity and malware findings, replication runs, drills), looked up by kind
+/// over hours to a month (`situation`, `events --kind`). Traffic kinds (flows, alerts, auth,
+/// synthetic) are in most segments: an index would add a key to nearly every segment and skip
+/// little.
+pub fn indexed(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Heartbeat
+            | EventKind::Gap
+            | EventKind::Integrity
+            | EventKind::Malware
+            | EventKind::Replication
+            | EventKind::Drill
+    )
+}
+
+/// The kind index keys of the segment at `segment_key` whose header says `kinds`.
+pub(crate) fn kind_keys(segment_key: &[u8], kinds: u32) -> Vec<Vec<u8>> {
+    EventKind::ALL
+        .into_iter()
+        .filter(|k| indexed(*k) && kinds & (1u32 << k.code()) != 0)
+        .map(|k| {
+            let mut v = Vec::with_capacity(segment_key.len() + 1);
+            v.push(b'K');
+            v.push(k.code());
+            v.extend_from_slice(segment_key.get(1..).unwrap_or_default());
+            v
+        })
+        .collect()
+}
+
+/// Lowest kind index key of `kind`'s segments starting at or after `ts`.
+pub(crate) fn kind_key_floor(kind: EventKind, ts: i64) -> Vec<u8> {
+    let mut k = vec![b'K', kind.code()];
+    k.extend_from_slice(&ts_bytes(ts));
+    k
+}
+
+/// The agent named in a kind index key.
+pub(crate) fn kind_key_agent(k: &[u8]) -> Option<&str> {
+    key_agent(k.get(1..)?)
 }
 
 /// Lowest key of segments starting at or after `ts`.
@@ -191,6 +241,14 @@ mod tests {
         assert_eq!(key_agent(&key(3, "probe-1", 9)), Some("probe-1"));
         assert_eq!(key_ts(&key(-3, "a", 1)), Some(-3));
         assert!(header(&v[..10]).is_err());
+        let k = key(3, "probe-1", 9);
+        let kk = kind_keys(&k, h.kinds | (1 << EventKind::Heartbeat.code()));
+        // Kind 3 (alert) and 5 (malware) in the segment; only malware and heartbeat are indexed.
+        assert_eq!(kk.len(), 2);
+        assert!(kk.iter().all(|x| kind_key_agent(x) == Some("probe-1")));
+        assert!(kind_key_floor(EventKind::Heartbeat, 3) <= kk[0]);
+        assert!(kk[0] < kind_key_floor(EventKind::Heartbeat, 4));
+        assert!(kind_key_floor(EventKind::Malware, 3) <= kk[1]);
         assert!(events(&v[..v.len() - 1]).is_err());
     }
 

@@ -5,6 +5,9 @@
 //!                                    one agent's events; the body is in `segments/<day>.seg`
 //! D | agent                       -> the agent's stored sequence numbers that day (`SeqSet`)
 //! C                               -> events stored that day (u64)
+//! K | kind | ts_min | agent | seq -> the same pointer, for segments holding a kind in
+//!                                    `segment::indexed` (host reports: heartbeats, integrity…)
+//! X                               -> present: every segment of the day has its `K` keys
 //! ```
 //! plus an `agents` tree (what `status` shows). A group commit writes each day's segments,
 //! sequence sets and count in one atomic `apply_batch` (after the segment bodies are appended to
@@ -32,6 +35,10 @@ use super::{AgentRecord, BatchOutcome, EventStore, Query, StoreError, StoreStats
 
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 const COUNT_KEY: &[u8] = b"C";
+/// Marks a day tree whose segments all have their kind index keys (see `segment::kind_keys`).
+const KIND_INDEX_KEY: &[u8] = b"X";
+/// Kind index keys written per batch while indexing a day stored before the index existed.
+const INDEX_BATCH: usize = 50_000;
 /// Segments are written with a fast zstd level: the writer thread is the ingest bottleneck.
 const SEGMENT_ZSTD_LEVEL: i32 = 1;
 
@@ -193,7 +200,7 @@ impl SledStore {
             .open()
             .map_err(sled_err(format!("cannot open {}", dir.display())))?;
         let agents = db.open_tree("agents").map_err(sled_err("open agents"))?;
-        Ok(SledStore {
+        let store = SledStore {
             db,
             dir: dir.to_path_buf(),
             min_free_bytes: 0,
@@ -201,7 +208,54 @@ impl SledStore {
             agents,
             days: Mutex::new(HashMap::new()),
             seqsets: Mutex::new(HashMap::new()),
-        })
+        };
+        store.index_kinds()?;
+        Ok(store)
+    }
+
+    /// Writes the kind index of days stored before it existed (once per day: the day is then
+    /// marked), so look-ups by an indexed kind never miss a segment.
+    fn index_kinds(&self) -> Result<(), StoreError> {
+        for (index, name) in self.stored_days() {
+            let tree = self.day(index)?;
+            if tree
+                .contains_key(KIND_INDEX_KEY)
+                .map_err(sled_err(format!("read d/{name}")))?
+            {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let (mut segments, mut keys) = (0u64, 0u64);
+            let mut batch = sled::Batch::default();
+            let mut pending = 0;
+            for item in tree.range(segment::key_floor(i64::MIN)..segment::key_floor(i64::MAX)) {
+                let (k, v) = item.map_err(sled_err(format!("scan d/{name}")))?;
+                let h = segment::header(&v).map_err(|e| corrupt(&name, e))?;
+                segments += 1;
+                for kk in segment::kind_keys(&k, h.kinds) {
+                    batch.insert(kk, v.clone());
+                    pending += 1;
+                    keys += 1;
+                }
+                if pending >= INDEX_BATCH {
+                    tree.apply_batch(std::mem::take(&mut batch))
+                        .map_err(sled_err(format!("index d/{name}")))?;
+                    pending = 0;
+                }
+            }
+            batch.insert(KIND_INDEX_KEY, &[1u8]);
+            tree.apply_batch(batch)
+                .map_err(sled_err(format!("index d/{name}")))?;
+            self.db.flush().map_err(sled_err("flush"))?;
+            tracing::info!(
+                day = %name,
+                segments,
+                keys,
+                ms = started.elapsed().as_millis() as u64,
+                "store: indexed the day's segments by kind"
+            );
+        }
+        Ok(())
     }
 
     /// Refuses writes while less than `bytes` are free on the store's disk (0: never).
@@ -323,11 +377,25 @@ impl SledStore {
             Best::Earliest(BinaryHeap::new())
         };
         let mut streamed = 0;
-        let lo = segment::key_floor(since.saturating_sub(MAX_SPAN_NANOS));
-        let hi = segment::key_floor(until);
+        let from = since.saturating_sub(MAX_SPAN_NANOS);
+        let by_kind = q.kind.filter(|k| segment::indexed(*k));
         'days: for (index, name) in days {
             let tree = self.day(index)?;
-            let range = tree.range(lo.as_slice()..hi.as_slice());
+            // Walk only the segments holding the kind, when the day has that index.
+            let kind_index = match by_kind {
+                Some(_) => tree
+                    .contains_key(KIND_INDEX_KEY)
+                    .map_err(sled_err(format!("read d/{name}")))?,
+                None => false,
+            };
+            let (lo, hi) = match by_kind {
+                Some(kind) if kind_index => (
+                    segment::kind_key_floor(kind, from),
+                    segment::kind_key_floor(kind, until),
+                ),
+                _ => (segment::key_floor(from), segment::key_floor(until)),
+            };
+            let range = tree.range(lo..hi);
             let iter: Box<dyn Iterator<Item = _>> = if q.newest_first {
                 Box::new(range.rev())
             } else {
@@ -345,8 +413,12 @@ impl SledStore {
                 {
                     continue;
                 }
-                let agent =
-                    segment::key_agent(&k).ok_or_else(|| corrupt(&name, "bad segment key"))?;
+                let agent = if kind_index {
+                    segment::kind_key_agent(&k)
+                } else {
+                    segment::key_agent(&k)
+                }
+                .ok_or_else(|| corrupt(&name, "bad segment key"))?;
                 if q.agent.as_deref().is_some_and(|a| a != agent) {
                     continue;
                 }
@@ -569,11 +641,16 @@ impl EventStore for SledStore {
         let mut per_day: HashMap<i64, sled::Batch> = HashMap::new();
         for (day, agent, builder) in done {
             let key = segment::key(builder.header.ts_min, agent, builder.header.first_seq);
+            let kinds = builder.header.kinds;
             let value = builder
                 .finish(SEGMENT_ZSTD_LEVEL)
                 .map_err(|e| corrupt(&day_name(day), format!("cannot compress segment: {e}")))?;
             let pointer = self.files.append(&day_name(day), &value)?;
-            per_day.entry(day).or_default().insert(key, pointer);
+            let batch = per_day.entry(day).or_default();
+            for kind_key in segment::kind_keys(&key, kinds) {
+                batch.insert(kind_key, pointer.as_slice());
+            }
+            batch.insert(key, pointer);
         }
         // Bodies are durable before any pointer to them is.
         self.files.sync()?;
@@ -590,6 +667,8 @@ impl EventStore for SledStore {
             let before = u64_of(tree.get(COUNT_KEY).map_err(sled_err("read day count"))?);
             let added = counts.get(day).copied().unwrap_or(0);
             batch.insert(COUNT_KEY, &(before + added).to_be_bytes());
+            // Days stored before the kind index were indexed at open; a new day starts indexed.
+            batch.insert(KIND_INDEX_KEY, &[1u8]);
         }
         for (day, batch) in per_day {
             self.day(day)?
@@ -793,6 +872,132 @@ mod tests {
             })
             .unwrap();
         assert_eq!((n, taken), (10, 10));
+    }
+
+    /// Keys of every day tree starting with `prefix`.
+    fn day_keys(s: &SledStore, prefix: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (index, name) in s.stored_days() {
+            for item in s.day(index).unwrap().scan_prefix(prefix) {
+                out.push((name.clone(), item.unwrap().0.to_vec()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn kind_lookups_walk_the_kind_index_and_older_days_are_indexed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let cycle = [
+            EventKind::Flow,
+            EventKind::Heartbeat,
+            EventKind::Integrity,
+            EventKind::Alert,
+            EventKind::Drill,
+            EventKind::Flow,
+        ];
+        // Two agents over two days, batches of mixed kinds; a third sends flows only.
+        let mixed = |agent: &str, seqs: &[u64], t0: i64| {
+            let lines: Vec<Vec<u8>> = seqs
+                .iter()
+                .map(|&q| {
+                    let kind = if agent == "c" {
+                        EventKind::Flow
+                    } else {
+                        cycle[(q % 6) as usize]
+                    };
+                    let mut e = Event::new(agent, kind, Severity::Low);
+                    e.timestamp = Timestamp(t0 + q as i64 * 1_000_000_000);
+                    e.seal(q);
+                    e.to_json()
+                })
+                .collect();
+            let pairs: Vec<(u64, &[u8])> = seqs
+                .iter()
+                .copied()
+                .zip(lines.iter().map(|l| &l[..]))
+                .collect();
+            decode(&encode(agent, &pairs, 1).unwrap(), &Limits::default()).unwrap()
+        };
+        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let mut expected: HashMap<EventKind, usize> = HashMap::new();
+        for w in 0..12u64 {
+            let seqs: Vec<u64> = (w * 40 + 1..=w * 40 + 40).collect();
+            let t0 = T + (w / 6) as i64 * NANOS_PER_DAY;
+            for agent in ["a", "b", "c"] {
+                s.write(&[&mixed(agent, &seqs, t0)]).unwrap();
+                for &q in &seqs {
+                    let k = if agent == "c" {
+                        EventKind::Flow
+                    } else {
+                        cycle[(q % 6) as usize]
+                    };
+                    *expected.entry(k).or_default() += 1;
+                }
+            }
+        }
+        assert_eq!(s.stored_days().len(), 2);
+        let check = |s: &SledStore, what: &str| {
+            for kind in EventKind::ALL {
+                let all = query(s, Some(kind), usize::MAX, false);
+                assert!(all.iter().all(|e| e.kind() == kind), "{what}: {kind}");
+                assert_eq!(
+                    all.len(),
+                    expected.get(&kind).copied().unwrap_or(0),
+                    "{what}: {kind}"
+                );
+                let newest = query(s, Some(kind), 5, true);
+                let mut want: Vec<&Event> = all.iter().rev().take(5).collect();
+                want.sort_by(|x, y| {
+                    y.timestamp
+                        .cmp(&x.timestamp)
+                        .then(y.agent.id.cmp(&x.agent.id))
+                });
+                assert_eq!(
+                    newest
+                        .iter()
+                        .map(|e| (e.timestamp, e.event.sequence))
+                        .collect::<Vec<_>>(),
+                    want.iter()
+                        .map(|e| (e.timestamp, e.event.sequence))
+                        .collect::<Vec<_>>(),
+                    "{what}: newest {kind}"
+                );
+            }
+        };
+        check(&s, "indexed as written");
+        // Agents a and b: every segment holds heartbeats, integrity and drills; c's none.
+        let kind_keys = day_keys(&s, b"K");
+        assert_eq!(kind_keys.len(), 12 * 2 * 3);
+        assert_eq!(day_keys(&s, KIND_INDEX_KEY).len(), 2);
+
+        // The look-up goes through the index: without its keys (day still marked) it finds nothing.
+        for (name, k) in &kind_keys {
+            let index = s
+                .stored_days()
+                .into_iter()
+                .find(|(_, n)| n == name)
+                .unwrap()
+                .0;
+            s.day(index).unwrap().remove(k).unwrap();
+        }
+        assert!(query(&s, Some(EventKind::Heartbeat), usize::MAX, false).is_empty());
+        assert_eq!(
+            query(&s, Some(EventKind::Flow), usize::MAX, false).len(),
+            expected[&EventKind::Flow]
+        );
+        // A store from before the index (no keys, no mark): look-ups walk every segment ...
+        for (index, _) in s.stored_days() {
+            s.day(index).unwrap().remove(KIND_INDEX_KEY).unwrap();
+        }
+        check(&s, "no index");
+        s.db.flush().unwrap();
+        drop(s);
+        // ... until it is opened again, which indexes its days.
+        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        assert_eq!(day_keys(&s, b"K"), kind_keys);
+        assert_eq!(day_keys(&s, KIND_INDEX_KEY).len(), 2);
+        check(&s, "indexed at open");
     }
 
     #[test]
