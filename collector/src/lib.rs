@@ -16,3 +16,9 @@ pub mod query;
 pub mod server;
 pub mod store;
 pub mod tail;
+
+// Unit tests run on the allocator the binary uses, so the figures the benchmark tests print
+// (`incidents::tests::storm`) are the program's.
+#[cfg(test)]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -273,6 +273,7 @@ pub async fn serve(
     let housekeeping = {
         let tls = tls.clone();
         let store = store.clone();
+        let incidents = state.incidents.clone();
         let days = config.retention.days;
         let crl_every = Duration::from_secs(config.server.crl_reload_secs.max(1));
         tokio::spawn(async move {
@@ -291,6 +292,24 @@ pub async fn serve(
                             tracing::info!(?dropped, retention_days = days, "retention applied")
                         }
                         Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+                        _ => {}
+                    }
+                    // Alerts and incidents age out with the events behind them.
+                    let incidents = incidents.clone();
+                    let result = tokio::task::spawn_blocking(move || {
+                        incidents.apply_retention(palisade_wire::Timestamp::now(), days)
+                    })
+                    .await;
+                    match result {
+                        Ok(Ok(r)) if r != crate::incidents::Retired::default() => tracing::info!(
+                            alerts = r.alerts,
+                            incidents = r.incidents,
+                            retention_days = days,
+                            "retention applied to alerts and incidents"
+                        ),
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "retention of alerts and incidents failed")
+                        }
                         _ => {}
                     }
                 }

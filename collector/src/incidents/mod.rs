@@ -201,6 +201,11 @@ pub struct Incident {
     /// Entries of its timeline in the `timeline` tree (numbered from 0).
     #[serde(default)]
     pub timeline_entries: u64,
+    /// When the collector last changed it (wall time): what retention ages it by, so that an
+    /// incident from a replayed old capture is kept as long as one from live traffic. Absent
+    /// in rows written before it existed (their `last_seen` is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<Timestamp>,
 }
 
 impl Incident {
@@ -302,6 +307,8 @@ struct Summary {
     last_seen: Timestamp,
     status: Status,
     severity: Severity,
+    /// `Incident::updated`, else `last_seen`: what retention ages it by.
+    updated: Timestamp,
 }
 
 impl Summary {
@@ -310,9 +317,22 @@ impl Summary {
             last_seen: i.last_seen,
             status: i.status,
             severity: i.severity,
+            updated: i.updated.unwrap_or(i.last_seen),
         }
     }
 }
+
+/// What a retention pass removed from the incident database.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Retired {
+    /// Alerts raised before the cut-off.
+    pub alerts: u64,
+    /// Incidents last changed before the cut-off (with their timelines).
+    pub incidents: u64,
+}
+
+/// Keys removed per batch by [`IncidentStore::apply_retention`].
+const RETIRE_BATCH: usize = 10_000;
 
 /// Minutes of alert counts kept in memory (31 days).
 const ALERT_MINUTES_KEPT: i64 = 31 * 24 * 60;
@@ -540,10 +560,12 @@ impl IncidentStore {
                         timeline: Vec::new(),
                         timeline_dropped: 0,
                         timeline_entries: 0,
+                        updated: None,
                     }
                 }
             };
             alert.incident = inc.id;
+            inc.updated = Some(alert.raised);
             // Every alert either has its timeline entry or was counted as dropped.
             let alert_entries = inc.alerts.saturating_sub(inc.timeline_dropped) as usize;
             inc.alerts += 1;
@@ -721,6 +743,7 @@ impl IncidentStore {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut inc = self.get_row(id)?.ok_or(ActionError::NotFound(id))?;
         let what = apply(&mut inc)?;
+        inc.updated = Some(Timestamp::now());
         let mut timeline_row = sled::Batch::default();
         Self::append_timeline(
             &mut timeline_row,
@@ -754,6 +777,107 @@ impl IncidentStore {
             .insert(inc.id, Summary::of(&inc));
         tracing::info!(incident = id, by, action, "incident updated");
         self.get_incident(id)?.ok_or(ActionError::NotFound(id))
+    }
+
+    /// Removes what is older than `days` before `now` (wall time), as the event store does with
+    /// its days: alerts raised before the cut-off, and incidents (whatever their status, with
+    /// their timelines and grouping keys) the collector last changed before it. Alerts are in
+    /// id order, which is the order they were raised, so the pass stops at the first one
+    /// raised after the cut-off. Removals go in batches of at most [`RETIRE_BATCH`] keys; the
+    /// correlator and analysts wait only for one batch at a time.
+    pub fn apply_retention(&self, now: Timestamp, days: u32) -> Result<Retired, StoreError> {
+        let cutoff = Timestamp(
+            now.nanos()
+                .saturating_sub(i64::from(days).saturating_mul(86_400 * 1_000_000_000)),
+        );
+        let mut retired = Retired::default();
+        let old: Vec<u64> = {
+            let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            index
+                .iter()
+                .filter(|(_, s)| s.updated < cutoff)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for ids in old.chunks(RETIRE_BATCH) {
+            let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rows = sled::Batch::default();
+            let mut timeline = sled::Batch::default();
+            let mut open: Vec<(String, u64)> = Vec::new();
+            let mut gone = Vec::with_capacity(ids.len());
+            for &id in ids {
+                let Some(inc) = self.get_row(id)? else {
+                    continue;
+                };
+                // Changed since the list was taken (an alert or an analyst): kept.
+                if inc.updated.unwrap_or(inc.last_seen) >= cutoff {
+                    continue;
+                }
+                rows.remove(&id.to_be_bytes());
+                for kv in self
+                    .timeline
+                    .range(timeline_key(id, 0)..timeline_key(id, u64::MAX))
+                {
+                    timeline.remove(kv.map_err(sled_err("read timeline"))?.0);
+                }
+                open.push((inc.key, id));
+                gone.push(id);
+            }
+            // The incident rows first: a crash after leaves only unreachable timeline entries.
+            self.incidents
+                .apply_batch(rows)
+                .map_err(sled_err("retire incidents"))?;
+            self.timeline
+                .apply_batch(timeline)
+                .map_err(sled_err("retire timeline"))?;
+            for (key, id) in open {
+                // Only while the key still points at this incident.
+                let _ = self
+                    .open
+                    .compare_and_swap(
+                        key.as_bytes(),
+                        Some(&id.to_be_bytes()[..]),
+                        None as Option<&[u8]>,
+                    )
+                    .map_err(sled_err("retire open"))?;
+            }
+            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            for id in &gone {
+                index.remove(id);
+            }
+            retired.incidents += gone.len() as u64;
+        }
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            let mut done = true;
+            for kv in self.alerts.iter() {
+                let (k, v) = kv.map_err(sled_err("read alerts"))?;
+                let a: Alert = serde_json::from_slice(&v).map_err(|e| corrupt("alerts", e))?;
+                if a.raised >= cutoff {
+                    break;
+                }
+                batch.remove(k);
+                n += 1;
+                if n == RETIRE_BATCH {
+                    done = false;
+                    break;
+                }
+            }
+            if n > 0 {
+                self.alerts
+                    .apply_batch(batch)
+                    .map_err(sled_err("retire alerts"))?;
+                retired.alerts += n as u64;
+            }
+            if done {
+                break;
+            }
+        }
+        if retired != Retired::default() {
+            self.flush()?;
+        }
+        Ok(retired)
     }
 
     /// Acknowledges an incident (new → acknowledged).
@@ -814,6 +938,89 @@ mod tests {
             tags: Vec::new(),
             incident: 0,
         }
+    }
+
+    /// An alert as the correlator raises it in a storm: one event reference with its summary,
+    /// tags, the source address as entity.
+    fn storm_alert(i: u64, t0: i64) -> Alert {
+        let ip = format!("10.{}.{}.{}", (i / 65536) % 256, (i / 256) % 256, i % 256);
+        let mut a = alert(
+            &format!("pal.gen.{}", i % 17),
+            &ip,
+            t0 + (i / 5000) as i64,
+            Severity::Medium,
+        );
+        a.entities.hosts.insert(format!("probe-{}", i % 16));
+        a.tags = vec!["attack.discovery".into(), "attack.t1046".into()];
+        a.events = vec![EventRef {
+            timestamp: a.timestamp,
+            id: format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            agent: Some(format!("probe-{}", i % 16)),
+            sequence: Some(i),
+            summary: Some(format!(
+                "alert: port scan from {ip} to 192.0.2.{} (42 ports in 10 s)",
+                i % 250
+            )),
+        }];
+        a
+    }
+
+    /// Alert-storm figures for the incident store alone: alerts recorded per second and bytes
+    /// on disk per alert, with distinct sources (a new incident per alert, as in the soak).
+    /// `cargo test --release -p palisade-collector --lib incidents::tests::storm -- --ignored --nocapture`
+    #[test]
+    #[ignore = "benchmark: prints figures"]
+    fn storm() {
+        let n: u64 = std::env::var("STORM_ALERTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300_000);
+        let dir = tempfile::tempdir().unwrap();
+        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let t0 = Timestamp::now().nanos() / 1_000_000_000 - 3600;
+        let started = std::time::Instant::now();
+        let mut last_flush = std::time::Instant::now();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(400) {
+            s.record(chunk.iter().map(|&i| storm_alert(i, t0)).collect())
+                .unwrap();
+            if last_flush.elapsed() >= std::time::Duration::from_millis(200) {
+                s.flush().unwrap();
+                last_flush = std::time::Instant::now();
+            }
+        }
+        s.flush().unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        let disk = s.db.size_on_disk().unwrap();
+        let sizes: Vec<(&str, u64)> = [
+            ("alerts", &s.alerts),
+            ("incidents", &s.incidents),
+            ("timeline", &s.timeline),
+            ("open", &s.open),
+        ]
+        .into_iter()
+        .map(|(name, t)| {
+            (
+                name,
+                t.iter()
+                    .map(|kv| {
+                        let (k, v) = kv.unwrap();
+                        (k.len() + v.len()) as u64
+                    })
+                    .sum(),
+            )
+        })
+        .collect();
+        println!(
+            "storm: {n} alerts in {secs:.1} s = {:.0} alerts/s; {:.0} bytes on disk per alert; \
+             live bytes per alert: {}",
+            n as f64 / secs,
+            disk as f64 / n as f64,
+            sizes
+                .iter()
+                .map(|(k, b)| format!("{k} {:.0}", *b as f64 / n as f64))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 
     #[test]
@@ -920,6 +1127,110 @@ mod tests {
             })
             .unwrap();
         assert_eq!(open.iter().map(|i| i.id).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn retention_removes_old_alerts_and_incidents_with_their_timelines_and_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now();
+        let day = 86_400i64;
+        let secs = now.nanos() / 1_000_000_000;
+        let raised = |a: Alert, days_ago: i64| Alert {
+            raised: Timestamp(now.nanos() - days_ago * day * 1_000_000_000),
+            ..a
+        };
+        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        // Raised 200 days ago: two alerts in one incident, one in another.
+        let old = s
+            .record(vec![
+                raised(
+                    alert("r1", "10.0.0.1", secs - 200 * day, Severity::High),
+                    200,
+                ),
+                raised(
+                    alert("r1", "10.0.0.1", secs - 200 * day + 5, Severity::High),
+                    200,
+                ),
+                raised(
+                    alert("r2", "10.0.0.2", secs - 200 * day, Severity::Low),
+                    200,
+                ),
+            ])
+            .unwrap();
+        // An old incident an analyst acts on today is kept (its alert is not).
+        s.record(vec![raised(
+            alert("r4", "10.0.0.5", secs - 190 * day, Severity::Low),
+            190,
+        )])
+        .unwrap();
+        // From a capture of 2019 replayed today, and live: both kept.
+        let kept = s
+            .record(vec![
+                alert("r3", "10.0.0.3", 1_560_000_000, Severity::Medium),
+                alert("r1", "10.0.0.4", secs - 10, Severity::High),
+            ])
+            .unwrap();
+        let acted = s
+            .incidents(&IncidentFilter {
+                statuses: vec![],
+                min_severity: None,
+                since: None,
+                limit: 100,
+            })
+            .unwrap();
+        let r4 = acted.iter().find(|i| i.rule_id == "r4").unwrap().id;
+        s.ack(r4, "analyst-1", Some("looking".into())).unwrap();
+        let timeline_of = |s: &IncidentStore, id: u64| {
+            s.timeline
+                .range(timeline_key(id, 0)..timeline_key(id + 1, 0))
+                .count()
+        };
+        let (inc_a, inc_b) = (old[0].incident, old[2].incident);
+        assert_eq!(timeline_of(&s, inc_a), 2);
+
+        let retired = s.apply_retention(now, 180).unwrap();
+        assert_eq!(
+            retired,
+            Retired {
+                alerts: 4,
+                incidents: 2
+            }
+        );
+        assert!(s.incident(inc_a).unwrap().is_none());
+        assert!(s.incident(inc_b).unwrap().is_none());
+        assert_eq!(timeline_of(&s, inc_a), 0);
+        assert_eq!(timeline_of(&s, inc_b), 0);
+        assert!(s.open.get(b"r1|ip=10.0.0.1").unwrap().is_none());
+        for a in &kept {
+            assert_eq!(s.incident(a.incident).unwrap().unwrap().alerts, 1);
+        }
+        let r4_now = s.incident(r4).unwrap().unwrap();
+        assert_eq!(r4_now.timeline.len(), 2, "alert and acknowledgement kept");
+        let listed = s
+            .alerts(&AlertFilter {
+                since: None,
+                until: None,
+                min_severity: None,
+                rule: None,
+                incident: None,
+                limit: 100,
+            })
+            .unwrap();
+        assert_eq!(
+            listed.iter().map(|a| a.id).collect::<Vec<_>>(),
+            vec![kept[1].id, kept[0].id]
+        );
+        let (open_by, _) = s.open_counts();
+        assert_eq!(open_by.values().sum::<u64>(), 3);
+        // A second pass has nothing left to do; the same entity opens a fresh incident.
+        assert_eq!(s.apply_retention(now, 180).unwrap(), Retired::default());
+        let again = s
+            .record(vec![alert("r1", "10.0.0.1", secs, Severity::High)])
+            .unwrap();
+        assert!(again[0].incident > r4);
+        drop(s);
+        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        assert_eq!(s.open_counts().0.values().sum::<u64>(), 4);
     }
 
     #[test]
