@@ -416,8 +416,8 @@ pub fn scan(
 /// A rule set shared between threads.
 pub type SharedRules = Arc<RuleSet>;
 
-/// Entry point for a `yara_rules` fuzz target, not in `fuzz/` yet: that workspace builds without
-/// YARA-X (see `fuzz/Cargo.toml`).
+/// Entry point for the `yara_rules` fuzz target, which has a crate of its own (`fuzz/yara/`): the
+/// other targets build without YARA-X (see `fuzz/Cargo.toml`).
 #[doc(hidden)]
 pub mod fuzzing {
     use std::path::PathBuf;
