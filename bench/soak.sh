@@ -22,10 +22,18 @@ BENCH_DIR="${BENCH_DIR:-/tmp/palisade-bench-soak}"
 mkdir -p "$BENCH_DIR"
 work="$(mktemp -d "$BENCH_DIR/run.XXXXXX")"; cpid=""; spid=""
 # The samples outlive the run (a run that stops early, e.g. on a full disk, still has them).
-stop_collector() { # SIGTERM, then SIGKILL after 10 s: a collector stuck at shutdown must not hold the store
+stop_collector() { # SIGTERM, then SIGKILL after 120 s (a collector stuck at shutdown must not hold
+    # the store); prints how long the stop took (it saves the correlation windows first)
+    local t0; t0=$(date +%s.%N)
     kill "$1" 2>/dev/null || return 0
-    for _ in $(seq 1 20); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.5; done
-    echo "collector $1 still running 10 s after SIGTERM: SIGKILL" >&2; kill -9 "$1" 2>/dev/null || true
+    for _ in $(seq 1 240); do
+        if ! kill -0 "$1" 2>/dev/null; then
+            echo "collector stopped $(python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$t0" "$(date +%s.%N)") s after SIGTERM" >&2
+            return 0
+        fi
+        sleep 0.5
+    done
+    echo "collector $1 still running 120 s after SIGTERM: SIGKILL" >&2; kill -9 "$1" 2>/dev/null || true
 }
 trap '[ -n "$spid" ] && kill $spid 2>/dev/null; [ -n "$cpid" ] && stop_collector $cpid; wait 2>/dev/null; cp "$work/samples" "$BENCH_DIR/samples" 2>/dev/null; cp "$work/query-errors" "$BENCH_DIR/query-errors" 2>/dev/null; rm -rf "$work"' EXIT
 bench_pki "$work" "$agents"
