@@ -35,7 +35,9 @@ stop_collector() { # SIGTERM, then SIGKILL after 120 s (a collector stuck at shu
     done
     echo "collector $1 still running 120 s after SIGTERM: SIGKILL" >&2; kill -9 "$1" 2>/dev/null || true
 }
-trap '[ -n "$spid" ] && kill $spid 2>/dev/null; [ -n "$cpid" ] && stop_collector $cpid; wait 2>/dev/null; cp "$work/samples" "$BENCH_DIR/samples" 2>/dev/null; cp "$work/query-errors" "$BENCH_DIR/query-errors" 2>/dev/null; rm -rf "$work"' EXIT
+# Under `set -e` a failing command ends the trap too: every step that may fail has `|| true` (a run
+# without failed queries has no query-errors file; once that skipped the clean-up and left 36 GB).
+trap '[ -n "$spid" ] && kill $spid 2>/dev/null; [ -n "$cpid" ] && stop_collector $cpid; wait 2>/dev/null; cp "$work/samples" "$BENCH_DIR/samples" 2>/dev/null || true; cp "$work/query-errors" "$BENCH_DIR/query-errors" 2>/dev/null || true; rm -rf "$work"' EXIT
 bench_pki "$work" "$agents"
 mkdir -p "$work/rules"
 cp "$repo"/signatures/sigma/*.yml "$work/rules/"

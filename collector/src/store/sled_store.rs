@@ -781,10 +781,20 @@ mod tests {
     use palisade_wire::{Event, Severity};
 
     fn batch_at(agent: &str, seqs: &[u64], ts: impl Fn(u64) -> i64, kind: EventKind) -> Batch {
+        batch_of(agent, seqs, ts, |_| kind)
+    }
+
+    /// A batch of `agent`'s events `seqs`, each at `ts(seq)` and of kind `kind(seq)`.
+    fn batch_of(
+        agent: &str,
+        seqs: &[u64],
+        ts: impl Fn(u64) -> i64,
+        kind: impl Fn(u64) -> EventKind,
+    ) -> Batch {
         let lines: Vec<Vec<u8>> = seqs
             .iter()
             .map(|&s| {
-                let mut e = Event::new(agent, kind, Severity::Low);
+                let mut e = Event::new(agent, kind(s), Severity::Low);
                 e.timestamp = Timestamp(ts(s));
                 e.seal(s);
                 e.to_json()
@@ -897,27 +907,20 @@ mod tests {
             EventKind::Flow,
         ];
         // Two agents over two days, batches of mixed kinds; a third sends flows only.
+        let kind_of = |agent: &str, q: u64| {
+            if agent == "c" {
+                EventKind::Flow
+            } else {
+                cycle[(q % 6) as usize]
+            }
+        };
         let mixed = |agent: &str, seqs: &[u64], t0: i64| {
-            let lines: Vec<Vec<u8>> = seqs
-                .iter()
-                .map(|&q| {
-                    let kind = if agent == "c" {
-                        EventKind::Flow
-                    } else {
-                        cycle[(q % 6) as usize]
-                    };
-                    let mut e = Event::new(agent, kind, Severity::Low);
-                    e.timestamp = Timestamp(t0 + q as i64 * 1_000_000_000);
-                    e.seal(q);
-                    e.to_json()
-                })
-                .collect();
-            let pairs: Vec<(u64, &[u8])> = seqs
-                .iter()
-                .copied()
-                .zip(lines.iter().map(|l| &l[..]))
-                .collect();
-            decode(&encode(agent, &pairs, 1).unwrap(), &Limits::default()).unwrap()
+            batch_of(
+                agent,
+                seqs,
+                |q| t0 + q as i64 * 1_000_000_000,
+                |q| kind_of(agent, q),
+            )
         };
         let s = SledStore::open(dir.path(), 8 << 20).unwrap();
         let mut expected: HashMap<EventKind, usize> = HashMap::new();
@@ -927,12 +930,7 @@ mod tests {
             for agent in ["a", "b", "c"] {
                 s.write(&[&mixed(agent, &seqs, t0)]).unwrap();
                 for &q in &seqs {
-                    let k = if agent == "c" {
-                        EventKind::Flow
-                    } else {
-                        cycle[(q % 6) as usize]
-                    };
-                    *expected.entry(k).or_default() += 1;
+                    *expected.entry(kind_of(agent, q)).or_default() += 1;
                 }
             }
         }
