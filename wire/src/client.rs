@@ -263,23 +263,37 @@ impl Client {
 
     /// The error for a failed exchange, with why the connection ended when it did: in TLS 1.3
     /// a server refusing our certificate (revoked, wrong role, …) says so only after the
-    /// handshake, in an alert the connection's driver reads, not the request. Only reached when
-    /// hyper already gave up on the connection, so its driver has ended or is about to; the wait
-    /// is bounded for a busy machine.
-    async fn exchange_error(&self, conn: &mut Conn, e: String) -> ClientError {
-        let ended = tokio::time::timeout(Duration::from_secs(1), &mut conn.ended).await;
+    /// handshake, in an alert the connection's driver reads, not the request. hyper often hands
+    /// that cause to the request's error ("operation was canceled", caused by the alert): it is
+    /// looked for there first. Otherwise the driver's word is awaited; only reached when hyper
+    /// already gave up on the connection, so its driver has ended or is about to; the wait is
+    /// bounded (5 s: once, under a loaded CI machine, 1 s was not enough and a refusal was taken
+    /// for a network failure and retried).
+    async fn exchange_error(
+        &self,
+        conn: &mut Conn,
+        e: &(dyn std::error::Error + 'static),
+    ) -> ClientError {
+        let here = with_causes(e);
+        if is_refusal(e) {
+            return ClientError::Refused {
+                addr: self.addr.clone(),
+                reason: here,
+            };
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(5), &mut conn.ended).await;
         match ended {
             Ok(Ok(Ended { why, refused: true })) => ClientError::Refused {
                 addr: self.addr.clone(),
-                reason: format!("{e}; the connection ended: {why}"),
+                reason: format!("{here}; the connection ended: {why}"),
             },
             Ok(Ok(Ended { why, .. })) => ClientError::Http {
                 addr: self.addr.clone(),
-                reason: format!("{e}; the connection ended: {why}"),
+                reason: format!("{here}; the connection ended: {why}"),
             },
             _ => ClientError::Http {
                 addr: self.addr.clone(),
-                reason: e,
+                reason: here,
             },
         }
     }
@@ -336,7 +350,7 @@ impl Client {
             },
         };
         if let Err(e) = conn.send.ready().await {
-            return Err(self.exchange_error(&mut conn, e.to_string()).await);
+            return Err(self.exchange_error(&mut conn, &e).await);
         }
         let req = Request::builder()
             .method(method)
@@ -347,7 +361,7 @@ impl Client {
             .map_err(|e| http_err(&self.addr, &e))?;
         let resp = match conn.send.send_request(req).await {
             Ok(r) => r,
-            Err(e) => return Err(self.exchange_error(&mut conn, e.to_string()).await),
+            Err(e) => return Err(self.exchange_error(&mut conn, &e).await),
         };
         let status = resp.status();
         let retry_after_secs = resp
@@ -371,7 +385,7 @@ impl Client {
                         body.extend_from_slice(data);
                     }
                 }
-                Some(Err(e)) => return Err(self.exchange_error(&mut conn, e.to_string()).await),
+                Some(Err(e)) => return Err(self.exchange_error(&mut conn, &e).await),
             }
         }
         let body = body.freeze();
