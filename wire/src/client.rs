@@ -263,9 +263,10 @@ impl Client {
 
     /// The error for a failed exchange, with why the connection ended when it did: in TLS 1.3
     /// a server refusing our certificate (revoked, wrong role, …) says so only after the
-    /// handshake, in an alert the connection's driver reads, not the request. hyper often hands
-    /// that cause to the request's error ("operation was canceled", caused by the alert): it is
-    /// looked for there first. Otherwise the driver's word is awaited; only reached when hyper
+    /// handshake, in an alert the connection's driver reads, not the request. When the alert
+    /// comes before our request was written, hyper cancels the queued request with the alert as
+    /// the cause ("operation was canceled") and its driver then ends without an error (hyper
+    /// 1.13, `proto/h1/dispatch.rs`), so the cause is looked for in the request's error first. Otherwise the driver's word is awaited; only reached when hyper
     /// already gave up on the connection, so its driver has ended or is about to; the wait is
     /// bounded (5 s: once, under a loaded CI machine, 1 s was not enough and a refusal was taken
     /// for a network failure and retried).
