@@ -273,7 +273,7 @@ impl Client {
     async fn exchange_error(
         &self,
         conn: &mut Conn,
-        e: &(dyn std::error::Error + 'static),
+        e: &(dyn std::error::Error + Send + Sync + 'static),
     ) -> ClientError {
         let here = with_causes(e);
         if is_refusal(e) {
