@@ -339,8 +339,9 @@ pub struct LoadgenArgs {
     /// Collector pid, to report its RSS.
     #[arg(long)]
     pub collector_pid: Option<u32>,
-    /// What the events look like: `synthetic` (one kind, for the store) or `security` (flows,
-    /// logins and detector alerts from many addresses, to load correlation).
+    /// What the events look like: `synthetic` (one kind, for the store), `security` (flows,
+    /// logins and 15% detector alerts from many addresses, to load correlation: an alert storm)
+    /// or `soc` (the same with 1% alerts, a SOC's everyday share).
     #[arg(long, default_value = "synthetic")]
     pub mix: crate::loadgen::Mix,
     /// With `--mix security`: distinct source addresses (and so correlation groups).

@@ -56,6 +56,9 @@ pub enum Mix {
     /// beaconing, IOC hits), from `groups` distinct source addresses: loads correlation with
     /// realistic matching and many groups.
     Security,
+    /// As `security`, but one event in 100 a detector alert (the rest flows and logins in the
+    /// same proportions): a SOC's everyday share, where `security` is a sustained alert storm.
+    Soc,
 }
 
 /// A deterministic spread of `n` over `groups` (so every group recurs).
@@ -65,6 +68,21 @@ fn group_of(n: u64, groups: u32) -> u32 {
 
 fn addr(g: u32) -> std::net::IpAddr {
     std::net::IpAddr::from([10, (g >> 16) as u8, (g >> 8) as u8, g as u8])
+}
+
+/// One event of the SOC mix: the security mix's event `m`, with `m` chosen so that one event in
+/// 100 is one of its alerts (two scans to one other alert, as there) and the rest are its flows
+/// and logins.
+pub fn soc_event(agent: &str, n: u64, groups: u32) -> Event {
+    // A hash, not `n % 100`: `n` steps by 64 within one agent, so a modulus would give some
+    // agents every alert and others none.
+    let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    let class = if h % 100 == 0 {
+        17 + (h / 100) % 3
+    } else {
+        n % 17
+    };
+    security_event(agent, n - n % 20 + class, groups)
 }
 
 /// One event of the security mix.
@@ -260,9 +278,11 @@ fn batch_at(
     {
         let lines: Vec<(u64, Vec<u8>)> = (0..n)
             .map(|i| {
+                let n = (seq - first_seq + i as u64) * 64 + agent_index;
                 let mut e = if mix == Mix::Security {
-                    let n = (seq - first_seq + i as u64) * 64 + agent_index;
                     security_event(agent, n, groups)
+                } else if mix == Mix::Soc {
+                    soc_event(agent, n, groups)
                 } else {
                     let mut e = Event::new(agent, EventKind::Synthetic, Severity::Info)
                         .with_message(format!("loadgen event {}", seq + i as u64));
@@ -562,5 +582,24 @@ async fn send(
         sent.dups += v.get("duplicates").and_then(|a| a.as_u64()).unwrap_or(0);
         sent.batches.push((minute, acked, t.elapsed()));
         return Ok(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soc_mix_has_one_alert_in_a_hundred_from_every_agent() {
+        for agent_index in 0..16u64 {
+            let alerts = (0..20_000u64)
+                .map(|c| soc_event("a", c * 64 + agent_index, 1000))
+                .filter(|e| e.rule.is_some())
+                .count();
+            assert!(
+                (150..=250).contains(&alerts),
+                "agent {agent_index}: {alerts} alerts"
+            );
+        }
     }
 }

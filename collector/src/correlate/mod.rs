@@ -455,6 +455,7 @@ impl Correlator {
             last_seq: restored.unwrap_or_default(),
             reload_now: reload_now.clone(),
             stop: stop.clone(),
+            backlog: backlog.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("correlator".into())
@@ -584,6 +585,8 @@ struct Worker {
     last_seq: HashMap<String, u64>,
     reload_now: Arc<std::sync::atomic::AtomicBool>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Released here only if the writer is gone (it releases each job once written).
+    backlog: Arc<Backlog>,
 }
 
 /// The alert-writer thread: records alerts into incidents, several jobs' worth per call when
@@ -791,6 +794,13 @@ impl Worker {
         // Every job goes through the writer, alerts or not: its events count as evaluated
         // (and leave the backlog) only after the alerts of the jobs before it are stored.
         if let Err(std::sync::mpsc::SendError(lost)) = self.writer.send(out) {
+            // The writer is gone (it panicked): its alerts are lost, said loudly, but ingest
+            // must not wait for ever on a backlog nobody releases.
+            self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .events
+                .fetch_add(lost.evaluated, Ordering::Relaxed);
+            self.backlog.done(lost.events);
             tracing::error!(
                 alerts = lost.alerts.len(),
                 "alert writer stopped; alerts are not stored"
@@ -1077,13 +1087,59 @@ mod tests {
     fn brute_force_alerts(incidents: &IncidentStore) -> usize {
         incidents
             .alerts(&crate::incidents::AlertFilter {
-                limit: 100,
+                limit: usize::MAX,
                 ..Default::default()
             })
             .unwrap()
             .iter()
             .filter(|a| a.rule_id == "t-brute")
             .count()
+    }
+
+    #[test]
+    fn events_count_as_evaluated_only_once_their_alerts_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/r.yml"), RULES).unwrap();
+        let settings = CorrelationSettings {
+            rules_dir: dir.path().join("rules"),
+            suppress_secs: 0,
+            ..Default::default()
+        };
+        let t0 = Timestamp::now().nanos() - 3_600_000_000_000;
+        let incidents = Arc::new(IncidentStore::open(&dir.path().join("inc"), 3600).unwrap());
+        let c = Correlator::start(settings, incidents.clone()).unwrap();
+        // The alert writer lags the correlator when alerts pile up: whenever `status` says
+        // events were evaluated, every alert they raised must already be listed.
+        for round in 0..30u64 {
+            c.committed(&failures("probe-1", round * 40 + 1..=round * 40 + 40, t0));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let snap = c.snapshot();
+                let listed = incidents
+                    .alerts(&crate::incidents::AlertFilter {
+                        limit: usize::MAX,
+                        ..Default::default()
+                    })
+                    .unwrap()
+                    .len() as u64;
+                assert!(
+                    listed >= snap.detection_alerts + snap.correlation_alerts,
+                    "round {round}: {} events evaluated, {} alerts counted, {listed} listed",
+                    snap.events,
+                    snap.detection_alerts + snap.correlation_alerts
+                );
+                if snap.events == (round + 1) * 40 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "round {round} not evaluated");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        c.close(Duration::from_secs(10));
+        // Without suppression every failure from the third on completes a brute force.
+        assert_eq!(c.snapshot().correlation_alerts, 30 * 40 - 2);
+        assert_eq!(brute_force_alerts(&incidents), 30 * 40 - 2);
     }
 
     #[test]
