@@ -45,7 +45,9 @@ for t in "${targets[@]}"; do
     if [ "$running" -ge "$lanes" ]; then wait -n || true; running=$((running - 1)); fi
 done
 wait
-if ls -A artifacts/* yara/artifacts/* 2>/dev/null | grep -q .; then
+# Files, not `ls` of the directories: that lists each directory's name, so an empty run looked
+# like crashes (found by the first end-to-end run of this script).
+if find artifacts yara/artifacts -type f 2>/dev/null | grep -q .; then
     echo "crashes found: see fuzz/artifacts/ and fuzz/yara/artifacts/" >&2
     exit 1
 fi

@@ -7,7 +7,8 @@ use palisade_collector::cli::{run, Cli};
 
 // The correlator allocates per event (group keys, field values, alerts): with glibc's malloc
 // that was a third of its time under load; mimalloc's thread-local free lists cut it (figures
-// in docs/benchmarks.md).
+// in docs/benchmarks.md). The `system-alloc` feature leaves malloc in place, for heaptrack.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -34,6 +34,10 @@ pub struct Limits {
     /// Groups with window state kept; at the cap, expired state goes, then the stalest
     /// groups until 90% of it.
     pub max_state_entries: usize,
+    /// Bytes the groups in use may hold (records, table, window storage); over it, expired
+    /// state goes, then the stalest groups until 90% of it. Checked by
+    /// [`Correlations::check_memory`], as the correlator measures.
+    pub max_state_bytes: usize,
     /// Hits kept in one group's window (per referenced rule for temporal types).
     pub max_group_entries: usize,
     /// Seconds after an alert during which the same group does not alert again.
@@ -158,6 +162,8 @@ pub struct Correlations {
     agent_ids: HashMap<String, u32>,
     limits: Limits,
     evicted: u64,
+    /// Newest event time seen (seconds): "now" for the byte cap's eviction.
+    latest_ts: i64,
 }
 
 impl std::fmt::Debug for Correlations {
@@ -284,6 +290,7 @@ impl Correlations {
             agent_ids: HashMap::new(),
             limits,
             evicted: 0,
+            latest_ts: i64::MIN,
         })
     }
 
@@ -304,7 +311,26 @@ impl Correlations {
 
     /// Bytes the window store holds (see [`Store::accounted_bytes`]), plus the agent table.
     pub fn accounted_bytes(&self) -> usize {
-        self.store.accounted_bytes() + self.agents.iter().map(|a| a.capacity() + 24).sum::<usize>()
+        self.store.accounted_bytes().held + self.agent_bytes()
+    }
+
+    fn agent_bytes(&self) -> usize {
+        self.agents.iter().map(|a| a.capacity() + 24).sum::<usize>()
+    }
+
+    /// Measures the state and applies the byte cap: over `max_state_bytes` in use, expired
+    /// state goes, then the stalest groups until 90% of it (counted as evicted). Returns the
+    /// bytes held afterwards (what [`Self::accounted_bytes`] gives), from the same walk when
+    /// nothing was evicted.
+    pub fn check_memory(&mut self) -> usize {
+        let bytes = self.store.accounted_bytes();
+        if bytes.in_use + self.agent_bytes() <= self.limits.max_state_bytes
+            || self.latest_ts == i64::MIN
+        {
+            return bytes.held + self.agent_bytes();
+        }
+        self.evict_all(self.latest_ts);
+        self.accounted_bytes()
     }
 
     /// Evaluates one event at event time `ts` (seconds).
@@ -315,6 +341,7 @@ impl Correlations {
         ts: i64,
     ) -> Output {
         let ts = i64::from(clamp_secs(ts));
+        self.latest_ts = self.latest_ts.max(ts);
         if self.store.live() >= self.limits.max_state_entries {
             self.evict_all(ts);
         }
@@ -549,7 +576,8 @@ impl Correlations {
         out
     }
 
-    /// At the cap: drop what fell out of every window, then the stalest groups down to 90%,
+    /// At a cap (groups or bytes): drop what fell out of every window, then the stalest
+    /// groups until both are at most 90% of their cap (a cap not passed is not a target),
     /// then suppression marks that ran out. Evicted groups are counted.
     fn evict_all(&mut self, now: i64) {
         let before = self.store.live();
@@ -567,13 +595,24 @@ impl Correlations {
             }
         }
         let max = self.limits.max_state_entries;
-        if self.store.live() >= max {
-            let target = max * 9 / 10;
-            let excess = self.store.live() - target;
+        let max_bytes = self.limits.max_state_bytes;
+        let mut bytes = self.store.accounted_bytes().in_use + self.agent_bytes();
+        let target = if self.store.live() >= max {
+            max * 9 / 10
+        } else {
+            usize::MAX
+        };
+        let target_bytes = if bytes > max_bytes {
+            max_bytes / 10 * 9
+        } else {
+            usize::MAX
+        };
+        if self.store.live() > target || bytes > target_bytes {
             tracing::warn!(
                 groups = self.store.live(),
                 max,
-                evicting = excess,
+                bytes,
+                max_bytes,
                 "correlation state cap reached; evicting the stalest groups"
             );
             let mut by_age: Vec<(i64, u32)> = ids
@@ -585,7 +624,11 @@ impl Correlations {
                 })
                 .collect();
             by_age.sort_unstable();
-            for (_, id) in by_age.into_iter().take(excess) {
+            for (_, id) in by_age {
+                if self.store.live() <= target && bytes <= target_bytes {
+                    break;
+                }
+                bytes = bytes.saturating_sub(self.store.group_bytes(id));
                 self.store.remove(id);
             }
         }

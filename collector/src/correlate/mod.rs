@@ -49,6 +49,11 @@ pub struct CorrelationSettings {
     /// Most correlation state entries (one per correlation rule and group) kept; past it the
     /// stalest tenth is evicted and counted.
     pub max_state_entries: usize,
+    /// Most bytes the correlation state may hold (group records, their table, window
+    /// storage), as Suricata's memcaps: past it expired state goes, then the stalest groups
+    /// until 90% of it, counted as evicted. With 24-hour windows, groups keep filling at a
+    /// constant count: this, not `max_state_entries`, is what bounds their memory then.
+    pub max_state_bytes: u64,
     /// Most entries remembered inside one group's window (bounds a hot group).
     pub max_group_entries: usize,
     /// After a correlation fires for a group, seconds during which it does not fire again for
@@ -77,6 +82,7 @@ impl Default for CorrelationSettings {
             rules_dir: PathBuf::from("/etc/palisade/sigma"),
             reload_check_secs: 2,
             max_state_entries: 2_000_000,
+            max_state_bytes: 256 << 20,
             max_group_entries: 1000,
             suppress_secs: 300,
             queue_events: 20_000,
@@ -384,6 +390,7 @@ impl SavedState {
 pub fn limits(s: &CorrelationSettings) -> Limits {
     Limits {
         max_state_entries: s.max_state_entries.max(1),
+        max_state_bytes: usize::try_from(s.max_state_bytes).unwrap_or(usize::MAX),
         max_group_entries: s.max_group_entries.max(1),
         suppress_secs: (s.suppress_secs > 0).then_some(s.suppress_secs),
         event_refs: s.event_refs,
@@ -711,9 +718,14 @@ impl Worker {
             }
             if last_measure.elapsed() >= Duration::from_secs(5) {
                 last_measure = Instant::now();
+                let evicted = self.engine.evicted();
+                let held = self.engine.check_memory();
                 self.metrics
                     .state_bytes
-                    .store(self.engine.accounted_bytes() as u64, Ordering::Relaxed);
+                    .store(held as u64, Ordering::Relaxed);
+                self.metrics
+                    .state_evicted
+                    .fetch_add(self.engine.evicted() - evicted, Ordering::Relaxed);
             }
             let forced = self.reload_now.swap(false, Ordering::Relaxed);
             if forced || last_check.elapsed() >= check_every {

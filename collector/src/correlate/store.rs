@@ -606,14 +606,36 @@ impl Store {
             .map(|(i, _)| i as u32)
     }
 
-    /// Every byte the store holds: the slab and table at their capacity, the free list, and
-    /// each group's heap storage.
-    pub fn accounted_bytes(&self) -> usize {
-        self.groups.capacity() * std::mem::size_of::<Group>()
-            + self.table.capacity() * std::mem::size_of::<u32>()
-            + self.free.capacity() * std::mem::size_of::<u32>()
-            + self.groups.iter().map(Group::heap_bytes).sum::<usize>()
+    /// What the store holds, in one walk of the groups: `held`, every byte it keeps (the slab
+    /// up to its high-water mark, vacant slots included, the table, the free list, each
+    /// group's heap storage); `in_use`, the part the groups held now account for (their
+    /// records, the table, their heap storage), which is what eviction can give back and
+    /// what the byte cap bounds.
+    pub fn accounted_bytes(&self) -> StoreBytes {
+        let heap: usize = self.groups.iter().map(Group::heap_bytes).sum();
+        let table = self.table.capacity() * std::mem::size_of::<u32>();
+        StoreBytes {
+            held: self.groups.len() * std::mem::size_of::<Group>()
+                + table
+                + self.free.capacity() * std::mem::size_of::<u32>()
+                + heap,
+            in_use: self.len * std::mem::size_of::<Group>() + table + heap,
+        }
     }
+
+    /// What removing the group in slot `id` gives back: its record and heap storage.
+    pub fn group_bytes(&self, id: u32) -> usize {
+        std::mem::size_of::<Group>() + self.groups[id as usize].heap_bytes()
+    }
+}
+
+/// Bytes a [`Store`] holds (see [`Store::accounted_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreBytes {
+    /// Everything it keeps.
+    pub held: usize,
+    /// What its groups account for.
+    pub in_use: usize,
 }
 
 #[cfg(test)]

@@ -304,6 +304,60 @@ fn groups_past_the_cap_are_evicted_stalest_first_and_counted() {
     assert_eq!(e.evicted(), 25);
 }
 
+/// Fifty groups whose windows keep filling at a constant group count (what 24-hour windows do
+/// in a soak): past `max_state_bytes` the stalest groups go until 90% of it, counted.
+#[test]
+fn groups_past_the_byte_cap_are_evicted_stalest_first_and_counted() {
+    let cap = 40_000;
+    let s = CorrelationSettings {
+        max_state_bytes: cap,
+        ..quiet()
+    };
+    let set = rules(&brute(""));
+    let mut e = set.correlator(limits(&s)).unwrap();
+    let ip = |g: i64| format!("192.0.2.{g}");
+    for g in 0..50 {
+        for k in 0..200 {
+            let (ev, raw) = failure(g * 10 + k / 20, &ip(g));
+            e.process(
+                &SigmaEvent::new(&ev, &raw),
+                origin_of(&ev),
+                T0 + g * 10 + k / 20,
+            );
+        }
+    }
+    let before = e.store.accounted_bytes().in_use + e.agent_bytes();
+    assert!(
+        before > cap as usize,
+        "{before} bytes: the cap must be passed"
+    );
+    assert_eq!(
+        (e.state_count(), e.evicted()),
+        (50, 0),
+        "no eviction between checks"
+    );
+    let held = e.check_memory();
+    let after = e.store.accounted_bytes().in_use + e.agent_bytes();
+    assert!(
+        after <= cap as usize / 10 * 9,
+        "{after} bytes in use after the check"
+    );
+    assert!(held >= after, "held {held} counts what is in use {after}");
+    assert_eq!(e.evicted(), 50 - e.state_count() as u64);
+    assert!(
+        e.state_count() > 0 && e.state_count() < 50,
+        "{}",
+        e.state_count()
+    );
+    let kept: Vec<String> = e.saved_groups().filter_map(|g| g.key[0].clone()).collect();
+    assert!(kept.contains(&ip(49)), "{kept:?}");
+    assert!(!kept.contains(&ip(0)), "{kept:?}");
+    // Under the cap, a check evicts nothing.
+    let evicted = e.evicted();
+    e.check_memory();
+    assert_eq!(e.evicted(), evicted);
+}
+
 #[test]
 fn chained_correlations_fire_their_parents() {
     let yaml = format!("{}---\ntitle: Success\nid: t-ok\nlogsource:\n  product: palisade\ndetection:\n  sel:\n    event.dataset: palisade.auth\n    event.outcome: success\n  condition: sel\nlevel: low\n---\ntitle: Guessed\nid: t-guessed\ncorrelation:\n  type: temporal_ordered\n  rules:\n    - t-brute\n    - t-ok\n  group-by:\n    - source.ip\n  timespan: 15m\n  condition:\n    gte: 2\nlevel: critical\n", brute(""));
