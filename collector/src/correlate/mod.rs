@@ -646,9 +646,10 @@ impl AlertWriter {
     /// Records the jobs' alerts in one call; returns whether anything was written.
     fn write(&self, mut jobs: Vec<Written>) -> bool {
         let mut all = Vec::new();
-        let mut stamps = Vec::new();
+        // Each job's commit time and alert count: the stored alerts come back in job order.
+        let spans: Vec<(Instant, usize)> =
+            jobs.iter().map(|j| (j.committed, j.alerts.len())).collect();
         for j in &mut jobs {
-            stamps.extend(std::iter::repeat_n(j.committed, j.alerts.len()));
             all.append(&mut j.alerts);
         }
         let wrote = !all.is_empty();
@@ -658,7 +659,8 @@ impl AlertWriter {
                 Ok(stored) => {
                     let mut lat = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
                     let mut per_agent = self.per_agent.lock().unwrap_or_else(|p| p.into_inner());
-                    for (a, committed) in stored.iter().zip(&stamps) {
+                    let stamps = spans.iter().flat_map(|&(t, n)| std::iter::repeat_n(t, n));
+                    for (a, committed) in stored.iter().zip(stamps) {
                         lat.push(committed.elapsed().as_secs_f64() * 1000.0);
                         if let Some(agent) = a.events.iter().rev().find_map(|e| e.agent.clone()) {
                             *per_agent.entry(agent).or_insert(0) += 1;
@@ -787,6 +789,7 @@ impl Worker {
             detections: 0,
             correlations: 0,
         };
+        let evicted = self.engine.evicted();
         for batch in job.batches.iter() {
             let last = self.last_seq.get(&batch.agent_id).copied().unwrap_or(0);
             let mut high = last;
@@ -803,6 +806,12 @@ impl Worker {
                 self.last_seq.insert(batch.agent_id.clone(), high);
             }
         }
+        self.metrics
+            .state_evicted
+            .fetch_add(self.engine.evicted() - evicted, Ordering::Relaxed);
+        self.metrics
+            .state_entries
+            .store(self.engine.state_count() as u64, Ordering::Relaxed);
         // Every job goes through the writer, alerts or not: its events count as evaluated
         // (and leave the backlog) only after the alerts of the jobs before it are stored.
         if let Err(std::sync::mpsc::SendError(lost)) = self.writer.send(out) {
@@ -824,14 +833,7 @@ impl Worker {
         out.evaluated += 1;
         let se = SigmaEvent::new(&ev.event, &ev.raw);
         let ts = ev.event.timestamp.nanos().div_euclid(1_000_000_000);
-        let evicted = self.engine.evicted();
         let hits = self.engine.process(&se, origin_of(&ev.event), ts);
-        self.metrics
-            .state_evicted
-            .fetch_add(self.engine.evicted() - evicted, Ordering::Relaxed);
-        self.metrics
-            .state_entries
-            .store(self.engine.state_count() as u64, Ordering::Relaxed);
         for r in &hits.detections {
             if r.header
                 .rule_id

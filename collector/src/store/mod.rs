@@ -5,6 +5,7 @@ mod segfile;
 mod segment;
 mod seqset;
 pub mod sled_store;
+pub(crate) mod zblock;
 
 use palisade_wire::batch::Batch;
 use palisade_wire::{EventKind, Severity, Timestamp};

@@ -202,16 +202,7 @@ pub(crate) fn header(v: &[u8]) -> Result<Header, String> {
 pub(crate) fn events(v: &[u8]) -> Result<Vec<u8>, String> {
     let h = header(v)?;
     let payload = v.get(HEADER_LEN..).ok_or("segment payload missing")?;
-    let raw = zstd::bulk::decompress(payload, h.raw_len as usize)
-        .map_err(|e| format!("segment payload: {e}"))?;
-    if raw.len() != h.raw_len as usize {
-        return Err(format!(
-            "segment payload is {} bytes, header says {}",
-            raw.len(),
-            h.raw_len
-        ));
-    }
-    Ok(raw)
+    super::zblock::decompress(payload, h.raw_len as usize).map_err(|e| format!("segment {e}"))
 }
 
 #[cfg(test)]

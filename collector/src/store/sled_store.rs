@@ -434,7 +434,7 @@ impl SledStore {
                 }
                 let body = self.files.read(&name, &v)?;
                 let raw = segment::events(&body).map_err(|e| corrupt(&name, e))?;
-                for line in raw.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                for line in super::zblock::lines(&raw) {
                     let light: Light = serde_json::from_slice(line)
                         .map_err(|e| corrupt(&name, format!("stored event: {e}")))?;
                     let ts = light.timestamp.nanos();
