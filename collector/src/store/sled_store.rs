@@ -897,16 +897,20 @@ mod tests {
             |_| EventKind::Flow,
         );
         s.write(&[&wide]).unwrap();
-        for i in 0..200u64 {
-            let seqs: Vec<u64> = (i * 10 + 1..=i * 10 + 10).collect();
-            let b = batch_of(
-                "a",
-                &seqs,
-                |q| T + (q as i64 - 1) * sec,
-                |_| EventKind::Flow,
-            );
-            s.write(&[&b]).unwrap();
-        }
+        // 200 segments of agent a, 10 events a second apart each (9 s spans).
+        let narrow = |s: &SledStore| {
+            for i in 0..200u64 {
+                let seqs: Vec<u64> = (i * 10 + 1..=i * 10 + 10).collect();
+                let b = batch_of(
+                    "a",
+                    &seqs,
+                    |q| T + (q as i64 - 1) * sec,
+                    |_| EventKind::Flow,
+                );
+                s.write(&[&b]).unwrap();
+            }
+        };
+        narrow(&s);
         let newest = |s: &SledStore| {
             let before = s.headers_read.load(std::sync::atomic::Ordering::Relaxed);
             let got: Vec<(String, u64)> = query(s, None, 5, true)
@@ -929,18 +933,9 @@ mod tests {
         let (_, all) = {
             let dir2 = tempfile::tempdir().unwrap();
             let s2 = SledStore::open(dir2.path(), 8 << 20).unwrap();
-            for i in 0..200u64 {
-                let seqs: Vec<u64> = (i * 10 + 1..=i * 10 + 10).collect();
-                let b = batch_of(
-                    "a",
-                    &seqs,
-                    |q| T + (q as i64 - 1) * sec,
-                    |_| EventKind::Flow,
-                );
-                s2.write(&[&b]).unwrap();
-            }
-            let narrow = newest(&s2);
-            assert!(narrow.1 <= 3, "{} headers read with 9 s segments", narrow.1);
+            narrow(&s2);
+            let (_, read) = newest(&s2);
+            assert!(read <= 3, "{read} headers read with 9 s segments");
             // A day from before the span key: the hour.
             for (index, _) in s2.stored_days() {
                 s2.day(index).unwrap().remove(SPAN_KEY).unwrap();
