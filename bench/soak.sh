@@ -17,7 +17,7 @@ set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 minutes="${1:-30}"; rate="${2:-50000}"; agents="${3:-16}"; groups="${4:-100000}"; mix="${5:-security}"
 ensure_rust
-ensure_system_packages
+ensure_system_packages curl
 build_release >/dev/null 2>&1 || build_release
 C="$PALISADE_BIN/palisade-collector"; A="$PALISADE_BIN/palisade-agent"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -56,7 +56,12 @@ bench_collector "$work" <<TOML
 enabled = true
 rules_dir = "rules"
 max_state_bytes = $state_bytes
+[metrics]
+listen = "127.0.0.1:0"
 TOML
+# The collector's own answer times (palisade_api_request_duration_seconds), to tell a query that
+# got slower from a client or machine that did.
+murl="$(sed -n 's/^palisade-collector metrics on //p' "$work/out")"
 q() { "$C" "$@" --collector "$url" --pki-dir "$work/pki" --as analyst; }
 
 # Sampler: RSS and store size every 10 s, and an analyst's queries, each timed.
@@ -73,16 +78,21 @@ q() { "$C" "$@" --collector "$url" --pki-dir "$work/pki" --as analyst; }
         store_kb="$( (du -sk "$work/data/store" 2>/dev/null || true) | cut -f1)"
         incidents_kb="$( (du -sk "$work/data/incidents" 2>/dev/null || true) | cut -f1)"
         state="$(q status --output-format json 2>/dev/null | python3 -c 'import json,sys; c=json.load(sys.stdin).get("correlation") or {}; print(c.get("state_entries",0), c.get("state_bytes",0), c.get("detection_alerts",0)+c.get("correlation_alerts",0))' 2>/dev/null || echo "0 0 0")"
-        for cmd in "events --since 5m --limit 100" "incidents --limit 20" "situation"; do
+        for cmd in "events --since 5m --limit 100" "incidents --limit 20" "situation --output-format json"; do
             t0="$(date +%s%N)"
             # shellcheck disable=SC2086
             # Exit 1 is "nothing found" (an empty store at the very start), not a failure.
-            rc=0; err="$(q $cmd 2>&1 >/dev/null)" || rc=$?
+            rc=0; err="$(q $cmd 2>&1 >"$work/last-answer")" || rc=$?
             if [ "$rc" -le 1 ]; then ok=1; else ok=0; echo "$t $cmd (exit $rc): $err" >> "$work/query-errors"; fi
             t1="$(date +%s%N)"
             echo "query $t \"$cmd\" $(( (t1 - t0) / 1000000 )) $ok"
         done
-        echo "rss $t $rss $disk ${store_kb:-0} ${incidents_kb:-0} $state"
+        # Incidents open (none is resolved in a soak: all of them), from the situation above.
+        open_incidents="$(python3 -c 'import json,sys; print(sum(json.load(open(sys.argv[1]))["open_incidents"].values()))' "$work/last-answer" 2>/dev/null || echo 0)"
+        echo "rss $t $rss $disk ${store_kb:-0} ${incidents_kb:-0} $state $open_incidents"
+        # Cumulative answer count and seconds per route: the difference between two samples is
+        # the server's time for the one query of each kind in between.
+        (curl -s --max-time 5 "$murl" 2>/dev/null || true) | sed -n 's/^palisade_api_request_duration_seconds_\(sum\|count\){method="GET",route="\([^"]*\)"} \(.*\)$/server '"$t"' \2 \1 \3/p'
         sleep $(( 10 - ($(date +%s) - t) > 0 ? 10 - ($(date +%s) - t) : 0 ))
     done
 ) > "$work/samples" &
@@ -109,16 +119,26 @@ import json, sys, statistics
 r = json.load(open(sys.argv[1])); s = json.load(open(sys.argv[2]))
 rate, minutes = int(sys.argv[5]), int(sys.argv[6])
 stored = s["store"]["events"]; c = s.get("correlation") or {}
-rss, queries = [], {}
+rss, queries, server = [], {}, {}
 for line in open(sys.argv[3]):
     f = line.split('"') if line.startswith("query") else line.split()
     if line.startswith("rss"):
-        f += ["0"] * (9 - len(f))
+        f += ["0"] * (10 - len(f))
         rss.append((int(f[1]), int(f[2]) / 1024, int(f[3] or 0) / 1024, int(f[4] or 0) / 1024,
-                    int(f[5] or 0) / 1024, int(f[6] or 0), int(f[7] or 0) / 1048576, int(f[8] or 0)))
+                    int(f[5] or 0) / 1024, int(f[6] or 0), int(f[7] or 0) / 1048576, int(f[8] or 0),
+                    int(f[9] or 0)))
     elif line.startswith("query"):
         t = int(f[0].split()[1]); cmd = f[1]; ms, ok = f[2].split()
         queries.setdefault(cmd, []).append((t, int(ms), int(ok)))
+    elif line.startswith("server"):
+        _, t, route, what, v = f
+        server.setdefault(route, {}).setdefault(int(t), {})[what] = float(v)
+# Server time per query: the change of the route's sum over the change of its count between
+# consecutive samples.
+server_ms = {}
+for route, by_t in server.items():
+    pts = [(t, x.get("count", 0), x.get("sum", 0)) for t, x in sorted(by_t.items())]
+    server_ms[route] = [(t1, (s1 - s0) * 1000 / (c1 - c0)) for (t0, c0, s0), (t1, c1, s1) in zip(pts, pts[1:]) if c1 > c0]
 print(f"sent at {rate} events/s for {minutes} min: {r['events_acked']} events acked in {r['elapsed_secs']:.0f} s "
       f"= {r['events_per_sec']:.0f} events/s, {r['duplicates']} duplicates reported, {r['busy']} busy answers, "
       f"{r['behind_secs']:.1f} s behind schedule at the end; {r.get('refused', 0)} other 5xx and {r.get('failed', 0)} failed requests retried")
@@ -142,14 +162,19 @@ if len(rss) >= 3:
     mid, last = [x[1] for x in rss[n:2 * n]], [x[1] for x in rss[2 * n:]]
     print(f"RSS MiB once warm: middle third median {statistics.median(mid):.0f}, last third median {statistics.median(last):.0f} "
           f"({(statistics.median(last) / statistics.median(mid) - 1) * 100:+.1f}%)")
-print("minute  RSS MiB  disk MiB (events  alerts+incidents)  correlation groups  state MiB  alerts raised")
+print("minute  RSS MiB  disk MiB (events  alerts+incidents)  correlation groups  state MiB  alerts raised  open incidents")
 for x in rss[5::6]:
-    print(f"{(x[0] - rss[0][0]) // 60 + 1:>6}  {x[1]:>7.0f}  {x[2]:>8.0f} ({x[3]:>6.0f}  {x[4]:>16.0f})  {x[5]:>18}  {x[6]:>9.0f}  {x[7]:>13}")
+    print(f"{(x[0] - rss[0][0]) // 60 + 1:>6}  {x[1]:>7.0f}  {x[2]:>8.0f} ({x[3]:>6.0f}  {x[4]:>16.0f})  {x[5]:>18}  {x[6]:>9.0f}  {x[7]:>13}  {x[8]:>14}")
+routes = {"events": "/v1/events", "incidents": "/v1/incidents", "situation": "/v1/situation"}
 for cmd, xs in queries.items():
     a, b = thirds([x[1] for x in xs])
     fails = sum(1 for x in xs if not x[2])
     print(f"query {cmd:<34} median {statistics.median([x[1] for x in xs]):>5.0f} ms, first third {statistics.median(a):>5.0f}, last third {statistics.median(b):>5.0f}, max {max(x[1] for x in xs):>5} ms, {fails} failed of {len(xs)}")
-json.dump({"report": r, "stored": stored, "correlation": c, "rss": rss, "queries": queries}, open(sys.argv[4], "w"))
+    ys = [y for _, y in server_ms.get(routes.get(cmd.split()[0], ""), [])]
+    if ys:
+        a, b = thirds(ys)
+        print(f"  in the collector {'':<24} median {statistics.median(ys):>7.1f} ms, first third {statistics.median(a):>7.1f}, last third {statistics.median(b):>7.1f}, max {max(ys):>7.1f} ms")
+json.dump({"report": r, "stored": stored, "correlation": c, "rss": rss, "queries": queries, "server_ms": server_ms}, open(sys.argv[4], "w"))
 PY
 if [ -s "$work/query-errors" ]; then echo "failed queries (first 5):"; head -5 "$work/query-errors"; fi
 stop_collector "$cpid"; wait "$cpid" 2>/dev/null || true; cpid=""

@@ -102,6 +102,8 @@ pub enum MetricType {
     Counter,
     /// Goes up and down.
     Gauge,
+    /// Cumulative buckets, a sum and a count (`_bucket`, `_sum`, `_count` samples).
+    Histogram,
 }
 
 impl MetricType {
@@ -109,6 +111,7 @@ impl MetricType {
         match self {
             MetricType::Counter => "counter",
             MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
         }
     }
 }
@@ -206,8 +209,23 @@ impl MetricsWriter {
         labels: &[(&str, &str)],
         value: &str,
     ) {
+        self.suffixed_sample(name, "", help, kind, labels, value);
+    }
+
+    /// A sample of family `name` named `name` + `suffix` (a histogram's `_bucket`, `_sum`,
+    /// `_count`).
+    fn suffixed_sample(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        help: &str,
+        kind: MetricType,
+        labels: &[(&str, &str)],
+        value: &str,
+    ) {
         let f = self.family(name, help, kind);
         f.samples.push_str(name);
+        f.samples.push_str(suffix);
         if !labels.is_empty() {
             f.samples.push('{');
             for (i, (k, v)) in labels.iter().enumerate() {
@@ -237,6 +255,31 @@ impl MetricsWriter {
         let mut v = String::new();
         format_value(value, &mut v);
         self.sample(name, help, MetricType::Gauge, labels, &v);
+    }
+
+    /// One histogram series: `buckets` are (upper bound, cumulative count) in increasing
+    /// order, the last one `+Inf` (whose count is `count`).
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        buckets: &[(f64, u64)],
+        sum: f64,
+        count: u64,
+    ) {
+        let kind = MetricType::Histogram;
+        for (bound, n) in buckets {
+            let mut le = String::new();
+            format_value(*bound, &mut le);
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.suffixed_sample(name, "_bucket", help, kind, &with_le, &n.to_string());
+        }
+        let mut v = String::new();
+        format_value(sum, &mut v);
+        self.suffixed_sample(name, "_sum", help, kind, labels, &v);
+        self.suffixed_sample(name, "_count", help, kind, labels, &count.to_string());
     }
 
     /// The exposition text: each family's HELP and TYPE lines, then its samples.

@@ -203,6 +203,8 @@ pub async fn serve(
         &config.audit,
     )?);
     metric_sources.push(audit.clone());
+    let timings = Arc::new(crate::api::timing::ApiTimings::default());
+    metric_sources.push(timings.clone());
     let state = Arc::new(AppState {
         store: store.clone(),
         queue,
@@ -223,6 +225,7 @@ pub async fn serve(
         alert_tally,
         tail: tail.clone(),
         cert_seen: Default::default(),
+        timings,
     });
     let listener = TcpListener::bind(config.listen)
         .await
@@ -241,7 +244,10 @@ pub async fn serve(
                 context: "cannot start the metrics listener".into(),
                 source,
             })?;
-    // Tests and scripts read this line to learn the port when listening on port 0.
+    // Tests and scripts read these lines to learn the ports when listening on port 0.
+    if let Some(m) = metrics_server.local_addr() {
+        println!("palisade-collector metrics on http://{m}/metrics");
+    }
     println!("palisade-collector listening on https://{local}");
     tracing::info!(listen = %local, data_dir = %config.data_dir.display(), "collector serving");
 

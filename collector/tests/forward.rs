@@ -510,6 +510,12 @@ async fn metrics_scrape_over_http_is_valid_exposition_format() {
         )
         .unwrap(),
     );
+    let timings = Arc::new(palisade_collector::api::timing::ApiTimings::default());
+    let incidents_route = palisade_collector::api::ENDPOINTS
+        .iter()
+        .position(|e| e.pattern == "/v1/incidents")
+        .unwrap();
+    timings.record(incidents_route, Duration::from_millis(30));
     let sources: Vec<Arc<dyn MetricsSource>> = vec![
         ingest,
         Arc::new(StoreMetrics::new(store.clone())),
@@ -517,6 +523,7 @@ async fn metrics_scrape_over_http_is_valid_exposition_format() {
         fwd.clone(),
         correlator,
         audit,
+        timings,
     ];
     let cfg = MetricsConfig::new("127.0.0.1:0".parse().unwrap());
     let server = MetricsServer::start(Some(&cfg), sources).await.unwrap();
@@ -538,15 +545,24 @@ async fn metrics_scrape_over_http_is_valid_exposition_format() {
             assert!(!help.is_empty(), "{line}");
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
-            assert!(matches!(kind, "counter" | "gauge"), "{line}");
+            assert!(matches!(kind, "counter" | "gauge" | "histogram"), "{line}");
             assert!(
                 typed.insert(name.to_string(), kind.to_string()).is_none(),
                 "second TYPE for {name}"
             );
         } else {
             let (name, labels, value) = parse_sample(line).unwrap();
-            assert!(typed.contains_key(&name), "{name} sampled before its TYPE");
-            if typed[&name] == "counter" {
+            // A histogram's samples are its name with `_bucket`, `_sum` or `_count`.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|s| name.strip_suffix(s))
+                .find(|f| typed.get(*f).is_some_and(|k| k == "histogram"))
+                .unwrap_or(&name);
+            assert!(typed.contains_key(family), "{name} sampled before its TYPE");
+            if name.ends_with("_bucket") {
+                assert!(labels.iter().any(|(k, _)| k == "le"), "{line}");
+            }
+            if typed[family] == "counter" {
                 assert!(name.ends_with("_total") && value >= 0.0, "{line}");
             }
             samples.push((name, labels, value));
@@ -594,6 +610,23 @@ async fn metrics_scrape_over_http_is_valid_exposition_format() {
     assert_eq!(find("palisade_audit_lost_total", None), 0.0);
     assert!(find("process_resident_memory_bytes", None) > 0.0);
     assert!(find("palisade_uptime_seconds", None) >= 0.0);
+    let route = Some(("route", "/v1/incidents"));
+    assert_eq!(
+        find("palisade_api_request_duration_seconds_count", route),
+        1.0
+    );
+    assert!((find("palisade_api_request_duration_seconds_sum", route) - 0.03).abs() < 1e-9);
+    let buckets: Vec<(String, f64)> = samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == "palisade_api_request_duration_seconds_bucket"
+                && l.iter().any(|(k, v)| k == "route" && v == "/v1/incidents")
+        })
+        .map(|(_, l, v)| (l.iter().find(|(k, _)| k == "le").unwrap().1.clone(), *v))
+        .collect();
+    assert_eq!(buckets.first(), Some(&("0.001".to_string(), 0.0)));
+    assert!(buckets.contains(&("0.05".to_string(), 1.0)), "{buckets:?}");
+    assert_eq!(buckets.last(), Some(&("+Inf".to_string(), 1.0)));
 
     let (head, _) = http_get(addr, "GET", "/").await;
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");

@@ -19,6 +19,7 @@ use serde_json::json;
 pub mod alert_tally;
 pub mod incidents;
 pub mod situation;
+pub mod timing;
 
 use crate::ingest::{IngestMetrics, IngestQueue, IngestSnapshot};
 use crate::store::{AgentRecord, EventStore, Query, StoreStats};
@@ -59,6 +60,8 @@ pub struct AppState {
     /// Certificate serial each agent was last recorded with, so the agent record is written
     /// only when an agent first connects or its certificate changes.
     pub cert_seen: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Answer times per endpoint ([`timing`]).
+    pub timings: Arc<timing::ApiTimings>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -285,7 +288,9 @@ async fn dispatch(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incomin
         );
     }
     let query = req.uri().query().unwrap_or("").to_string();
-    match ep.pattern {
+    let timings = state.timings.clone();
+    let started = Instant::now();
+    let resp = match ep.pattern {
         "/v1/ingest" => ingest(state, who, req).await,
         "/v1/status" => status(&state).await,
         "/v1/agents" => match blocking(&state, |s| s.store.agents()).await {
@@ -310,7 +315,15 @@ async fn dispatch(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incomin
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("endpoint {other} has no handler"),
         ),
+    };
+    // By value: a `const` slice is not one address everywhere it is used.
+    if let Some(i) = ENDPOINTS
+        .iter()
+        .position(|e| e.pattern == ep.pattern && e.method == ep.method)
+    {
+        timings.record(i, started.elapsed());
     }
+    resp
 }
 
 fn param(params: &[String], i: usize) -> &str {

@@ -210,6 +210,11 @@ pub struct Incident {
     /// between them. Absent in rows written before them (the view then scans every alert).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_ids: Option<(u64, u64)>,
+    /// Timeline entry numbers of its analyst actions (acknowledged, resolved, reopened,
+    /// comments), so that a listing reads them without the alert entries. Absent in rows
+    /// written before it (a listing then reads the whole timeline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_entries: Option<Vec<u64>>,
 }
 
 impl Incident {
@@ -691,6 +696,36 @@ impl IncidentStore {
         Ok(Some(inc))
     }
 
+    /// The incident as a listing carries it: its row, the first entry of its timeline (the
+    /// alert that opened it) and its analyst actions, each read by its entry number, so that a
+    /// listing's cost does not grow with its incidents' age (a long-lived incident has up to
+    /// [`MAX_TIMELINE_ALERTS`] alert entries). A row from before `action_entries`, or one
+    /// still carrying its timeline inline, is read whole.
+    fn get_listed(&self, id: u64) -> Result<Option<Incident>, StoreError> {
+        let Some(mut inc) = self.get_row(id)? else {
+            return Ok(None);
+        };
+        let Some(actions) = inc
+            .action_entries
+            .clone()
+            .filter(|_| inc.timeline.is_empty())
+        else {
+            return self.get_incident(id);
+        };
+        let wanted = std::iter::once(0).chain(actions.into_iter().filter(|&n| n != 0));
+        for n in wanted.filter(|&n| n < inc.timeline_entries) {
+            if let Some(v) = self
+                .timeline
+                .get(timeline_key(id, n))
+                .map_err(sled_err("read timeline"))?
+            {
+                inc.timeline
+                    .push(serde_json::from_slice(&v).map_err(|e| corrupt("timeline", e))?);
+            }
+        }
+        Ok(Some(inc))
+    }
+
     /// Adds `entry` to `inc`'s timeline as a row of `batch` (the `timeline` tree), first
     /// moving a timeline the row still carries inline (written before the tree) into it.
     fn append_timeline(
@@ -785,6 +820,7 @@ impl IncidentStore {
                         timeline_entries: 0,
                         updated: None,
                         alert_ids: None,
+                        action_entries: Some(Vec::new()),
                     }
                 }
             };
@@ -915,7 +951,8 @@ impl IncidentStore {
         self.get_incident(id)
     }
 
-    /// Incidents, newest (by last alert) first: chosen from the in-memory index, then read.
+    /// Incidents, newest (by last alert) first: chosen from the in-memory index, then read
+    /// as [`Self::get_listed`] does (the whole timeline is [`Self::incident`]'s).
     pub fn incidents(&self, f: &IncidentFilter) -> Result<Vec<Incident>, StoreError> {
         let mut chosen: Vec<(Timestamp, u64)> = {
             let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
@@ -935,7 +972,7 @@ impl IncidentStore {
         chosen.sort_unstable_by(|a, b| b.cmp(a));
         let mut out = Vec::with_capacity(chosen.len());
         for (_, id) in chosen {
-            if let Some(inc) = self.get_incident(id)? {
+            if let Some(inc) = self.get_listed(id)? {
                 out.push(inc);
             }
         }
@@ -1074,6 +1111,9 @@ impl IncidentStore {
                 alert: None,
             },
         )?;
+        if let Some(actions) = &mut inc.action_entries {
+            actions.push(inc.timeline_entries - 1);
+        }
         self.timeline
             .apply_batch(timeline_row)
             .map_err(sled_err("write timeline"))?;
@@ -1390,6 +1430,16 @@ mod tests {
             .len();
         let scan_ms = t.elapsed().as_secs_f64() * 1000.0;
         assert_eq!((by_id, scanned), (2, 2));
+        // Twenty long-lived incidents, the newest, each with a whole timeline of alert entries
+        // and an analyst's acknowledgement: what a listing shows first in a long storm.
+        for k in 0..20u64 {
+            let ip = format!("192.0.2.{}", 100 + k);
+            let long = (0..MAX_TIMELINE_ALERTS as i64)
+                .map(|j| alert("pal.long", &ip, t0 + 120 + j / 100, Severity::High))
+                .collect();
+            let id = s.record(long).unwrap()[0].incident;
+            s.ack(id, "analyst", Some("looking".into())).unwrap();
+        }
         // The listing and the open counts, from the index of every incident.
         let t = std::time::Instant::now();
         let listed = s
@@ -1397,15 +1447,23 @@ mod tests {
                 limit: 20,
                 ..Default::default()
             })
-            .unwrap()
-            .len();
+            .unwrap();
         let list_ms = t.elapsed().as_secs_f64() * 1000.0;
+        assert!(listed.iter().all(|i| i.timeline.len() == 2));
+        let t = std::time::Instant::now();
+        let whole: usize = listed
+            .iter()
+            .map(|i| s.incident(i.id).unwrap().unwrap().timeline.len())
+            .sum();
+        let whole_ms = t.elapsed().as_secs_f64() * 1000.0;
         let t = std::time::Instant::now();
         let (open, _) = s.open_counts();
         let counts_us = t.elapsed().as_secs_f64() * 1e6;
         println!(
-            "storm: newest {listed} of {} incidents listed in {list_ms:.1} ms; open counts in \
-             {counts_us:.0} µs",
+            "storm: newest {} of {} incidents listed in {list_ms:.1} ms (opening alert and \
+             actions; their whole timelines, {whole} entries, read in {whole_ms:.1} ms); open \
+             counts in {counts_us:.0} µs",
+            listed.len(),
             open.values().sum::<u64>()
         );
         println!(
@@ -1904,6 +1962,65 @@ mod tests {
             times.windows(2).all(|w| w[0] < w[1]),
             "timeline out of order"
         );
+    }
+
+    /// A listing carries the opening alert and the analyst actions, read by entry number; the
+    /// view has the whole timeline. A row from before `action_entries` is listed whole.
+    #[test]
+    fn a_listing_reads_the_opening_alert_and_the_actions_not_every_alert_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let n = MAX_TIMELINE_ALERTS as i64 + 40;
+        s.record(vec![alert("r1", "10.0.0.1", 1000, Severity::Medium)])
+            .unwrap();
+        s.ack(1, "alice", Some("on it".into())).unwrap();
+        s.record(
+            (1..n)
+                .map(|t| alert("r1", "10.0.0.1", 1000 + t, Severity::High))
+                .collect(),
+        )
+        .unwrap();
+        s.resolve(1, "bob", Some("blocked".into())).unwrap();
+        let whats = |i: &Incident| {
+            i.timeline
+                .iter()
+                .map(|t| t.what.clone())
+                .collect::<Vec<_>>()
+        };
+        let list = |s: &IncidentStore| {
+            s.incidents(&IncidentFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let listed = list(&s);
+        assert_eq!(listed.len(), 1);
+        assert_eq!(whats(&listed[0]), ["alert", "acknowledged", "resolved"]);
+        assert_eq!(
+            listed[0].timeline[0].timestamp,
+            Timestamp(1000 * 1_000_000_000)
+        );
+        assert_eq!(listed[0].timeline[1].by.as_deref(), Some("alice"));
+        assert_eq!(listed[0].timeline[2].text.as_deref(), Some("blocked"));
+        assert_eq!(listed[0].action_entries, Some(vec![1, 501]));
+        assert_eq!(
+            (listed[0].alerts, listed[0].timeline_dropped),
+            (n as u64, 40)
+        );
+        let whole = s.incident(1).unwrap().unwrap();
+        assert_eq!(whole.timeline.len(), MAX_TIMELINE_ALERTS + 2);
+        assert_eq!(whole.timeline[1], listed[0].timeline[1]);
+        assert_eq!(whole.timeline[501], listed[0].timeline[2]);
+
+        // The same row as an older collector wrote it: the listing reads every entry.
+        let mut old = s.get_row(1).unwrap().unwrap();
+        old.action_entries = None;
+        s.incidents
+            .insert(1u64.to_be_bytes(), IncidentStore::row_bytes(&old).unwrap())
+            .unwrap();
+        let listed = list(&s);
+        assert_eq!(listed[0].timeline, whole.timeline);
     }
 
     /// A row written before the `timeline` tree, with its timeline inline, reads back as it

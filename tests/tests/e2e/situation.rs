@@ -127,3 +127,48 @@ fn situation_counts_every_alert_event_once_across_a_restart() {
         )
     );
 }
+
+/// The collector times its own answers and exports them per route on its metrics listener
+/// (`palisade_api_request_duration_seconds`), which is how a soak tells a query that got slower
+/// from a busy client: after two `situation` and one `incidents` the scrape counts exactly those.
+#[test]
+fn answer_times_are_exported_per_route() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(&dir.path().join("pki"));
+    let port = palisade_tests::free_port();
+    let c = Collector::start(
+        &dir.path().join("c"),
+        &pki,
+        0,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    for args in [&["situation"][..], &["situation"], &["incidents"]] {
+        let out = c.cli(&pki, "analyst", args);
+        assert!(out.status.code().is_some_and(|c| c <= 1), "{out:?}");
+    }
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let value = |route: &str, sample: &str| -> f64 {
+        let prefix = format!(
+            "palisade_api_request_duration_seconds_{sample}{{method=\"GET\",route=\"{route}\"}} "
+        );
+        body.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{body}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("/v1/situation", "count"), 2.0);
+    assert_eq!(value("/v1/incidents", "count"), 1.0);
+    assert_eq!(value("/v1/events", "count"), 0.0);
+    assert!(value("/v1/situation", "sum") > 0.0);
+    assert!(body.contains(
+        "palisade_api_request_duration_seconds_bucket{method=\"GET\",route=\"/v1/situation\",le=\"+Inf\"} 2"
+    ));
+}
