@@ -215,6 +215,10 @@ pub struct Incident {
     /// written before it (a listing then reads the whole timeline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_entries: Option<Vec<u64>>,
+    /// Its timeline rows hold [`TIMELINE_CHUNK`] entries each. False in rows written before
+    /// (one entry per row, as they go on being written).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timeline_chunked: bool,
 }
 
 impl Incident {
@@ -311,6 +315,9 @@ pub struct IncidentStore {
     /// Serializes read-modify-write of incidents (the correlator and analysts' acks).
     lock: Mutex<()>,
     window_secs: i64,
+    /// New incidents' timelines in rows of [`TIMELINE_CHUNK`] entries (false only in the
+    /// benchmark that measures what a row per entry costs).
+    chunk_timelines: bool,
     /// The next incident id (INC-n), from the highest stored at open.
     next_id: AtomicU64,
     /// Status, severity and last alert of every incident, so listings and `situation` do not
@@ -354,7 +361,8 @@ impl Summary {
 
 /// The summaries of all incidents, by id: ids are handed out in order, so a slot per id from
 /// the lowest held (16 bytes each; a `HashMap` took ~50), with the open counts `situation`
-/// shows kept in step rather than counted on each call.
+/// shows kept in step rather than counted on each call, and the incidents ordered by latest
+/// alert, so that a listing (newest first) reads as many as it shows rather than all of them.
 #[derive(Debug, Default)]
 struct Index {
     /// Id of `slots[0]`.
@@ -365,6 +373,10 @@ struct Index {
     open: BTreeMap<Severity, u64>,
     /// New incidents.
     new: u64,
+    /// (latest alert, id) of every incident held: ~30 bytes each with the tree's nodes.
+    /// Choosing the newest by walking every slot was the listing's cost, growing with the
+    /// incidents held (3 → 35 ms in the collector at 330,000 in the SOC soak).
+    recent: BTreeSet<(Timestamp, u64)>,
 }
 
 /// An id this far past the lowest held is not indexed (a damaged key must not make the index
@@ -413,9 +425,16 @@ impl Index {
         }
         if let Some(old) = self.slots[at].take() {
             self.count(&old, false);
+            self.recent.remove(&(old.last_seen, id));
         }
         self.count(&s, true);
+        self.recent.insert((s.last_seen, id));
         self.slots[at] = Some(s);
+    }
+
+    fn get(&self, id: u64) -> Option<&Summary> {
+        let at = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        self.slots.get(at)?.as_ref()
     }
 
     fn remove(&mut self, id: u64) {
@@ -424,6 +443,7 @@ impl Index {
         };
         if let Some(old) = self.slots.get_mut(at as usize).and_then(Option::take) {
             self.count(&old, false);
+            self.recent.remove(&(old.last_seen, id));
         }
         while self.slots.front().is_some_and(Option::is_none) {
             self.slots.pop_front();
@@ -453,6 +473,14 @@ pub struct Retired {
 /// back from the file was a third of the alert writer's time in the 50,000 events/s soak; but
 /// 256 MiB bought only 1.5% more throughput there for 340 MiB more RSS (2026-12-06).
 const INCIDENT_CACHE_BYTES: u64 = 32 << 20;
+
+/// Timeline entries per row of the `timeline` tree, for incidents opened since rows hold
+/// several ([`Incident::timeline_chunked`]): a row is a JSON array of up to this many entries,
+/// keyed by the first one's number, rewritten as entries are added. One row per entry made the
+/// timeline most of the incident database's keys (a key per alert), and sled keeps ~190 bytes
+/// of metadata resident for every page of ~10 keys whether or not the page is cached, so the
+/// collector's memory grew with every alert ever raised (~1 MiB a minute in the SOC soak).
+const TIMELINE_CHUNK: u64 = 16;
 
 /// Keys removed per batch by [`IncidentStore::apply_retention`].
 const RETIRE_BATCH: usize = 10_000;
@@ -569,6 +597,53 @@ fn timeline_key(incident: u64, entry: u64) -> [u8; 16] {
     k
 }
 
+/// The entries of one `timeline` row: a chunk (a JSON array) or, in rows written before
+/// chunks, a single entry (a JSON object).
+fn decode_timeline_row(key: &[u8], v: &[u8]) -> Result<Vec<TimelineEntry>, StoreError> {
+    let decoded = if v.first() == Some(&b'[') {
+        serde_json::from_slice(v)
+    } else {
+        serde_json::from_slice(v).map(|e| vec![e])
+    };
+    decoded.map_err(|e| {
+        let at = |r: std::ops::Range<usize>| {
+            key.get(r)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes)
+        };
+        corrupt(
+            "timeline",
+            format!("incident {} entry {}: {e}", at(0..8), at(8..16)),
+        )
+    })
+}
+
+/// Timeline rows being written by one call: the rows of unchunked incidents, and the last
+/// (possibly part-filled) chunk of each chunked incident touched, kept until the call ends so
+/// that an incident gaining several entries in one call has its row written once.
+#[derive(Default)]
+struct TimelineRows {
+    batch: sled::Batch,
+    /// Incident → (number of the chunk's first entry, its entries).
+    chunks: HashMap<u64, (u64, Vec<TimelineEntry>)>,
+}
+
+impl TimelineRows {
+    fn put_chunk(batch: &mut sled::Batch, id: u64, first: u64, entries: &[TimelineEntry]) {
+        if let Ok(v) = serde_json::to_vec(entries) {
+            batch.insert(&timeline_key(id, first), v);
+        }
+    }
+
+    /// The batch with every chunk in it.
+    fn finish(mut self) -> sled::Batch {
+        for (id, (first, entries)) in &self.chunks {
+            Self::put_chunk(&mut self.batch, *id, *first, entries);
+        }
+        self.batch
+    }
+}
+
 fn minute_of(t: Timestamp) -> i64 {
     t.nanos().div_euclid(60_000_000_000)
 }
@@ -662,6 +737,7 @@ impl IncidentStore {
             db,
             lock: Mutex::new(()),
             window_secs: i64::try_from(window_secs).unwrap_or(i64::MAX),
+            chunk_timelines: true,
         })
     }
 
@@ -686,14 +762,50 @@ impl IncidentStore {
         let Some(mut inc) = self.get_row(id)? else {
             return Ok(None);
         };
-        let start = timeline_key(id, 0);
-        let end = timeline_key(id, inc.timeline_entries);
-        for kv in self.timeline.range(start..end) {
-            let (_, v) = kv.map_err(sled_err("read timeline"))?;
-            inc.timeline
-                .push(serde_json::from_slice(&v).map_err(|e| corrupt("timeline", e))?);
-        }
+        let entries = self.read_timeline(&inc)?;
+        inc.timeline.extend(entries);
         Ok(Some(inc))
+    }
+
+    /// Every entry of `inc`'s timeline in the `timeline` tree that its row counts, oldest
+    /// first (one written before a crash cut off its row's update is left out, and is
+    /// overwritten by the next).
+    fn read_timeline(&self, inc: &Incident) -> Result<Vec<TimelineEntry>, StoreError> {
+        let mut out = Vec::new();
+        let range = timeline_key(inc.id, 0)..timeline_key(inc.id, inc.timeline_entries);
+        for kv in self.timeline.range(range) {
+            let (k, v) = kv.map_err(sled_err("read timeline"))?;
+            let first = k
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            let counted = inc.timeline_entries.saturating_sub(first);
+            out.extend(
+                decode_timeline_row(&k, &v)?
+                    .into_iter()
+                    .take(usize::try_from(counted).unwrap_or(usize::MAX)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Entry `n` of `inc`'s timeline, read from the row holding it.
+    fn timeline_entry(&self, inc: &Incident, n: u64) -> Result<Option<TimelineEntry>, StoreError> {
+        if n >= inc.timeline_entries {
+            return Ok(None);
+        }
+        let first = if inc.timeline_chunked {
+            n - n % TIMELINE_CHUNK
+        } else {
+            n
+        };
+        let key = timeline_key(inc.id, first);
+        match self.timeline.get(key).map_err(sled_err("read timeline"))? {
+            Some(v) => Ok(decode_timeline_row(&key, &v)?
+                .into_iter()
+                .nth(usize::try_from(n - first).unwrap_or(usize::MAX))),
+            None => Ok(None),
+        }
     }
 
     /// The incident as a listing carries it: its row, the first entry of its timeline (the
@@ -713,34 +825,60 @@ impl IncidentStore {
             return self.get_incident(id);
         };
         let wanted = std::iter::once(0).chain(actions.into_iter().filter(|&n| n != 0));
-        for n in wanted.filter(|&n| n < inc.timeline_entries) {
-            if let Some(v) = self
-                .timeline
-                .get(timeline_key(id, n))
-                .map_err(sled_err("read timeline"))?
-            {
-                inc.timeline
-                    .push(serde_json::from_slice(&v).map_err(|e| corrupt("timeline", e))?);
+        for n in wanted {
+            if let Some(e) = self.timeline_entry(&inc, n)? {
+                inc.timeline.push(e);
             }
         }
         Ok(Some(inc))
     }
 
-    /// Adds `entry` to `inc`'s timeline as a row of `batch` (the `timeline` tree), first
-    /// moving a timeline the row still carries inline (written before the tree) into it.
+    /// Adds `entry` to `inc`'s timeline in `rows`: to its last chunk (read once per call
+    /// when part-filled), or for a row from before chunks as a row of its own, first moving a
+    /// timeline the row still carries inline (written before the tree) into the tree.
     fn append_timeline(
-        batch: &mut sled::Batch,
+        &self,
+        rows: &mut TimelineRows,
         inc: &mut Incident,
         entry: TimelineEntry,
     ) -> Result<(), StoreError> {
-        for e in std::mem::take(&mut inc.timeline)
-            .into_iter()
-            .chain(std::iter::once(entry))
-        {
-            let v = serde_json::to_vec(&e).map_err(|e| corrupt("timeline", e))?;
-            batch.insert(&timeline_key(inc.id, inc.timeline_entries), v);
-            inc.timeline_entries += 1;
+        if !inc.timeline_chunked {
+            for e in std::mem::take(&mut inc.timeline)
+                .into_iter()
+                .chain(std::iter::once(entry))
+            {
+                let v = serde_json::to_vec(&e).map_err(|e| corrupt("timeline", e))?;
+                rows.batch
+                    .insert(&timeline_key(inc.id, inc.timeline_entries), v);
+                inc.timeline_entries += 1;
+            }
+            return Ok(());
         }
+        let n = inc.timeline_entries;
+        let first = n - n % TIMELINE_CHUNK;
+        let chunk = match rows.chunks.entry(inc.id) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let mut held = Vec::new();
+                if n > first {
+                    let key = timeline_key(inc.id, first);
+                    if let Some(row) = self.timeline.get(key).map_err(sled_err("read timeline"))? {
+                        held = decode_timeline_row(&key, &row)?;
+                    }
+                    // Entries past the row's count were written before a crash cut off the
+                    // row's update: they go.
+                    held.truncate(usize::try_from(n - first).unwrap_or(usize::MAX));
+                }
+                v.insert((first, held))
+            }
+        };
+        if chunk.0 != first {
+            // The chunk this call was filling is full: write it and start the next.
+            TimelineRows::put_chunk(&mut rows.batch, inc.id, chunk.0, &chunk.1);
+            *chunk = (first, Vec::new());
+        }
+        chunk.1.push(entry);
+        inc.timeline_entries += 1;
         Ok(())
     }
 
@@ -760,7 +898,7 @@ impl IncidentStore {
         // Grouping key → its open incident as of this call, and whether that changed (a new
         // incident): only changed keys are written.
         let mut open_now: HashMap<String, (u64, bool)> = HashMap::new();
-        let mut timeline_rows = sled::Batch::default();
+        let mut timeline_rows = TimelineRows::default();
         for mut alert in alerts {
             alert.id = self.db.generate_id().map_err(sled_err("alert id"))? + 1;
             let (key, entity) = group_key(&alert);
@@ -821,6 +959,7 @@ impl IncidentStore {
                         updated: None,
                         alert_ids: None,
                         action_entries: Some(Vec::new()),
+                        timeline_chunked: self.chunk_timelines,
                     }
                 }
             };
@@ -846,7 +985,7 @@ impl IncidentStore {
                     .first()
                     .and_then(|e| e.summary.clone())
                     .or_else(|| alert.value.map(|v| format!("{} reached {v}", alert.kind)));
-                Self::append_timeline(
+                self.append_timeline(
                     &mut timeline_rows,
                     &mut inc,
                     TimelineEntry {
@@ -881,7 +1020,7 @@ impl IncidentStore {
         // the alerts that name them: a crash in between leaves no reference to something
         // unwritten (sled recovers its log in order).
         self.timeline
-            .apply_batch(timeline_rows)
+            .apply_batch(timeline_rows.finish())
             .map_err(sled_err("write timeline"))?;
         self.incidents
             .apply_batch(incident_rows)
@@ -954,24 +1093,30 @@ impl IncidentStore {
     /// Incidents, newest (by last alert) first: chosen from the in-memory index, then read
     /// as [`Self::get_listed`] does (the whole timeline is [`Self::incident`]'s).
     pub fn incidents(&self, f: &IncidentFilter) -> Result<Vec<Incident>, StoreError> {
-        let mut chosen: Vec<(Timestamp, u64)> = {
-            let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            index
-                .iter()
-                .filter(|(_, s)| f.statuses.is_empty() || f.statuses.contains(&s.status))
-                .filter(|(_, s)| f.min_severity.is_none_or(|m| s.severity >= m))
-                .filter(|(_, s)| f.since.is_none_or(|t| s.last_seen >= t))
-                .map(|(id, s)| (s.last_seen, id))
-                .collect()
-        };
         let limit = f.limit.max(1);
-        if chosen.len() > limit {
-            chosen.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a));
-            chosen.truncate(limit);
-        }
-        chosen.sort_unstable_by(|a, b| b.cmp(a));
+        let chosen: Vec<u64> = {
+            let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            let mut chosen = Vec::with_capacity(limit.min(1024));
+            for &(last_seen, id) in index.recent.iter().rev() {
+                if f.since.is_some_and(|t| last_seen < t) {
+                    break;
+                }
+                let Some(s) = index.get(id) else {
+                    continue;
+                };
+                if (f.statuses.is_empty() || f.statuses.contains(&s.status))
+                    && f.min_severity.is_none_or(|m| s.severity >= m)
+                {
+                    chosen.push(id);
+                    if chosen.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            chosen
+        };
         let mut out = Vec::with_capacity(chosen.len());
-        for (_, id) in chosen {
+        for id in chosen {
             if let Some(inc) = self.get_listed(id)? {
                 out.push(inc);
             }
@@ -1041,14 +1186,11 @@ impl IncidentStore {
         if inc.timeline_dropped > 0 || inc.alert_ids.is_none() || !inc.timeline.is_empty() {
             return Ok(None);
         }
-        let mut ids = Vec::with_capacity(inc.alerts.min(MAX_TIMELINE_ALERTS as u64) as usize);
-        let range = timeline_key(inc.id, 0)..timeline_key(inc.id, inc.timeline_entries);
-        for kv in self.timeline.range(range) {
-            let (_, v) = kv.map_err(sled_err("read timeline"))?;
-            let e: TimelineEntry =
-                serde_json::from_slice(&v).map_err(|e| corrupt("timeline", e))?;
-            ids.extend(e.alert);
-        }
+        let ids: Vec<u64> = self
+            .read_timeline(inc)?
+            .into_iter()
+            .filter_map(|e| e.alert)
+            .collect();
         Ok((ids.len() as u64 == inc.alerts).then_some(ids))
     }
 
@@ -1099,8 +1241,8 @@ impl IncidentStore {
         let mut inc = self.get_row(id)?.ok_or(ActionError::NotFound(id))?;
         let what = apply(&mut inc)?;
         inc.updated = Some(Timestamp::now());
-        let mut timeline_row = sled::Batch::default();
-        Self::append_timeline(
+        let mut timeline_row = TimelineRows::default();
+        self.append_timeline(
             &mut timeline_row,
             &mut inc,
             TimelineEntry {
@@ -1115,7 +1257,7 @@ impl IncidentStore {
             actions.push(inc.timeline_entries - 1);
         }
         self.timeline
-            .apply_batch(timeline_row)
+            .apply_batch(timeline_row.finish())
             .map_err(sled_err("write timeline"))?;
         self.incidents
             .insert(inc.id.to_be_bytes(), Self::row_bytes(&inc)?)
@@ -1456,13 +1598,14 @@ mod tests {
             .map(|i| s.incident(i.id).unwrap().unwrap().timeline.len())
             .sum();
         let whole_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let timeline_rows = s.timeline.len();
         let t = std::time::Instant::now();
         let (open, _) = s.open_counts();
         let counts_us = t.elapsed().as_secs_f64() * 1e6;
         println!(
             "storm: newest {} of {} incidents listed in {list_ms:.1} ms (opening alert and \
              actions; their whole timelines, {whole} entries, read in {whole_ms:.1} ms); open \
-             counts in {counts_us:.0} µs",
+             counts in {counts_us:.0} µs; {timeline_rows} timeline rows (keys) in all",
             listed.len(),
             open.values().sum::<u64>()
         );
@@ -1473,6 +1616,78 @@ mod tests {
              {by_id_ms:.1} ms by id from its timeline, {scan_ms:.0} ms scanning the blocks \
              between (lines not naming it left unparsed)"
         );
+    }
+
+    /// Resident memory per alert recorded, once sled's cache is full: sled keeps metadata for
+    /// every page of its trees resident (cached or not), so RSS grows with the keys ever
+    /// written. Records alerts from 20,000 sources × 5 rules (incidents of ~15 alerts, as
+    /// the SOC soak's grow), with timeline rows of 16 entries and with a row per entry,
+    /// each in a fresh store, and prints RSS growth per alert and timeline keys for each.
+    /// Run alone (RSS is the process's):
+    /// `cargo test --release -p palisade-collector --lib sled_resident_bytes_per_key -- --ignored --nocapture`
+    #[test]
+    #[ignore = "benchmark: prints figures"]
+    fn sled_resident_bytes_per_key() {
+        fn rss() -> f64 {
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                })
+                .unwrap_or(0.0)
+                * 1024.0
+        }
+        let n: u64 = std::env::var("SLED_RSS_ALERTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_500_000);
+        let t0 = Timestamp::now().nanos() / 1_000_000_000 - 3600;
+        for chunked in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = IncidentStore::open(dir.path(), 3600).unwrap();
+            s.chunk_timelines = chunked;
+            // (alerts recorded, RSS) every 100,000 alerts once the first 300,000 filled the cache.
+            let mut points = Vec::new();
+            for start in (0..n).step_by(400) {
+                let calls: Vec<Alert> = (start..(start + 400).min(n))
+                    .map(|i| {
+                        let src = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 20_000;
+                        let ip = format!("10.0.{}.{}", src / 256, src % 256);
+                        alert(
+                            &format!("r{}", i % 5),
+                            &ip,
+                            t0 + (i / 1000) as i64,
+                            Severity::Medium,
+                        )
+                    })
+                    .collect();
+                s.record(calls).unwrap();
+                if start % 2000 == 0 {
+                    s.flush().unwrap();
+                }
+                if start >= 300_000 && start % 100_000 == 0 {
+                    points.push((start as f64, rss()));
+                }
+            }
+            let (x0, r0) = points[0];
+            let (x1, r1) = points[points.len() - 1];
+            println!(
+                "sled: {} — RSS {:.0} → {:.0} MiB from alert {x0:.0} to {x1:.0}: {:.1} bytes per \
+                 alert; {} timeline rows (keys) for {} incidents",
+                if chunked {
+                    "16 entries per timeline row"
+                } else {
+                    "a timeline row per entry"
+                },
+                r0 / 1048576.0,
+                r1 / 1048576.0,
+                (r1 - r0) / (x1 - x0),
+                s.timeline.len(),
+                s.incidents.len()
+            );
+        }
     }
 
     #[test]
@@ -1744,6 +1959,23 @@ mod tests {
         ix.remove(99);
         ix.insert(u64::MAX, sum(Status::New, Severity::Critical));
         assert_eq!((ix.base, ix.slots.len(), ix.new), (11, 2, 1));
+        // The order by latest alert follows every change: one entry per incident held.
+        let at = |t: i64, status| Summary {
+            last_seen: Timestamp(t),
+            ..sum(status, Severity::Low)
+        };
+        ix.insert(12, at(50, Status::New));
+        ix.insert(13, at(40, Status::New));
+        ix.insert(11, at(60, Status::Acknowledged));
+        ix.insert(12, at(70, Status::New));
+        let order: Vec<(i64, u64)> = ix.recent.iter().map(|(t, id)| (t.nanos(), *id)).collect();
+        assert_eq!(order, vec![(40, 13), (60, 11), (70, 12)]);
+        ix.remove(11);
+        assert_eq!(ix.recent.len(), ix.iter().count());
+        assert!(ix
+            .recent
+            .iter()
+            .all(|(t, id)| ix.get(*id).is_some_and(|s| s.last_seen == *t)));
     }
 
     #[test]
@@ -1865,7 +2097,11 @@ mod tests {
         let timeline_of = |s: &IncidentStore, id: u64| {
             s.timeline
                 .range(timeline_key(id, 0)..timeline_key(id + 1, 0))
-                .count()
+                .map(|kv| {
+                    let (k, v) = kv.unwrap();
+                    decode_timeline_row(&k, &v).unwrap().len()
+                })
+                .sum::<usize>()
         };
         let (inc_a, inc_b) = (old[0].incident, old[2].incident);
         assert_eq!(timeline_of(&s, inc_a), 2);
@@ -1964,6 +2200,76 @@ mod tests {
         );
     }
 
+    /// Timeline rows hold 16 entries each, filled across calls; the view, the listing and the
+    /// alert ids read them back in order; an entry written past the row's count (a crash
+    /// between the two writes) is not shown and is overwritten by the next.
+    #[test]
+    fn timeline_rows_hold_sixteen_entries_and_an_uncounted_entry_is_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let a = |t: i64| alert("r1", "10.0.0.1", 1000 + t, Severity::Medium);
+        // 40 alerts in calls of 1, 20, 3 and 16, an action in between.
+        s.record(vec![a(0)]).unwrap();
+        s.record((1..21).map(a).collect()).unwrap();
+        s.ack(1, "alice", None).unwrap();
+        s.record((21..24).map(a).collect()).unwrap();
+        s.record((24..40).map(a).collect()).unwrap();
+        let rows = || {
+            s.timeline
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv.unwrap();
+                    (
+                        u64::from_be_bytes(k[8..].try_into().unwrap()),
+                        decode_timeline_row(&k, &v).unwrap().len(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rows(), [(0, 16), (16, 16), (32, 9)]);
+        let whole = s.incident(1).unwrap().unwrap();
+        assert!(whole.timeline_chunked);
+        assert_eq!(whole.timeline.len(), 41);
+        assert_eq!(whole.timeline[21].what, "acknowledged");
+        let alert_times: Vec<i64> = whole
+            .timeline
+            .iter()
+            .filter(|e| e.what == "alert")
+            .map(|e| e.timestamp.nanos() / 1_000_000_000 - 1000)
+            .collect();
+        assert_eq!(alert_times, (0..40).collect::<Vec<_>>());
+        let listed = s.incidents(&IncidentFilter::default()).unwrap();
+        assert_eq!(
+            listed[0].timeline,
+            [whole.timeline[0].clone(), whole.timeline[21].clone()]
+        );
+        let ids = s
+            .timeline_alert_ids(&s.get_row(1).unwrap().unwrap())
+            .unwrap();
+        assert_eq!(ids.map(|i| i.len()), Some(40));
+        // A crash after the timeline write and before the row's: the last row holds one entry
+        // more than the incident counts.
+        let key = timeline_key(1, 32);
+        let mut last = decode_timeline_row(&key, &s.timeline.get(key).unwrap().unwrap()).unwrap();
+        last.push(TimelineEntry {
+            timestamp: Timestamp(0),
+            what: "alert".into(),
+            by: None,
+            text: Some("never counted".into()),
+            alert: Some(999_999),
+        });
+        s.timeline
+            .insert(key, serde_json::to_vec(&last).unwrap())
+            .unwrap();
+        assert_eq!(s.incident(1).unwrap().unwrap().timeline, whole.timeline);
+        s.record(vec![a(40)]).unwrap();
+        let after = s.incident(1).unwrap().unwrap().timeline;
+        assert_eq!(after.len(), 42);
+        assert_eq!(after[41].timestamp, Timestamp(1040 * 1_000_000_000));
+        assert!(after.iter().all(|e| e.alert != Some(999_999)));
+        assert_eq!(rows(), [(0, 16), (16, 16), (32, 10)]);
+    }
+
     /// A listing carries the opening alert and the analyst actions, read by entry number; the
     /// view has the whole timeline. A row from before `action_entries` is listed whole.
     #[test]
@@ -2042,7 +2348,9 @@ mod tests {
         old.timeline_entries = 0;
         s.timeline.clear().unwrap();
         let mut legacy = serde_json::to_value(&old).unwrap();
-        legacy.as_object_mut().unwrap().remove("timeline_entries");
+        for newer in ["timeline_entries", "timeline_chunked", "action_entries"] {
+            legacy.as_object_mut().unwrap().remove(newer);
+        }
         s.incidents
             .insert(1u64.to_be_bytes(), serde_json::to_vec(&legacy).unwrap())
             .unwrap();
@@ -2055,6 +2363,8 @@ mod tests {
         let whats: Vec<&str> = i.timeline.iter().map(|t| t.what.as_str()).collect();
         assert_eq!(whats, vec!["alert", "comment", "alert", "acknowledged"]);
         assert_eq!(i.timeline_entries, 4);
+        // It goes on with a row per entry (the layout its row knows).
+        assert_eq!(s.timeline.len(), 4);
         let row: Incident =
             serde_json::from_slice(&s.incidents.get(1u64.to_be_bytes()).unwrap().unwrap()).unwrap();
         assert!(
