@@ -629,18 +629,23 @@ struct TimelineRows {
 }
 
 impl TimelineRows {
-    fn put_chunk(batch: &mut sled::Batch, id: u64, first: u64, entries: &[TimelineEntry]) {
-        if let Ok(v) = serde_json::to_vec(entries) {
-            batch.insert(&timeline_key(id, first), v);
-        }
+    fn put_chunk(
+        batch: &mut sled::Batch,
+        id: u64,
+        first: u64,
+        entries: &[TimelineEntry],
+    ) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(entries).map_err(|e| corrupt("timeline", e))?;
+        batch.insert(&timeline_key(id, first), v);
+        Ok(())
     }
 
     /// The batch with every chunk in it.
-    fn finish(mut self) -> sled::Batch {
+    fn finish(mut self) -> Result<sled::Batch, StoreError> {
         for (id, (first, entries)) in &self.chunks {
-            Self::put_chunk(&mut self.batch, *id, *first, entries);
+            Self::put_chunk(&mut self.batch, *id, *first, entries)?;
         }
-        self.batch
+        Ok(self.batch)
     }
 }
 
@@ -874,7 +879,7 @@ impl IncidentStore {
         };
         if chunk.0 != first {
             // The chunk this call was filling is full: write it and start the next.
-            TimelineRows::put_chunk(&mut rows.batch, inc.id, chunk.0, &chunk.1);
+            TimelineRows::put_chunk(&mut rows.batch, inc.id, chunk.0, &chunk.1)?;
             *chunk = (first, Vec::new());
         }
         chunk.1.push(entry);
@@ -1020,7 +1025,7 @@ impl IncidentStore {
         // the alerts that name them: a crash in between leaves no reference to something
         // unwritten (sled recovers its log in order).
         self.timeline
-            .apply_batch(timeline_rows.finish())
+            .apply_batch(timeline_rows.finish()?)
             .map_err(sled_err("write timeline"))?;
         self.incidents
             .apply_batch(incident_rows)
@@ -1257,7 +1262,7 @@ impl IncidentStore {
             actions.push(inc.timeline_entries - 1);
         }
         self.timeline
-            .apply_batch(timeline_row.finish())
+            .apply_batch(timeline_row.finish()?)
             .map_err(sled_err("write timeline"))?;
         self.incidents
             .insert(inc.id.to_be_bytes(), Self::row_bytes(&inc)?)
