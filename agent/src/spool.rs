@@ -121,11 +121,9 @@ pub struct Spool {
 impl Spool {
     /// Opens (or creates) the spool in `dir` for `agent_id`, capped at `max_bytes`.
     pub fn open(dir: &Path, agent_id: &str, max_bytes: u64) -> Result<Self, SpoolError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(32 << 20)
-            .open()
-            .map_err(err("open"))?;
+        let config = sled::Config::new().path(dir).cache_capacity(32 << 20);
+        let db =
+            palisade_wire::process::open_waiting_for_lock(|| config.open()).map_err(err("open"))?;
         let events = db.open_tree("events").map_err(err("open events"))?;
         let acked = db.open_tree("acked").map_err(err("open acked"))?;
         let meta = db.open_tree("meta").map_err(err("open meta"))?;

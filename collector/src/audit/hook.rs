@@ -109,7 +109,7 @@ pub async fn begin(
     let slot = ActionSlot::default();
     pending.slot = Some(slot.clone());
     let allowed =
-        matches!(crate::api::route(&method, &path), Ok((ep, _)) if ep.roles.contains(&who.role));
+        matches!(crate::api::route(&method, &path), Ok((_, ep, _)) if ep.roles.contains(&who.role));
     let mut req = req;
     if allowed {
         req.extensions_mut().insert(slot);

@@ -697,10 +697,10 @@ pub enum ActionError {
 impl IncidentStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path, window_secs: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(INCIDENT_CACHE_BYTES)
-            .open()
+            .cache_capacity(INCIDENT_CACHE_BYTES);
+        let db = palisade_wire::process::open_waiting_for_lock(|| config.open())
             .map_err(sled_err("open incidents"))?;
         let tree = |name: &str| db.open_tree(name).map_err(sled_err("open incidents tree"));
         let incidents = tree("incidents")?;
@@ -822,19 +822,20 @@ impl IncidentStore {
         let Some(mut inc) = self.get_row(id)? else {
             return Ok(None);
         };
-        let Some(actions) = inc
-            .action_entries
-            .clone()
-            .filter(|_| inc.timeline.is_empty())
-        else {
+        if !inc.timeline.is_empty() {
+            return self.get_incident(id);
+        }
+        // Taken out for the loop (`timeline_entry` borrows the row), then put back.
+        let Some(actions) = inc.action_entries.take() else {
             return self.get_incident(id);
         };
-        let wanted = std::iter::once(0).chain(actions.into_iter().filter(|&n| n != 0));
+        let wanted = std::iter::once(0).chain(actions.iter().copied().filter(|&n| n != 0));
         for n in wanted {
             if let Some(e) = self.timeline_entry(&inc, n)? {
                 inc.timeline.push(e);
             }
         }
+        inc.action_entries = Some(actions);
         Ok(Some(inc))
     }
 

@@ -203,10 +203,10 @@ impl SledStore {
     /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let files = SegmentFiles::new(dir.join("segments"))?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.join("index"))
-            .cache_capacity(cache_bytes)
-            .open()
+            .cache_capacity(cache_bytes);
+        let db = palisade_wire::process::open_waiting_for_lock(|| config.open())
             .map_err(sled_err(format!("cannot open {}", dir.display())))?;
         let agents = db.open_tree("agents").map_err(sled_err("open agents"))?;
         let store = SledStore {
