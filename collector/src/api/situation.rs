@@ -241,14 +241,14 @@ fn latest_per(
         .collect())
 }
 
-fn top(map: HashMap<String, u64>, n: usize) -> Vec<Top> {
-    let mut v: Vec<Top> = map
+/// Entries each top list shows.
+const TOP_SHOWN: usize = 10;
+
+fn top(map: HashMap<String, u64>) -> Vec<Top> {
+    super::alert_tally::largest(map, Some(TOP_SHOWN))
         .into_iter()
         .map(|(name, count)| Top { name, count })
-        .collect();
-    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
-    v.truncate(n);
-    v
+        .collect()
 }
 
 fn for_each(
@@ -375,7 +375,12 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
     // Agents' alert events: counted as they were committed ([`AlertTally`]); only a part of
     // the period the tally does not reach (before this process started counting, or beyond a
     // day) is scanned from the store.
-    let counted = state.alert_tally.since(since, now);
+    // Only the ten largest sources and targets are shown: asked for so, unless part of the
+    // period must be scanned and added (then every value is needed).
+    let mut counted = state.alert_tally.since(since, now, Some(TOP_SHOWN));
+    if since < counted.covered_from {
+        counted = state.alert_tally.since(since, now, None);
+    }
     let mut attacked = counted.attacked;
     let mut sources = counted.sources;
     let mut detectors = counted.detectors;
@@ -513,9 +518,9 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
         alerts_previous,
         open_incidents,
         new_incidents,
-        top_attacked: top(attacked, 10),
-        top_sources: top(sources, 10),
-        top_detectors: top(detectors, 10),
+        top_attacked: top(attacked),
+        top_sources: top(sources),
+        top_detectors: top(detectors),
         integrity: integrity.into_values().collect(),
         replication,
         drills,
