@@ -38,7 +38,8 @@ echo "== heap profile: $rate events/s ($mix mix) for $minutes min into the colle
 "$A" loadgen --collector "$url" --pki-dir "$work/pki" --agents 16 --mix "$mix" --groups 100000 \
     --batch-events 1000 --rate "$rate" --duration-secs $((minutes * 60)) --output-format json \
     > "$work/report.json" || true
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"{r[\"events_acked\"]} events acked, {r[\"events_per_sec\"]:.0f}/s")' "$work/report.json"
+# (No backslash inside the f-string's braces: Python before 3.12 refuses it.)
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); a, s = r["events_acked"], r["events_per_sec"]; print(f"{a} events acked, {s:.0f}/s")' "$work/report.json" || true
 echo "collector RSS at the end: $(awk '/VmRSS/{print $2}' "/proc/$cpid/status") KiB"
 kill -9 "$cpid"; cpid=""
 wait "$hpid" || true
