@@ -104,6 +104,20 @@ fn owned(v: Vec<(&str, u64)>) -> HashMap<String, u64> {
 }
 
 impl Inner {
+    /// The first minute of a period from `since` that the top lists reach, and from when on
+    /// they cover it.
+    fn reach(&self, since: Timestamp, now: Timestamp) -> (i64, Timestamp) {
+        let start = (self.from_minute)
+            .max(minute_of(now) - DETAIL_MINUTES)
+            .max(minute_of(since));
+        let covered_from = if start > minute_of(since) {
+            start_of(start)
+        } else {
+            since
+        };
+        (start, covered_from)
+    }
+
     /// Counts `ev` if it is an alert event in the span kept.
     fn count(&mut self, ev: &Event, now_minute: i64) {
         if ev.event.dataset != EventKind::Alert {
@@ -261,15 +275,9 @@ impl AlertTally {
     /// list is always whole (one entry per rule).
     pub fn since(&self, since: Timestamp, now: Timestamp, keep: Option<usize>) -> Counted {
         let g = self.lock();
-        let start = (g.from_minute)
-            .max(minute_of(now) - DETAIL_MINUTES)
-            .max(minute_of(since));
+        let (start, covered_from) = g.reach(since, now);
         let mut out = Counted {
-            covered_from: if start > minute_of(since) {
-                start_of(start)
-            } else {
-                since
-            },
+            covered_from,
             ..Counted::default()
         };
         for (_, n) in g.totals.range(start..) {
@@ -297,6 +305,12 @@ impl AlertTally {
         out.sources = owned(largest(sources, keep));
         out.detectors = owned(largest(detectors, None));
         out
+    }
+
+    /// From when on [`Self::since`] covers a period starting at `since`: the part before is
+    /// the caller's to scan.
+    pub fn covered_from(&self, since: Timestamp, now: Timestamp) -> Timestamp {
+        self.lock().reach(since, now).1
     }
 
     /// The number of alert events with event time in `[from, to)` (whole minutes), and from
@@ -435,6 +449,15 @@ mod tests {
         let c = tally.since(Timestamp(990 * MIN), now, None);
         assert_eq!(c.total, 4 * per_minute);
         assert_eq!(c.covered_from, Timestamp(1_000 * MIN));
+        assert_eq!(
+            tally.covered_from(Timestamp(990 * MIN), now),
+            c.covered_from
+        );
+        assert_eq!(
+            tally.covered_from(Timestamp(1_002 * MIN + 5), now),
+            Timestamp(1_002 * MIN + 5),
+            "a period inside the tally's reach is covered from its start"
+        );
         let (n, from) = tally.count_between(Timestamp(990 * MIN), Timestamp(1_003 * MIN), now);
         assert_eq!((n, from), (2 * per_minute, Timestamp(1_000 * MIN)));
         let (n, from) = tally.count_between(Timestamp(980 * MIN), Timestamp(990 * MIN), now);

@@ -375,36 +375,41 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
     // Agents' alert events: counted as they were committed ([`AlertTally`]); only a part of
     // the period the tally does not reach (before this process started counting, or beyond a
     // day) is scanned from the store.
-    // Only the ten largest sources and targets are shown: asked for so, unless part of the
-    // period must be scanned and added (then every value is needed).
-    let mut counted = state.alert_tally.since(since, now, Some(TOP_SHOWN));
-    if since < counted.covered_from {
-        counted = state.alert_tally.since(since, now, None);
+    // The part before the tally's reach is scanned first: only when it holds no alert event
+    // (the usual case: a collector younger than the period, on a store without alerts from
+    // before) are the tally's ten largest sources and targets enough, and only they are asked
+    // for; otherwise every value is summed with what the scan found.
+    let covered_from = state.alert_tally.covered_from(since, now);
+    let mut attacked: HashMap<String, u64> = HashMap::new();
+    let mut sources: HashMap<String, u64> = HashMap::new();
+    let mut detectors: HashMap<String, u64> = HashMap::new();
+    let mut alert_events = 0;
+    if since < covered_from {
+        alert_events += for_each_raw(state, EventKind::Alert, since, covered_from, &mut |raw| {
+            let Ok(a) = serde_json::from_slice::<AlertFields<'_>>(raw) else {
+                return;
+            };
+            if let Some(ip) = a.destination.and_then(|d| d.ip) {
+                bump(&mut attacked, &ip);
+            }
+            if let Some(ip) = a.source.and_then(|d| d.ip) {
+                bump(&mut sources, &ip);
+            }
+            let name = a.rule.and_then(|r| r.name.or(r.id));
+            bump(&mut detectors, name.as_deref().unwrap_or("unnamed"));
+        })? as u64;
     }
-    let mut attacked = counted.attacked;
-    let mut sources = counted.sources;
-    let mut detectors = counted.detectors;
-    let mut alert_events = counted.total;
-    if since < counted.covered_from {
-        alert_events += for_each_raw(
-            state,
-            EventKind::Alert,
-            since,
-            counted.covered_from,
-            &mut |raw| {
-                let Ok(a) = serde_json::from_slice::<AlertFields<'_>>(raw) else {
-                    return;
-                };
-                if let Some(ip) = a.destination.and_then(|d| d.ip) {
-                    bump(&mut attacked, &ip);
-                }
-                if let Some(ip) = a.source.and_then(|d| d.ip) {
-                    bump(&mut sources, &ip);
-                }
-                let name = a.rule.and_then(|r| r.name.or(r.id));
-                bump(&mut detectors, name.as_deref().unwrap_or("unnamed"));
-            },
-        )? as u64;
+    let keep = (alert_events == 0).then_some(TOP_SHOWN);
+    let counted = state.alert_tally.since(since, now, keep);
+    alert_events += counted.total;
+    for (mine, theirs) in [
+        (&mut attacked, counted.attacked),
+        (&mut sources, counted.sources),
+        (&mut detectors, counted.detectors),
+    ] {
+        for (k, n) in theirs {
+            *mine.entry(k).or_insert(0) += n;
+        }
     }
     let (mut alert_events_previous, covered_from) =
         state.alert_tally.count_between(before, since, now);
