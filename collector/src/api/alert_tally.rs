@@ -99,8 +99,14 @@ pub fn largest<K: Ord>(map: HashMap<K, u64>, keep: Option<usize>) -> Vec<(K, u64
     v
 }
 
-fn owned(v: Vec<(&str, u64)>) -> HashMap<String, u64> {
-    v.into_iter().map(|(k, n)| (k.to_string(), n)).collect()
+/// The `keep` largest entries (every one with `None`, unsorted: the caller adds to them), with
+/// owned names.
+fn owned(map: HashMap<&str, u64>, keep: Option<usize>) -> HashMap<String, u64> {
+    let own = |(k, n): (&str, u64)| (k.to_string(), n);
+    match keep {
+        Some(_) => largest(map, keep).into_iter().map(own).collect(),
+        None => map.into_iter().map(own).collect(),
+    }
 }
 
 impl Inner {
@@ -301,9 +307,9 @@ impl AlertTally {
                 }
             }
         }
-        out.attacked = owned(largest(attacked, keep));
-        out.sources = owned(largest(sources, keep));
-        out.detectors = owned(largest(detectors, None));
+        out.attacked = owned(attacked, keep);
+        out.sources = owned(sources, keep);
+        out.detectors = owned(detectors, None);
         out
     }
 
