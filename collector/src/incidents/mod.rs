@@ -1,5 +1,6 @@
-//! Alerts (Sigma hits) and incidents (alerts grouped by rule and entity), in their own sled
-//! database beside the event store (`<data_dir>/incidents`).
+//! Alerts (Sigma hits) and incidents (alerts grouped by rule and entity), in their own
+//! database beside the event store (`<data_dir>/incidents`): redb, or sled in a directory
+//! created before redb was (see [`kv`]).
 //!
 //! An alert joins the open incident with the same grouping key — the rule and the entity it is
 //! about (a correlation's group-by values; for a detection, the source ip, else the user, else
@@ -9,6 +10,7 @@
 //! fresh incident, as an analyst expects after a fix.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -17,6 +19,10 @@ use palisade_wire::{Severity, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{zblock, StoreError};
+
+mod kv;
+pub use kv::Backend;
+use kv::{Kv, Read, Table, Tx};
 
 /// One event behind an alert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,15 +309,13 @@ impl AlertFilter {
 
 /// The alert/incident database.
 pub struct IncidentStore {
-    db: sled::Db,
-    alerts: sled::Tree,
-    incidents: sled::Tree,
-    /// Timeline entries, one key each: incident id, then entry number (both u64 big-endian).
-    /// Kept apart from the incident row so that an alert joining an incident appends one small
-    /// entry instead of rewriting a row carrying up to [`MAX_TIMELINE_ALERTS`] entries: with
-    /// the timeline inline, a soak at 7,500 alerts/s wrote ~2.2 GB a minute.
-    timeline: sled::Tree,
-    open: sled::Tree,
+    /// Tables `alerts` (blocks by first alert id), `incidents` (rows by id), `timeline` and
+    /// `open` (grouping key → its open incident). Timeline entries are keyed by incident id,
+    /// then entry number (both u64 big-endian), kept apart from the incident row so that an
+    /// alert joining an incident appends a small entry instead of rewriting a row carrying up
+    /// to [`MAX_TIMELINE_ALERTS`] entries: with the timeline inline, a soak at 7,500 alerts/s
+    /// wrote ~2.2 GB a minute.
+    kv: Kv,
     /// Serializes read-modify-write of incidents (the correlator and analysts' acks).
     lock: Mutex<()>,
     window_secs: i64,
@@ -623,29 +627,33 @@ fn decode_timeline_row(key: &[u8], v: &[u8]) -> Result<Vec<TimelineEntry>, Store
 /// that an incident gaining several entries in one call has its row written once.
 #[derive(Default)]
 struct TimelineRows {
-    batch: sled::Batch,
+    /// Rows complete before the call ends (key, value).
+    rows: Vec<([u8; 16], Vec<u8>)>,
     /// Incident → (number of the chunk's first entry, its entries).
     chunks: HashMap<u64, (u64, Vec<TimelineEntry>)>,
 }
 
 impl TimelineRows {
     fn put_chunk(
-        batch: &mut sled::Batch,
+        rows: &mut Vec<([u8; 16], Vec<u8>)>,
         id: u64,
         first: u64,
         entries: &[TimelineEntry],
     ) -> Result<(), StoreError> {
         let v = serde_json::to_vec(entries).map_err(|e| corrupt("timeline", e))?;
-        batch.insert(&timeline_key(id, first), v);
+        rows.push((timeline_key(id, first), v));
         Ok(())
     }
 
-    /// The batch with every chunk in it.
-    fn finish(mut self) -> Result<sled::Batch, StoreError> {
+    /// Writes every row and chunk in `tx`.
+    fn finish(mut self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         for (id, (first, entries)) in &self.chunks {
-            Self::put_chunk(&mut self.batch, *id, *first, entries)?;
+            Self::put_chunk(&mut self.rows, *id, *first, entries)?;
         }
-        Ok(self.batch)
+        for (k, v) in &self.rows {
+            tx.put(Table::Timeline, k, v)?;
+        }
+        Ok(())
     }
 }
 
@@ -659,12 +667,20 @@ impl std::fmt::Debug for IncidentStore {
     }
 }
 
-fn sled_err(context: &str) -> impl FnOnce(sled::Error) -> StoreError + '_ {
-    move |source| StoreError::Sled {
-        context: context.to_string(),
-        source,
+/// Removes the grouping key `key` while it still points at incident `id` (a later incident
+/// of the same key keeps it).
+fn close_key(tx: &mut Tx<'_>, key: &str, id: u64) -> Result<(), StoreError> {
+    let points_here = tx
+        .get(Table::Open, key.as_bytes())?
+        .is_some_and(|v| *v == id.to_be_bytes());
+    if points_here {
+        tx.remove(Table::Open, key.as_bytes())?;
     }
+    Ok(())
 }
+
+/// A scan of a whole table.
+const ALL: kv::Span<'static> = (Bound::Unbounded, Bound::Unbounded);
 
 fn corrupt(tree: &str, reason: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
@@ -695,32 +711,29 @@ pub enum ActionError {
 }
 
 impl IncidentStore {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates, with the default engine) the database in `dir`.
     pub fn open(dir: &Path, window_secs: u64) -> Result<Self, StoreError> {
-        let config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(INCIDENT_CACHE_BYTES);
-        let db = palisade_wire::process::open_waiting_for_lock(|| config.open())
-            .map_err(sled_err("open incidents"))?;
-        let tree = |name: &str| db.open_tree(name).map_err(sled_err("open incidents tree"));
-        let incidents = tree("incidents")?;
-        let next_id = incidents
-            .last()
-            .map_err(sled_err("read incidents"))?
-            .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
+        Self::open_with(dir, window_secs, Backend::default())
+    }
+
+    /// Opens the database in `dir`, creating it with `new`'s engine when there is none (an
+    /// existing database keeps its engine).
+    pub fn open_with(dir: &Path, window_secs: u64, new: Backend) -> Result<Self, StoreError> {
+        let kv = Kv::open(dir, new, INCIDENT_CACHE_BYTES)?;
+        let next_id = kv
+            .last(Table::Incidents)?
+            .and_then(|(k, _)| k.as_slice().try_into().ok().map(u64::from_be_bytes))
             .map_or(1, |last| last + 1);
         let mut index = Index::default();
-        for kv in incidents.iter() {
-            let (_, v) = kv.map_err(sled_err("read incidents"))?;
-            let inc: Incident = serde_json::from_slice(&v).map_err(|e| corrupt("incidents", e))?;
+        kv.scan(Table::Incidents, ALL, false, &mut |_, v| {
+            let inc: Incident = serde_json::from_slice(v).map_err(|e| corrupt("incidents", e))?;
             index.insert(inc.id, Summary::of(&inc));
-        }
-        let alerts = tree("alerts")?;
+            Ok(true)
+        })?;
         let mut alert_minutes: BTreeMap<i64, HashMap<String, u64>> = BTreeMap::new();
         let oldest = minute_of(Timestamp::now()) - ALERT_MINUTES_KEPT;
-        for kv in alerts.iter().rev() {
-            let (k, v) = kv.map_err(sled_err("read alerts"))?;
-            for a in decode_alert_row(&k, &v)? {
+        kv.scan(Table::Alerts, ALL, true, &mut |k, v| {
+            for a in decode_alert_row(k, v)? {
                 let m = minute_of(a.timestamp);
                 if m >= oldest {
                     *alert_minutes
@@ -730,16 +743,14 @@ impl IncidentStore {
                         .or_default() += 1;
                 }
             }
-        }
+            Ok(true)
+        })?;
+        tracing::debug!(dir = %dir.display(), engine = %kv.backend(), "incident database open");
         Ok(IncidentStore {
-            alerts,
-            incidents,
-            timeline: tree("timeline")?,
-            open: tree("open")?,
+            kv,
             next_id: AtomicU64::new(next_id),
             index: Mutex::new(index),
             alert_minutes: Mutex::new(alert_minutes),
-            db,
             lock: Mutex::new(()),
             window_secs: i64::try_from(window_secs).unwrap_or(i64::MAX),
             chunk_timelines: true,
@@ -749,11 +760,12 @@ impl IncidentStore {
     /// The incident's row alone: its timeline is empty unless the row predates the
     /// `timeline` tree. For changing it; [`Self::get_incident`] for showing it.
     fn get_row(&self, id: u64) -> Result<Option<Incident>, StoreError> {
-        match self
-            .incidents
-            .get(id.to_be_bytes())
-            .map_err(sled_err("read incident"))?
-        {
+        Self::get_row_in(&self.kv, id)
+    }
+
+    /// [`Self::get_row`] through `r` (inside a write, or the database).
+    fn get_row_in(r: &dyn Read, id: u64) -> Result<Option<Incident>, StoreError> {
+        match r.get(Table::Incidents, &id.to_be_bytes())? {
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
                 .map_err(|e| corrupt("incidents", e)),
@@ -777,20 +789,24 @@ impl IncidentStore {
     /// overwritten by the next).
     fn read_timeline(&self, inc: &Incident) -> Result<Vec<TimelineEntry>, StoreError> {
         let mut out = Vec::new();
-        let range = timeline_key(inc.id, 0)..timeline_key(inc.id, inc.timeline_entries);
-        for kv in self.timeline.range(range) {
-            let (k, v) = kv.map_err(sled_err("read timeline"))?;
+        let (from, to) = (
+            timeline_key(inc.id, 0),
+            timeline_key(inc.id, inc.timeline_entries),
+        );
+        let span = (Bound::Included(&from[..]), Bound::Excluded(&to[..]));
+        self.kv.scan(Table::Timeline, span, false, &mut |k, v| {
             let first = k
                 .get(8..16)
                 .and_then(|b| b.try_into().ok())
                 .map_or(0, u64::from_be_bytes);
             let counted = inc.timeline_entries.saturating_sub(first);
             out.extend(
-                decode_timeline_row(&k, &v)?
+                decode_timeline_row(k, v)?
                     .into_iter()
                     .take(usize::try_from(counted).unwrap_or(usize::MAX)),
             );
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -805,7 +821,7 @@ impl IncidentStore {
             n
         };
         let key = timeline_key(inc.id, first);
-        match self.timeline.get(key).map_err(sled_err("read timeline"))? {
+        match self.kv.get(Table::Timeline, &key)? {
             Some(v) => Ok(decode_timeline_row(&key, &v)?
                 .into_iter()
                 .nth(usize::try_from(n - first).unwrap_or(usize::MAX))),
@@ -843,7 +859,7 @@ impl IncidentStore {
     /// when part-filled), or for a row from before chunks as a row of its own, first moving a
     /// timeline the row still carries inline (written before the tree) into the tree.
     fn append_timeline(
-        &self,
+        r: &dyn Read,
         rows: &mut TimelineRows,
         inc: &mut Incident,
         entry: TimelineEntry,
@@ -854,8 +870,8 @@ impl IncidentStore {
                 .chain(std::iter::once(entry))
             {
                 let v = serde_json::to_vec(&e).map_err(|e| corrupt("timeline", e))?;
-                rows.batch
-                    .insert(&timeline_key(inc.id, inc.timeline_entries), v);
+                rows.rows
+                    .push((timeline_key(inc.id, inc.timeline_entries), v));
                 inc.timeline_entries += 1;
             }
             return Ok(());
@@ -868,7 +884,7 @@ impl IncidentStore {
                 let mut held = Vec::new();
                 if n > first {
                     let key = timeline_key(inc.id, first);
-                    if let Some(row) = self.timeline.get(key).map_err(sled_err("read timeline"))? {
+                    if let Some(row) = r.get(Table::Timeline, &key)? {
                         held = decode_timeline_row(&key, &row)?;
                     }
                     // Entries past the row's count were written before a crash cut off the
@@ -880,7 +896,7 @@ impl IncidentStore {
         };
         if chunk.0 != first {
             // The chunk this call was filling is full: write it and start the next.
-            TimelineRows::put_chunk(&mut rows.batch, inc.id, chunk.0, &chunk.1)?;
+            TimelineRows::put_chunk(&mut rows.rows, inc.id, chunk.0, &chunk.1)?;
             *chunk = (first, Vec::new());
         }
         chunk.1.push(entry);
@@ -896,9 +912,39 @@ impl IncidentStore {
 
     /// Records alerts (ids and incidents are assigned here) and returns them as stored. Each
     /// incident touched is read at most once and written once per call, whatever the number of
-    /// its alerts in the call; the three trees are written as batches.
+    /// its alerts in the call; the call is one write of the database (see [`Kv::write`]).
     pub fn record(&self, alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (out, touched) = self.kv.write(|tx| self.record_in(tx, alerts))?;
+        {
+            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            for inc in touched.values() {
+                index.insert(inc.id, Summary::of(inc));
+            }
+        }
+        let mut minutes = self.alert_minutes.lock().unwrap_or_else(|p| p.into_inner());
+        for a in &out {
+            *minutes
+                .entry(minute_of(a.timestamp))
+                .or_default()
+                .entry(a.rule_title.clone())
+                .or_default() += 1;
+        }
+        let oldest = minute_of(Timestamp::now()) - ALERT_MINUTES_KEPT;
+        while minutes.first_key_value().is_some_and(|(m, _)| *m < oldest) {
+            minutes.pop_first();
+        }
+        Ok(out)
+    }
+
+    /// [`Self::record`]'s reads and writes, inside `tx`: the alerts as stored, and the
+    /// incidents they touched.
+    #[allow(clippy::type_complexity)]
+    fn record_in(
+        &self,
+        tx: &mut Tx<'_>,
+        alerts: Vec<Alert>,
+    ) -> Result<(Vec<Alert>, HashMap<u64, Incident>), StoreError> {
         let mut out = Vec::with_capacity(alerts.len());
         let mut touched: HashMap<u64, Incident> = HashMap::new();
         // Grouping key → its open incident as of this call, and whether that changed (a new
@@ -906,20 +952,14 @@ impl IncidentStore {
         let mut open_now: HashMap<String, (u64, bool)> = HashMap::new();
         let mut timeline_rows = TimelineRows::default();
         for mut alert in alerts {
-            alert.id = self.db.generate_id().map_err(sled_err("alert id"))? + 1;
+            alert.id = tx.next_alert_id()?;
             let (key, entity) = group_key(&alert);
             let seen = open_now.get(&key).copied();
             let candidate = match seen {
                 Some((id, _)) => Some(id),
-                None => match self
-                    .open
-                    .get(key.as_bytes())
-                    .map_err(sled_err("read open"))?
-                {
+                None => match tx.get(Table::Open, key.as_bytes())? {
                     Some(v) => Some(u64::from_be_bytes(
-                        v.as_ref()
-                            .try_into()
-                            .map_err(|_| corrupt("open", "bad id"))?,
+                        (*v).try_into().map_err(|_| corrupt("open", "bad id"))?,
                     )),
                     None => None,
                 },
@@ -927,7 +967,7 @@ impl IncidentStore {
             let current = match candidate {
                 Some(id) => match touched.remove(&id) {
                     Some(i) => Some(i),
-                    None => self.get_row(id)?,
+                    None => Self::get_row_in(tx, id)?,
                 },
                 None => None,
             };
@@ -991,7 +1031,8 @@ impl IncidentStore {
                     .first()
                     .and_then(|e| e.summary.clone())
                     .or_else(|| alert.value.map(|v| format!("{} reached {v}", alert.kind)));
-                self.append_timeline(
+                Self::append_timeline(
+                    tx,
                     &mut timeline_rows,
                     &mut inc,
                     TimelineEntry {
@@ -1010,52 +1051,29 @@ impl IncidentStore {
             touched.insert(inc.id, inc);
             out.push(alert);
         }
-        let mut incident_rows = sled::Batch::default();
-        for inc in touched.values() {
-            incident_rows.insert(&inc.id.to_be_bytes(), Self::row_bytes(inc)?);
-        }
-        let mut alert_rows = sled::Batch::default();
-        for block in out.chunks(ALERTS_PER_BLOCK) {
-            alert_rows.insert(&block[0].id.to_be_bytes(), encode_alert_block(block)?);
-        }
-        let mut open_rows = sled::Batch::default();
-        for (key, (id, _)) in open_now.iter().filter(|(_, (_, changed))| *changed) {
-            open_rows.insert(key.as_bytes(), &id.to_be_bytes());
-        }
         // Timeline entries, then the incidents that count them, then the index to those, then
-        // the alerts that name them: a crash in between leaves no reference to something
-        // unwritten (sled recovers its log in order).
-        self.timeline
-            .apply_batch(timeline_rows.finish()?)
-            .map_err(sled_err("write timeline"))?;
-        self.incidents
-            .apply_batch(incident_rows)
-            .map_err(sled_err("write incidents"))?;
-        self.open
-            .apply_batch(open_rows)
-            .map_err(sled_err("write open"))?;
-        self.alerts
-            .apply_batch(alert_rows)
-            .map_err(sled_err("write alerts"))?;
-        {
-            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            for inc in touched.values() {
-                index.insert(inc.id, Summary::of(inc));
-            }
+        // the alerts that name them: in sled, where each table is a batch of its own, a crash
+        // in between leaves no reference to something unwritten (sled recovers its log in
+        // order); in redb the call is one transaction.
+        timeline_rows.finish(tx)?;
+        for inc in touched.values() {
+            tx.put(
+                Table::Incidents,
+                &inc.id.to_be_bytes(),
+                &Self::row_bytes(inc)?,
+            )?;
         }
-        let mut minutes = self.alert_minutes.lock().unwrap_or_else(|p| p.into_inner());
-        for a in &out {
-            *minutes
-                .entry(minute_of(a.timestamp))
-                .or_default()
-                .entry(a.rule_title.clone())
-                .or_default() += 1;
+        for (key, (id, _)) in open_now.iter().filter(|(_, (_, changed))| *changed) {
+            tx.put(Table::Open, key.as_bytes(), &id.to_be_bytes())?;
         }
-        let oldest = minute_of(Timestamp::now()) - ALERT_MINUTES_KEPT;
-        while minutes.first_key_value().is_some_and(|(m, _)| *m < oldest) {
-            minutes.pop_first();
+        for block in out.chunks(ALERTS_PER_BLOCK) {
+            tx.put(
+                Table::Alerts,
+                &block[0].id.to_be_bytes(),
+                &encode_alert_block(block)?,
+            )?;
         }
-        Ok(out)
+        Ok((out, touched))
     }
 
     /// Alerts per rule title with event time in `[from, to)`, at minute granularity (an alert
@@ -1085,10 +1103,7 @@ impl IncidentStore {
 
     /// Makes everything recorded so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db
-            .flush()
-            .map(|_| ())
-            .map_err(sled_err("flush incidents"))
+        self.kv.flush()
     }
 
     /// One incident.
@@ -1154,9 +1169,10 @@ impl IncidentStore {
         ids: Option<(u64, u64)>,
     ) -> Result<Vec<Alert>, StoreError> {
         let mut out = Vec::new();
-        let rows: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match ids {
-            Some((_, last)) => Box::new(self.alerts.range(..=last.to_be_bytes()).rev()),
-            None => Box::new(self.alerts.iter().rev()),
+        let last = ids.map(|(_, last)| last.to_be_bytes());
+        let span = match &last {
+            Some(last) => (Bound::Unbounded, Bound::Included(&last[..])),
+            None => ALL,
         };
         // Looking for one incident, a line that does not name it is not parsed: in a storm
         // almost every alert in the range belongs to another incident.
@@ -1166,22 +1182,20 @@ impl IncidentStore {
                 .as_ref()
                 .is_none_or(|w| names_number(line, w.as_bytes()))
         };
-        for kv in rows {
-            let (k, v) = kv.map_err(sled_err("read alerts"))?;
-            let start = k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
-            for a in decode_alert_row_where(&k, &v, keep)?.into_iter().rev() {
+        self.kv.scan(Table::Alerts, span, true, &mut |k, v| {
+            let start = k.try_into().map(u64::from_be_bytes).unwrap_or(0);
+            for a in decode_alert_row_where(k, v, keep)?.into_iter().rev() {
                 if !f.admits(&a) {
                     continue;
                 }
                 out.push(a);
                 if out.len() >= f.limit.max(1) {
-                    return Ok(out);
+                    return Ok(false);
                 }
             }
-            if ids.is_some_and(|(first, _)| start <= first) {
-                break;
-            }
-        }
+            // Past the block holding the incident's first alert: done.
+            Ok(ids.is_none_or(|(first, _)| start > first))
+        })?;
         Ok(out)
     }
 
@@ -1211,16 +1225,13 @@ impl IncidentStore {
             let held = block.first().is_some_and(|a| a.id <= id)
                 && block.last().is_some_and(|a| a.id >= id);
             if !held {
-                block = match self
-                    .alerts
-                    .range(..=id.to_be_bytes())
-                    .next_back()
-                    .transpose()
-                    .map_err(sled_err("read alerts"))?
-                {
-                    Some((k, v)) => decode_alert_row(&k, &v)?,
-                    None => Vec::new(),
-                };
+                block = Vec::new();
+                let at = id.to_be_bytes();
+                let span = (Bound::Unbounded, Bound::Included(&at[..]));
+                self.kv.scan(Table::Alerts, span, true, &mut |k, v| {
+                    block = decode_alert_row(k, v)?;
+                    Ok(false)
+                })?;
             }
             let Ok(at) = block.binary_search_by_key(&id, |a| a.id) else {
                 continue;
@@ -1244,38 +1255,42 @@ impl IncidentStore {
         apply: impl FnOnce(&mut Incident) -> Result<&'static str, ActionError>,
     ) -> Result<Incident, ActionError> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut inc = self.get_row(id)?.ok_or(ActionError::NotFound(id))?;
-        let what = apply(&mut inc)?;
-        inc.updated = Some(Timestamp::now());
-        let mut timeline_row = TimelineRows::default();
-        self.append_timeline(
-            &mut timeline_row,
-            &mut inc,
-            TimelineEntry {
-                timestamp: Timestamp::now(),
-                what: what.into(),
-                by: Some(by.to_string()),
-                text: comment,
-                alert: None,
-            },
-        )?;
-        if let Some(actions) = &mut inc.action_entries {
-            actions.push(inc.timeline_entries - 1);
-        }
-        self.timeline
-            .apply_batch(timeline_row.finish()?)
-            .map_err(sled_err("write timeline"))?;
-        self.incidents
-            .insert(inc.id.to_be_bytes(), Self::row_bytes(&inc)?)
-            .map_err(sled_err("write incident"))?;
-        if inc.status == Status::Resolved {
-            // Only close the key if it still points at this incident.
-            let _ = self.open.compare_and_swap(
-                inc.key.as_bytes(),
-                Some(&inc.id.to_be_bytes()[..]),
-                None as Option<&[u8]>,
-            );
-        }
+        let inc = self.kv.write(|tx| {
+            let Some(mut inc) = Self::get_row_in(tx, id)? else {
+                return Ok(Err(ActionError::NotFound(id)));
+            };
+            let what = match apply(&mut inc) {
+                Ok(what) => what,
+                Err(e) => return Ok(Err(e)),
+            };
+            inc.updated = Some(Timestamp::now());
+            let mut timeline_row = TimelineRows::default();
+            Self::append_timeline(
+                tx,
+                &mut timeline_row,
+                &mut inc,
+                TimelineEntry {
+                    timestamp: Timestamp::now(),
+                    what: what.into(),
+                    by: Some(by.to_string()),
+                    text: comment,
+                    alert: None,
+                },
+            )?;
+            if let Some(actions) = &mut inc.action_entries {
+                actions.push(inc.timeline_entries - 1);
+            }
+            timeline_row.finish(tx)?;
+            tx.put(
+                Table::Incidents,
+                &inc.id.to_be_bytes(),
+                &Self::row_bytes(&inc)?,
+            )?;
+            if inc.status == Status::Resolved {
+                close_key(tx, &inc.key, inc.id)?;
+            }
+            Ok(Ok(inc))
+        })??;
         self.flush()?;
         self.index
             .lock()
@@ -1310,46 +1325,40 @@ impl IncidentStore {
         };
         for ids in old.chunks(RETIRE_BATCH) {
             let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            let mut rows = sled::Batch::default();
-            let mut timeline = sled::Batch::default();
-            let mut open: Vec<(String, u64)> = Vec::new();
-            let mut gone = Vec::with_capacity(ids.len());
-            for &id in ids {
-                let Some(inc) = self.get_row(id)? else {
-                    continue;
-                };
-                // Changed since the list was taken (an alert or an analyst): kept.
-                if inc.updated.unwrap_or(inc.last_seen) >= cutoff {
-                    continue;
+            let gone = self.kv.write(|tx| {
+                let mut gone = Vec::with_capacity(ids.len());
+                let mut keys: Vec<(String, u64)> = Vec::new();
+                let mut entries: Vec<Vec<u8>> = Vec::new();
+                for &id in ids {
+                    let Some(inc) = Self::get_row_in(tx, id)? else {
+                        continue;
+                    };
+                    // Changed since the list was taken (an alert or an analyst): kept.
+                    if inc.updated.unwrap_or(inc.last_seen) >= cutoff {
+                        continue;
+                    }
+                    let (from, to) = (timeline_key(id, 0), timeline_key(id, u64::MAX));
+                    let span = (Bound::Included(&from[..]), Bound::Excluded(&to[..]));
+                    tx.scan(Table::Timeline, span, false, &mut |k, _| {
+                        entries.push(k.to_vec());
+                        Ok(true)
+                    })?;
+                    keys.push((inc.key, id));
+                    gone.push(id);
                 }
-                rows.remove(&id.to_be_bytes());
-                for kv in self
-                    .timeline
-                    .range(timeline_key(id, 0)..timeline_key(id, u64::MAX))
-                {
-                    timeline.remove(kv.map_err(sled_err("read timeline"))?.0);
+                // The incident rows first: in sled, a crash after leaves only unreachable
+                // timeline entries.
+                for &id in &gone {
+                    tx.remove(Table::Incidents, &id.to_be_bytes())?;
                 }
-                open.push((inc.key, id));
-                gone.push(id);
-            }
-            // The incident rows first: a crash after leaves only unreachable timeline entries.
-            self.incidents
-                .apply_batch(rows)
-                .map_err(sled_err("retire incidents"))?;
-            self.timeline
-                .apply_batch(timeline)
-                .map_err(sled_err("retire timeline"))?;
-            for (key, id) in open {
-                // Only while the key still points at this incident.
-                let _ = self
-                    .open
-                    .compare_and_swap(
-                        key.as_bytes(),
-                        Some(&id.to_be_bytes()[..]),
-                        None as Option<&[u8]>,
-                    )
-                    .map_err(sled_err("retire open"))?;
-            }
+                for k in &entries {
+                    tx.remove(Table::Timeline, k)?;
+                }
+                for (key, id) in &keys {
+                    close_key(tx, key, *id)?;
+                }
+                Ok(gone)
+            })?;
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
             for &id in &gone {
                 index.remove(id);
@@ -1357,36 +1366,41 @@ impl IncidentStore {
             retired.incidents += gone.len() as u64;
         }
         loop {
-            let mut batch = sled::Batch::default();
-            let mut n = 0;
-            let mut done = true;
-            for kv in self.alerts.iter() {
-                let (k, v) = kv.map_err(sled_err("read alerts"))?;
-                let alerts = decode_alert_row(&k, &v)?;
-                let old = alerts.iter().take_while(|a| a.raised < cutoff).count();
-                if old == 0 {
-                    break;
+            let (n, done) = self.kv.write(|tx| {
+                let mut n = 0;
+                let mut done = true;
+                let mut removed: Vec<Vec<u8>> = Vec::new();
+                let mut kept_block: Option<(u64, Vec<u8>)> = None;
+                tx.scan(Table::Alerts, ALL, false, &mut |k, v| {
+                    let alerts = decode_alert_row(k, v)?;
+                    let old = alerts.iter().take_while(|a| a.raised < cutoff).count();
+                    if old == 0 {
+                        return Ok(false);
+                    }
+                    removed.push(k.to_vec());
+                    n += old;
+                    if old < alerts.len() {
+                        // A block raised across the cut-off keeps its recent alerts, keyed by
+                        // the first of them (still below the next row's key).
+                        let kept = &alerts[old..];
+                        kept_block = Some((kept[0].id, encode_alert_block(kept)?));
+                        return Ok(false);
+                    }
+                    if n >= RETIRE_BATCH {
+                        done = false;
+                        return Ok(false);
+                    }
+                    Ok(true)
+                })?;
+                for k in &removed {
+                    tx.remove(Table::Alerts, k)?;
                 }
-                batch.remove(k);
-                n += old;
-                if old < alerts.len() {
-                    // A block raised across the cut-off keeps its recent alerts, keyed by the
-                    // first of them (still below the next row's key).
-                    let kept = &alerts[old..];
-                    batch.insert(&kept[0].id.to_be_bytes(), encode_alert_block(kept)?);
-                    break;
+                if let Some((id, block)) = kept_block {
+                    tx.put(Table::Alerts, &id.to_be_bytes(), &block)?;
                 }
-                if n >= RETIRE_BATCH {
-                    done = false;
-                    break;
-                }
-            }
-            if n > 0 {
-                self.alerts
-                    .apply_batch(batch)
-                    .map_err(sled_err("retire alerts"))?;
-                retired.alerts += n as u64;
-            }
+                Ok((n, done))
+            })?;
+            retired.alerts += n as u64;
             if done {
                 break;
             }
@@ -1430,6 +1444,44 @@ impl IncidentStore {
                 Ok("resolved")
             }
         })
+    }
+}
+
+/// Raw access to the tables, for tests that write what older versions or damage left.
+#[cfg(test)]
+impl IncidentStore {
+    fn raw_rows(&self, t: Table) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        self.kv
+            .scan(t, ALL, false, &mut |k, v| {
+                out.push((k.to_vec(), v.to_vec()));
+                Ok(true)
+            })
+            .unwrap();
+        out
+    }
+
+    fn raw_len(&self, t: Table) -> usize {
+        self.raw_rows(t).len()
+    }
+
+    fn raw_get(&self, t: Table, key: &[u8]) -> Option<Vec<u8>> {
+        self.kv.get(t, key).unwrap().map(|v| v.to_vec())
+    }
+
+    fn raw_put(&self, t: Table, key: &[u8], value: &[u8]) {
+        self.kv.write(|tx| tx.put(t, key, value)).unwrap();
+    }
+
+    fn raw_clear(&self, t: Table) {
+        let rows = self.raw_rows(t);
+        self.kv
+            .write(|tx| rows.iter().try_for_each(|(k, _)| tx.remove(t, k)))
+            .unwrap();
+    }
+
+    fn raw_alert_id(&self) -> u64 {
+        self.kv.write(|tx| tx.next_alert_id()).unwrap()
     }
 }
 
@@ -1488,12 +1540,13 @@ mod tests {
     #[test]
     #[ignore = "benchmark: prints figures"]
     fn storm() {
+        let backend = bench_backend();
         let n: u64 = std::env::var("STORM_ALERTS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(300_000);
         let dir = tempfile::tempdir().unwrap();
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         let t0 = Timestamp::now().nanos() / 1_000_000_000 - 3600;
         // One incident with an alert before the storm and one after: sparse, as a long-lived
         // incident is in a storm of other incidents' alerts.
@@ -1513,22 +1566,20 @@ mod tests {
         let secs = started.elapsed().as_secs_f64();
         let last = s.record(vec![sparse(t0 + 60)]).unwrap()[0].clone();
         assert_eq!(first.incident, last.incident);
-        let disk = s.db.size_on_disk().unwrap();
+        let disk = s.kv.size_on_disk().unwrap();
         let sizes: Vec<(&str, u64)> = [
-            ("alerts", &s.alerts),
-            ("incidents", &s.incidents),
-            ("timeline", &s.timeline),
-            ("open", &s.open),
+            Table::Alerts,
+            Table::Incidents,
+            Table::Timeline,
+            Table::Open,
         ]
         .into_iter()
-        .map(|(name, t)| {
+        .map(|t| {
             (
-                name,
-                t.iter()
-                    .map(|kv| {
-                        let (k, v) = kv.unwrap();
-                        (k.len() + v.len()) as u64
-                    })
+                t.name(),
+                s.raw_rows(t)
+                    .iter()
+                    .map(|(k, v)| (k.len() + v.len()) as u64)
                     .sum(),
             )
         })
@@ -1604,7 +1655,7 @@ mod tests {
             .map(|i| s.incident(i.id).unwrap().unwrap().timeline.len())
             .sum();
         let whole_ms = t.elapsed().as_secs_f64() * 1000.0;
-        let timeline_rows = s.timeline.len();
+        let timeline_rows = s.raw_len(Table::Timeline);
         let t = std::time::Instant::now();
         let (open, _) = s.open_counts();
         let counts_us = t.elapsed().as_secs_f64() * 1e6;
@@ -1624,16 +1675,58 @@ mod tests {
         );
     }
 
-    /// Resident memory per alert recorded, once sled's cache is full: sled keeps metadata for
+    /// The engine a benchmark runs on: `STORM_BACKEND=sled` or `redb` (the default).
+    fn bench_backend() -> Backend {
+        match std::env::var("STORM_BACKEND").as_deref() {
+            Ok("sled") => Backend::Sled,
+            _ => Backend::Redb,
+        }
+    }
+
+    /// Every test of the incident store, once on each engine.
+    macro_rules! on_both_engines {
+        ($($name:ident),* $(,)?) => {
+            mod on_sled {
+                $(#[test]
+                fn $name() {
+                    super::$name(super::Backend::Sled)
+                })*
+            }
+            mod on_redb {
+                $(#[test]
+                fn $name() {
+                    super::$name(super::Backend::Redb)
+                })*
+            }
+        };
+    }
+
+    on_both_engines!(
+        tallies_and_listings_survive_a_reopen_and_follow_actions,
+        alerts_group_by_rule_and_entity_within_the_window,
+        ack_keeps_the_incident_open_and_resolve_closes_it,
+        alerts_are_stored_in_blocks_and_read_back_in_order_with_rows_from_before_blocks,
+        an_incidents_alerts_are_read_from_the_blocks_between_its_first_and_latest,
+        retention_splits_a_block_raised_across_the_cut_off,
+        retention_removes_old_alerts_and_incidents_with_their_timelines_and_keys,
+        ids_survive_reopen,
+        the_incident_row_does_not_grow_with_its_timeline,
+        timeline_rows_hold_sixteen_entries_and_an_uncounted_entry_is_overwritten,
+        a_listing_reads_the_opening_alert_and_the_actions_not_every_alert_entry,
+        an_inline_timeline_from_an_older_store_is_kept_and_moved,
+    );
+
+    /// Resident memory per alert recorded, once the cache is full: sled keeps metadata for
     /// every page of its trees resident (cached or not), so RSS grows with the keys ever
-    /// written. Records alerts from 20,000 sources × 5 rules (incidents of ~15 alerts, as
-    /// the SOC soak's grow), with timeline rows of 16 entries and with a row per entry,
-    /// each in a fresh store, and prints RSS growth per alert and timeline keys for each.
-    /// Run alone (RSS is the process's):
-    /// `cargo test --release -p palisade-collector --lib sled_resident_bytes_per_key -- --ignored --nocapture`
+    /// written; redb does not. Records alerts from 20,000 sources × 5 rules (incidents of ~15
+    /// alerts, as the SOC soak's grow), with timeline rows of 16 entries and with a row per
+    /// entry, each in a fresh store, and prints RSS growth per alert and timeline keys for
+    /// each. Run alone (RSS is the process's), `STORM_BACKEND=sled` or `redb`:
+    /// `cargo test --release -p palisade-collector --lib resident_bytes_per_key -- --ignored --nocapture`
     #[test]
     #[ignore = "benchmark: prints figures"]
-    fn sled_resident_bytes_per_key() {
+    fn resident_bytes_per_key() {
+        let backend = bench_backend();
         fn rss() -> f64 {
             std::fs::read_to_string("/proc/self/status")
                 .ok()
@@ -1645,14 +1738,14 @@ mod tests {
                 .unwrap_or(0.0)
                 * 1024.0
         }
-        let n: u64 = std::env::var("SLED_RSS_ALERTS")
+        let n: u64 = std::env::var("RSS_ALERTS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_500_000);
         let t0 = Timestamp::now().nanos() / 1_000_000_000 - 3600;
         for chunked in [true, false] {
             let dir = tempfile::tempdir().unwrap();
-            let mut s = IncidentStore::open(dir.path(), 3600).unwrap();
+            let mut s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
             s.chunk_timelines = chunked;
             // (alerts recorded, RSS) every 100,000 alerts once the first 300,000 filled the cache.
             let mut points = Vec::new();
@@ -1680,7 +1773,7 @@ mod tests {
             let (x0, r0) = points[0];
             let (x1, r1) = points[points.len() - 1];
             println!(
-                "sled: {} — RSS {:.0} → {:.0} MiB from alert {x0:.0} to {x1:.0}: {:.1} bytes per \
+                "{backend}: {} — RSS {:.0} → {:.0} MiB from alert {x0:.0} to {x1:.0}: {:.1} bytes per \
                  alert; {} timeline rows (keys) for {} incidents",
                 if chunked {
                     "16 entries per timeline row"
@@ -1690,18 +1783,17 @@ mod tests {
                 r0 / 1048576.0,
                 r1 / 1048576.0,
                 (r1 - r0) / (x1 - x0),
-                s.timeline.len(),
-                s.incidents.len()
+                s.raw_len(Table::Timeline),
+                s.raw_len(Table::Incidents)
             );
         }
     }
 
-    #[test]
-    fn tallies_and_listings_survive_a_reopen_and_follow_actions() {
+    fn tallies_and_listings_survive_a_reopen_and_follow_actions(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let now = Timestamp::now().nanos() / 1_000_000_000;
         {
-            let s = IncidentStore::open(dir.path(), 3600).unwrap();
+            let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
             s.record(vec![
                 alert("r1", "10.0.0.1", now - 30, Severity::High),
                 alert("r1", "10.0.0.2", now - 20, Severity::Medium),
@@ -1712,7 +1804,7 @@ mod tests {
                 .unwrap();
             s.flush().unwrap();
         }
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         let (open, new) = s.open_counts();
         assert_eq!(new, 3);
         assert_eq!(open.get(&Severity::High), Some(&1));
@@ -1744,10 +1836,9 @@ mod tests {
         assert_eq!(one[0].id, 1);
     }
 
-    #[test]
-    fn alerts_group_by_rule_and_entity_within_the_window() {
+    fn alerts_group_by_rule_and_entity_within_the_window(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         let a = s
             .record(vec![
                 alert("r1", "10.0.0.1", 1000, Severity::Medium),
@@ -1766,10 +1857,9 @@ mod tests {
         assert_eq!(i1.title, "Rule r1 (ip=10.0.0.1)");
     }
 
-    #[test]
-    fn ack_keeps_the_incident_open_and_resolve_closes_it() {
+    fn ack_keeps_the_incident_open_and_resolve_closes_it(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         s.record(vec![alert("r1", "10.0.0.1", 1000, Severity::Medium)])
             .unwrap();
         let i = s.ack(1, "soc-lead", Some("looking".into())).unwrap();
@@ -1810,27 +1900,30 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn alerts_are_stored_in_blocks_and_read_back_in_order_with_rows_from_before_blocks() {
+    fn alerts_are_stored_in_blocks_and_read_back_in_order_with_rows_from_before_blocks(
+        backend: Backend,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Timestamp::now().nanos() / 1_000_000_000 - 600;
         let legacy = {
-            let s = IncidentStore::open(dir.path(), 3600).unwrap();
+            let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
             // A row as stores before blocks wrote it: one alert's JSON under its id.
             let mut a = storm_alert(7, t0);
-            a.id = s.db.generate_id().unwrap() + 1;
-            s.alerts
-                .insert(a.id.to_be_bytes(), serde_json::to_vec(&a).unwrap())
-                .unwrap();
+            a.id = s.raw_alert_id();
+            s.raw_put(
+                Table::Alerts,
+                &a.id.to_be_bytes(),
+                &serde_json::to_vec(&a).unwrap(),
+            );
             a
         };
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         let n = 2 * ALERTS_PER_BLOCK as u64 + 5;
         let stored = s
             .record((0..n).map(|i| storm_alert(i, t0)).collect())
             .unwrap();
         // One call: three blocks (two full and five alerts), plus the old row.
-        assert_eq!(s.alerts.len(), 4);
+        assert_eq!(s.raw_len(Table::Alerts), 4);
         let listed = all_alerts(&s);
         assert_eq!(listed.len() as u64, n + 1);
         let mut want: Vec<u64> = stored.iter().map(|a| a.id).collect();
@@ -1855,14 +1948,14 @@ mod tests {
         assert!(one_rule.windows(2).all(|w| w[0].id > w[1].id));
         // The tallies rebuilt at open count every alert, blocks and old row alike.
         drop(s);
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         let counted: u64 = s
             .alert_counts(Timestamp((t0 - 60) * 1_000_000_000), Timestamp::now())
             .values()
             .sum();
         assert_eq!(counted, n + 1);
         // The block is much smaller than the rows it replaces.
-        let block_bytes: usize = s.alerts.iter().map(|kv| kv.unwrap().1.len()).sum();
+        let block_bytes: usize = s.raw_rows(Table::Alerts).iter().map(|(_, v)| v.len()).sum();
         let row_bytes: usize = listed
             .iter()
             .map(|a| serde_json::to_vec(a).unwrap().len())
@@ -1873,11 +1966,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_incidents_alerts_are_read_from_the_blocks_between_its_first_and_latest() {
+    fn an_incidents_alerts_are_read_from_the_blocks_between_its_first_and_latest(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Timestamp::now().nanos() / 1_000_000_000 - 600;
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         let mut mine = Vec::new();
         let mut second_blocks = Vec::new();
         for round in 0..3u64 {
@@ -1901,7 +1993,7 @@ mod tests {
         // Damaged rows after its latest and before its first alert: a listing of everything
         // meets them, the incident's own listing does not read them.
         for key in [u64::MAX, 0] {
-            s.alerts.insert(key.to_be_bytes(), &b"garbage"[..]).unwrap();
+            s.raw_put(Table::Alerts, &key.to_be_bytes(), b"garbage");
         }
         assert!(s
             .alerts(&AlertFilter {
@@ -1922,9 +2014,7 @@ mod tests {
         assert_eq!(s.scan_alerts(&f, range).unwrap(), want);
         // A damaged block inside the range, holding none of its alerts: read by id, it is not
         // touched; the scan meets it.
-        s.alerts
-            .insert(second_blocks[0].to_be_bytes(), &b"garbage"[..])
-            .unwrap();
+        s.raw_put(Table::Alerts, &second_blocks[0].to_be_bytes(), b"garbage");
         assert_eq!(s.alerts(&f).unwrap(), want);
         assert!(s.scan_alerts(&f, range).is_err());
         // The limit keeps the newest.
@@ -2018,11 +2108,10 @@ mod tests {
         assert!(decode_alert_row(&key, &block).is_err());
     }
 
-    #[test]
-    fn retention_splits_a_block_raised_across_the_cut_off() {
+    fn retention_splits_a_block_raised_across_the_cut_off(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let now = Timestamp::now();
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         let secs = now.nanos() / 1_000_000_000;
         // One call (one block): three alerts raised 200 days ago, then two raised now.
         let alerts: Vec<Alert> = (0..5)
@@ -2035,22 +2124,18 @@ mod tests {
             })
             .collect();
         let stored = s.record(alerts).unwrap();
-        assert_eq!(s.alerts.len(), 1);
+        assert_eq!(s.raw_len(Table::Alerts), 1);
         let retired = s.apply_retention(now, 180).unwrap();
         assert_eq!(retired.alerts, 3);
         assert_eq!(
             all_alerts(&s).iter().map(|a| a.id).collect::<Vec<_>>(),
             vec![stored[4].id, stored[3].id]
         );
-        assert_eq!(
-            s.alerts.first().unwrap().unwrap().0.as_ref(),
-            stored[3].id.to_be_bytes()
-        );
+        assert_eq!(s.raw_rows(Table::Alerts)[0].0, stored[3].id.to_be_bytes());
         assert_eq!(s.apply_retention(now, 180).unwrap().alerts, 0);
     }
 
-    #[test]
-    fn retention_removes_old_alerts_and_incidents_with_their_timelines_and_keys() {
+    fn retention_removes_old_alerts_and_incidents_with_their_timelines_and_keys(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let now = Timestamp::now();
         let day = 86_400i64;
@@ -2059,7 +2144,7 @@ mod tests {
             raised: Timestamp(now.nanos() - days_ago * day * 1_000_000_000),
             ..a
         };
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         // Raised 200 days ago: two alerts in one incident, one in another.
         let old = s
             .record(vec![
@@ -2101,12 +2186,10 @@ mod tests {
         let r4 = acted.iter().find(|i| i.rule_id == "r4").unwrap().id;
         s.ack(r4, "analyst-1", Some("looking".into())).unwrap();
         let timeline_of = |s: &IncidentStore, id: u64| {
-            s.timeline
-                .range(timeline_key(id, 0)..timeline_key(id + 1, 0))
-                .map(|kv| {
-                    let (k, v) = kv.unwrap();
-                    decode_timeline_row(&k, &v).unwrap().len()
-                })
+            s.raw_rows(Table::Timeline)
+                .iter()
+                .filter(|(k, _)| k[..8] == id.to_be_bytes())
+                .map(|(k, v)| decode_timeline_row(k, v).unwrap().len())
                 .sum::<usize>()
         };
         let (inc_a, inc_b) = (old[0].incident, old[2].incident);
@@ -2124,7 +2207,7 @@ mod tests {
         assert!(s.incident(inc_b).unwrap().is_none());
         assert_eq!(timeline_of(&s, inc_a), 0);
         assert_eq!(timeline_of(&s, inc_b), 0);
-        assert!(s.open.get(b"r1|ip=10.0.0.1").unwrap().is_none());
+        assert!(s.raw_get(Table::Open, b"r1|ip=10.0.0.1").is_none());
         for a in &kept {
             assert_eq!(s.incident(a.incident).unwrap().unwrap().alerts, 1);
         }
@@ -2153,20 +2236,19 @@ mod tests {
             .unwrap();
         assert!(again[0].incident > r4);
         drop(s);
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         assert_eq!(s.open_counts().0.values().sum::<u64>(), 4);
     }
 
-    #[test]
-    fn ids_survive_reopen() {
+    fn ids_survive_reopen(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = IncidentStore::open(dir.path(), 3600).unwrap();
+            let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
             s.record(vec![alert("r1", "10.0.0.1", 1000, Severity::Medium)])
                 .unwrap();
             s.flush().unwrap();
         }
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         let a = s
             .record(vec![alert("r9", "10.0.0.1", 1000, Severity::Medium)])
             .unwrap();
@@ -2177,13 +2259,16 @@ mod tests {
     /// An alert joining an incident appends one timeline entry: the incident's row stays the
     /// same size however many alerts it gathers (it was rewritten whole, timeline included,
     /// for every alert), and the timeline still reads back complete and in order.
-    #[test]
-    fn the_incident_row_does_not_grow_with_its_timeline() {
+    fn the_incident_row_does_not_grow_with_its_timeline(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         s.record(vec![alert("r1", "10.0.0.1", 1000, Severity::Medium)])
             .unwrap();
-        let row = |s: &IncidentStore| s.incidents.get(1u64.to_be_bytes()).unwrap().unwrap().len();
+        let row = |s: &IncidentStore| {
+            s.raw_get(Table::Incidents, &1u64.to_be_bytes())
+                .unwrap()
+                .len()
+        };
         let first = row(&s);
         for t in 1..300 {
             s.record(vec![alert("r1", "10.0.0.1", 1000 + t, Severity::Medium)])
@@ -2209,10 +2294,9 @@ mod tests {
     /// Timeline rows hold 16 entries each, filled across calls; the view, the listing and the
     /// alert ids read them back in order; an entry written past the row's count (a crash
     /// between the two writes) is not shown and is overwritten by the next.
-    #[test]
-    fn timeline_rows_hold_sixteen_entries_and_an_uncounted_entry_is_overwritten() {
+    fn timeline_rows_hold_sixteen_entries_and_an_uncounted_entry_is_overwritten(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         let a = |t: i64| alert("r1", "10.0.0.1", 1000 + t, Severity::Medium);
         // 40 alerts in calls of 1, 20, 3 and 16, an action in between.
         s.record(vec![a(0)]).unwrap();
@@ -2221,13 +2305,12 @@ mod tests {
         s.record((21..24).map(a).collect()).unwrap();
         s.record((24..40).map(a).collect()).unwrap();
         let rows = || {
-            s.timeline
+            s.raw_rows(Table::Timeline)
                 .iter()
-                .map(|kv| {
-                    let (k, v) = kv.unwrap();
+                .map(|(k, v)| {
                     (
                         u64::from_be_bytes(k[8..].try_into().unwrap()),
-                        decode_timeline_row(&k, &v).unwrap().len(),
+                        decode_timeline_row(k, v).unwrap().len(),
                     )
                 })
                 .collect::<Vec<_>>()
@@ -2256,7 +2339,8 @@ mod tests {
         // A crash after the timeline write and before the row's: the last row holds one entry
         // more than the incident counts.
         let key = timeline_key(1, 32);
-        let mut last = decode_timeline_row(&key, &s.timeline.get(key).unwrap().unwrap()).unwrap();
+        let mut last =
+            decode_timeline_row(&key, &s.raw_get(Table::Timeline, &key).unwrap()).unwrap();
         last.push(TimelineEntry {
             timestamp: Timestamp(0),
             what: "alert".into(),
@@ -2264,9 +2348,7 @@ mod tests {
             text: Some("never counted".into()),
             alert: Some(999_999),
         });
-        s.timeline
-            .insert(key, serde_json::to_vec(&last).unwrap())
-            .unwrap();
+        s.raw_put(Table::Timeline, &key, &serde_json::to_vec(&last).unwrap());
         assert_eq!(s.incident(1).unwrap().unwrap().timeline, whole.timeline);
         s.record(vec![a(40)]).unwrap();
         let after = s.incident(1).unwrap().unwrap().timeline;
@@ -2278,10 +2360,9 @@ mod tests {
 
     /// A listing carries the opening alert and the analyst actions, read by entry number; the
     /// view has the whole timeline. A row from before `action_entries` is listed whole.
-    #[test]
-    fn a_listing_reads_the_opening_alert_and_the_actions_not_every_alert_entry() {
+    fn a_listing_reads_the_opening_alert_and_the_actions_not_every_alert_entry(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         let n = MAX_TIMELINE_ALERTS as i64 + 40;
         s.record(vec![alert("r1", "10.0.0.1", 1000, Severity::Medium)])
             .unwrap();
@@ -2328,19 +2409,20 @@ mod tests {
         // The same row as an older collector wrote it: the listing reads every entry.
         let mut old = s.get_row(1).unwrap().unwrap();
         old.action_entries = None;
-        s.incidents
-            .insert(1u64.to_be_bytes(), IncidentStore::row_bytes(&old).unwrap())
-            .unwrap();
+        s.raw_put(
+            Table::Incidents,
+            &1u64.to_be_bytes(),
+            &IncidentStore::row_bytes(&old).unwrap(),
+        );
         let listed = list(&s);
         assert_eq!(listed[0].timeline, whole.timeline);
     }
 
     /// A row written before the `timeline` tree, with its timeline inline, reads back as it
     /// was, and the next alert or action moves that timeline into the tree, in order.
-    #[test]
-    fn an_inline_timeline_from_an_older_store_is_kept_and_moved() {
+    fn an_inline_timeline_from_an_older_store_is_kept_and_moved(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let s = IncidentStore::open(dir.path(), 3600).unwrap();
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         s.record(vec![alert("r1", "10.0.0.1", 1000, Severity::Medium)])
             .unwrap();
         let mut old = s.incident(1).unwrap().unwrap();
@@ -2352,14 +2434,16 @@ mod tests {
             alert: None,
         });
         old.timeline_entries = 0;
-        s.timeline.clear().unwrap();
+        s.raw_clear(Table::Timeline);
         let mut legacy = serde_json::to_value(&old).unwrap();
         for newer in ["timeline_entries", "timeline_chunked", "action_entries"] {
             legacy.as_object_mut().unwrap().remove(newer);
         }
-        s.incidents
-            .insert(1u64.to_be_bytes(), serde_json::to_vec(&legacy).unwrap())
-            .unwrap();
+        s.raw_put(
+            Table::Incidents,
+            &1u64.to_be_bytes(),
+            &serde_json::to_vec(&legacy).unwrap(),
+        );
         let read = s.incident(1).unwrap().unwrap();
         assert_eq!(read.timeline, old.timeline);
         s.record(vec![alert("r1", "10.0.0.1", 1002, Severity::Medium)])
@@ -2370,9 +2454,10 @@ mod tests {
         assert_eq!(whats, vec!["alert", "comment", "alert", "acknowledged"]);
         assert_eq!(i.timeline_entries, 4);
         // It goes on with a row per entry (the layout its row knows).
-        assert_eq!(s.timeline.len(), 4);
+        assert_eq!(s.raw_len(Table::Timeline), 4);
         let row: Incident =
-            serde_json::from_slice(&s.incidents.get(1u64.to_be_bytes()).unwrap().unwrap()).unwrap();
+            serde_json::from_slice(&s.raw_get(Table::Incidents, &1u64.to_be_bytes()).unwrap())
+                .unwrap();
         assert!(
             row.timeline.is_empty(),
             "the row still carries its timeline"

@@ -25,6 +25,14 @@ pub enum StoreError {
         /// sled's error.
         source: sled::Error,
     },
+    /// redb (the incident database's engine in new data directories) failed.
+    #[error("incident database {context}: {source}")]
+    Redb {
+        /// What was being done.
+        context: String,
+        /// redb's error.
+        source: Box<redb::Error>,
+    },
     /// A segment file could not be written or read.
     #[error("segment file {path}: {source}")]
     Io {
