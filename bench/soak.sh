@@ -7,7 +7,8 @@
 # and latency drift (first third against last third of the run). Bounded: the load stops after
 # MINUTES, the wait for the correlator after 10 minutes more.
 # Usage: bench/soak.sh [MINUTES=30] [RATE=50000] [AGENTS=16] [GROUPS=100000] [MIX=security]
-# (environment: SOAK_STATE_BYTES, the correlation state's byte cap, below)
+# (environment: SOAK_STATE_BYTES, the correlation state's byte cap, and SOAK_INCIDENT_BACKEND,
+# the incident database's engine, below)
 # MIX is the load generator's: `security` has 15% detector alerts (an alert storm, ~8,000
 # alerts/s at 50,000 events/s), `soc` 1% (a SOC's everyday share).
 # Results: a table on stdout and $BENCH_DIR/soak.json (BENCH_DIR=/tmp/palisade-bench-soak); the raw
@@ -51,11 +52,14 @@ cp "$repo"/signatures/sigma/*.yml "$work/rules/"
 # reached: the shipped rules' windows run to 24 h, so in a soak the caps, not expiry, are what
 # bound them; evictions are counted and printed.
 state_bytes="${SOAK_STATE_BYTES:-134217728}"
+# The incident database's engine (SOAK_INCIDENT_BACKEND: redb, the default, or sled).
+incident_backend="${SOAK_INCIDENT_BACKEND:-redb}"
 bench_collector "$work" <<TOML
 [correlation]
 enabled = true
 rules_dir = "rules"
 max_state_bytes = $state_bytes
+incident_backend = "$incident_backend"
 [metrics]
 listen = "127.0.0.1:0"
 TOML

@@ -65,6 +65,9 @@ pub struct CorrelationSettings {
     /// An alert joins an open incident with the same rule and entity if that incident saw an
     /// alert at most this many seconds (event time) before.
     pub incident_window_secs: u64,
+    /// The engine a new incident database (`<data_dir>/incidents`) is created with: `redb`
+    /// (the default) or `sled`. A directory that already holds one keeps its engine.
+    pub incident_backend: crate::incidents::Backend,
     /// Events remembered per correlation group to name in its alert (timestamp and id each);
     /// 0 keeps none (the alert then names only the event that completed it). This is most of
     /// the memory of a group: about 100 bytes per reference.
@@ -87,6 +90,7 @@ impl Default for CorrelationSettings {
             suppress_secs: 300,
             queue_events: 20_000,
             incident_window_secs: 3600,
+            incident_backend: crate::incidents::Backend::default(),
             event_refs: 5,
             state_file: None,
         }
