@@ -12,6 +12,38 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// A detection as the correlator raises it, for tests that drive the incident database
+/// directly: one event, source address `10.9.x.y` (from `source`) as entity, rule `crash.r<rule>`,
+/// event time `now` (seconds).
+pub fn detection(source: u64, rule: u64, now: i64) -> palisade_collector::incidents::Alert {
+    use palisade_collector::incidents::{Alert, Entities, EventRef};
+    use palisade_wire::{Severity, Timestamp};
+    let ip = format!("10.9.{}.{}", (source / 256) % 256, source % 256);
+    let mut entities = Entities::default();
+    entities.ips.insert(ip.clone());
+    Alert {
+        id: 0,
+        timestamp: Timestamp(now * 1_000_000_000),
+        raised: Timestamp::now(),
+        rule_id: format!("crash.r{rule}"),
+        rule_title: format!("Crash test rule {rule}"),
+        severity: Severity::Medium,
+        kind: "detection".into(),
+        group: Vec::new(),
+        value: None,
+        entities,
+        events: vec![EventRef {
+            timestamp: Timestamp(now * 1_000_000_000),
+            id: format!("{source:016x}{rule:016x}"),
+            agent: Some("probe-c".into()),
+            sequence: None,
+            summary: Some(format!("alert: scan from {ip}")),
+        }],
+        tags: Vec::new(),
+        incident: 0,
+    }
+}
+
 /// Path of a workspace binary.
 pub fn bin(name: &str) -> PathBuf {
     let dir = match std::env::var_os("PALISADE_BIN_DIR") {

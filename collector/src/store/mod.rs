@@ -33,6 +33,14 @@ pub enum StoreError {
         /// redb's error.
         source: Box<redb::Error>,
     },
+    /// A directory holds databases of both engines: which one is current cannot be told.
+    #[error("incident database {dir} holds both a sled database and {file}; move the one not in use away")]
+    TwoEngines {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// redb's file in it.
+        file: &'static str,
+    },
     /// A segment file could not be written or read.
     #[error("segment file {path}: {source}")]
     Io {

@@ -6,7 +6,8 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use palisade_tests::{is_root, run, run_ok, wait_for, Agent, Collector, Pki, Tmpfs};
+use palisade_collector::incidents::{AlertFilter, Backend, IncidentStore};
+use palisade_tests::{detection, is_root, run, run_ok, wait_for, Agent, Collector, Pki, Tmpfs};
 
 use crate::replication::{assert_latest_restores, json, peer_args, served, verify_read_data};
 
@@ -418,4 +419,92 @@ fn agent_spool_at_its_cap_drops_the_oldest_and_says_how_many() {
         .unwrap();
     assert_eq!(lowest, N - n, "the oldest were dropped first");
     println!("agent spool cap: {N} events into a 256 KiB spool: {n} delivered, {dropped} dropped and counted by {} gap events", actions.len());
+}
+
+/// The incident database (redb) on a disk that fills up: the write that meets it fails with
+/// an error naming the file and the cause; nothing flushed before is lost; once space returns
+/// the very next write succeeds in the same process (redb latches its first I/O error, the
+/// store reopens it), and everything is there after a reopen.
+#[test]
+fn incident_database_on_a_full_disk_fails_clearly_and_resumes_in_process() {
+    if !is_root() {
+        println!("{SKIP}");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&t.path().join("disk"), 8);
+    let dir = disk.dir.join("incidents");
+    let store = IncidentStore::open_with(&dir, 3600, Backend::Redb).unwrap();
+    let now = palisade_wire::Timestamp::now().nanos() / 1_000_000_000;
+    let mut flushed: Vec<u64> = Vec::new();
+    let mut source = 0u64;
+    let mut call = |store: &IncidentStore| {
+        // A new incident per alert: the database grows as fast as it can.
+        let alerts = (0..200)
+            .map(|_| {
+                source += 1;
+                detection(source, source % 5, now)
+            })
+            .collect();
+        let stored = store.record(alerts)?;
+        store.flush()?;
+        Ok::<_, palisade_collector::store::StoreError>(stored)
+    };
+    let mut failure = None;
+    for _ in 0..5_000 {
+        match call(&store) {
+            Ok(stored) => flushed.extend(stored.iter().map(|a| a.id)),
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("8 MiB never filled up");
+    assert!(
+        failure.contains("No space left on device") && failure.contains("incidents.redb"),
+        "the error names the cause and the file: {failure}"
+    );
+    assert!(
+        !flushed.is_empty(),
+        "nothing was written before the disk filled"
+    );
+    // Still full: still refused, clearly, and nothing breaks.
+    assert!(call(&store).is_err());
+    disk.resize(64);
+    let after = call(&store).unwrap_or_else(|e| panic!("no write once space returned: {e}"));
+    flushed.extend(after.iter().map(|a| a.id));
+    let held = |store: &IncidentStore| -> std::collections::HashSet<u64> {
+        store
+            .alerts(&AlertFilter {
+                limit: usize::MAX,
+                ..Default::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|a| a.id)
+            .collect()
+    };
+    let now_held = held(&store);
+    let missing = flushed.iter().filter(|id| !now_held.contains(id)).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} flushed alerts lost",
+        flushed.len()
+    );
+    drop(store);
+    let store = IncidentStore::open_with(&dir, 3600, Backend::Redb).unwrap();
+    let reopened = held(&store);
+    let missing = flushed.iter().filter(|id| !reopened.contains(id)).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} flushed alerts lost after a reopen",
+        flushed.len()
+    );
+    println!(
+        "incident database on a full disk: {} alerts flushed before and after, all kept; the failure said: {failure}",
+        flushed.len()
+    );
 }

@@ -11,6 +11,7 @@ mod correlation;
 mod delivery;
 mod disk_full;
 mod drills;
+mod incident_crash;
 mod integrity;
 mod kills;
 mod listing;
