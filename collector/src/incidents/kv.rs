@@ -156,21 +156,31 @@ fn sled_scan(
         let (k, v) = kv.map_err(sled_err("read"))?;
         visit(&k, &v)
     };
-    let range = tree.range::<&[u8], _>(span);
-    if rev {
-        for kv in range.rev() {
-            if !go(kv)? {
+    walk(tree.range::<&[u8], _>(span), rev, &mut go)
+}
+
+/// Hands `range`'s rows to `go`, ascending or (`rev`) descending, until it says stop.
+fn walk<I: DoubleEndedIterator>(
+    range: I,
+    rev: bool,
+    go: &mut impl FnMut(I::Item) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    fn each<J: Iterator>(
+        rows: J,
+        go: &mut impl FnMut(J::Item) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        for row in rows {
+            if !go(row)? {
                 break;
             }
         }
-    } else {
-        for kv in range {
-            if !go(kv)? {
-                break;
-            }
-        }
+        Ok(())
     }
-    Ok(())
+    if rev {
+        each(range.rev(), go)
+    } else {
+        each(range, go)
+    }
 }
 
 fn redb_get(
@@ -194,21 +204,7 @@ fn redb_scan(
             kv.map_err(redb_err("read"))?;
         visit(k.value(), v.value())
     };
-    let range = table.range(span).map_err(redb_err("read"))?;
-    if rev {
-        for kv in range.rev() {
-            if !go(kv)? {
-                break;
-            }
-        }
-    } else {
-        for kv in range {
-            if !go(kv)? {
-                break;
-            }
-        }
-    }
-    Ok(())
+    walk(table.range(span).map_err(redb_err("read"))?, rev, &mut go)
 }
 
 /// The incident database.
