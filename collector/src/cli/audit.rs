@@ -48,7 +48,8 @@ pub enum AuditCommand {
 /// Where the files are, for offline use.
 #[derive(Debug, Args)]
 pub struct FilesArgs {
-    /// The collector's data directory (its `audit/` is read), or a copy of an audit directory.
+    /// The collector's data directory (`audit` reads its `audit/`, and also takes a copy of an
+    /// audit directory here; `migrate-incidents` converts its `incidents/`).
     #[arg(long, conflicts_with = "config")]
     pub data_dir: Option<PathBuf>,
     /// The collector's config file; its `data_dir` is used.
@@ -57,6 +58,17 @@ pub struct FilesArgs {
 }
 
 impl FilesArgs {
+    /// The data directory named, or the config's.
+    pub(crate) fn data_dir(&self) -> Result<PathBuf, CliError> {
+        match (&self.data_dir, &self.config) {
+            (Some(d), _) => Ok(d.clone()),
+            (None, Some(c)) => Ok(CollectorConfig::load(c)?.data_dir),
+            (None, None) => Err(CliError::Usage(
+                "name the data directory (--data-dir) or the config file (--config)".into(),
+            )),
+        }
+    }
+
     fn audit_dir(&self) -> Result<Option<PathBuf>, CliError> {
         let data_dir = match (&self.data_dir, &self.config) {
             (Some(d), _) => d.clone(),

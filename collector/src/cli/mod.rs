@@ -78,6 +78,9 @@ pub enum CliError {
     /// Writing output failed.
     #[error("cannot write output: {0}")]
     Output(std::io::Error),
+    /// A database could not be opened, read or written.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 const EXAMPLES: &str = "Examples:
@@ -168,6 +171,13 @@ pub enum Command {
         after_long_help = "Examples:\n  palisade-collector situation\n  palisade-collector situation --watch --interval-secs 5 --period 1h\n  palisade-collector situation --output-format json"
     )]
     Situation(situation::SituationArgs),
+    /// Convert the incident database of a data directory from sled to redb, offline (stop the
+    /// collector first). The copy is verified row for row before it is swapped in; the sled
+    /// database is kept beside it (`incidents.sled-<time>`) until you remove it.
+    #[command(
+        after_long_help = "Examples:\n  palisade-collector migrate-incidents --config /etc/palisade/collector.toml\n  palisade-collector migrate-incidents --data-dir /var/lib/palisade/collector"
+    )]
+    MigrateIncidents(audit::FilesArgs),
     /// Read the audit log and verify its hash chain (`audit log`, `audit verify`).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -383,6 +393,23 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Follow(args) => runtime()?.block_on(follow::run(args)),
         Command::Export(args) => runtime()?.block_on(export::run(args)),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::MigrateIncidents(args) => {
+            let dir = args.data_dir()?.join("incidents");
+            let started = std::time::Instant::now();
+            let m = crate::incidents::IncidentStore::migrate_to_redb(&dir)?;
+            println!(
+                "{}: migrated to redb in {:.1} s ({} alert blocks, {} incidents, {} timeline rows, {} open keys; {} bytes), verified; the sled database is kept at {} until you remove it",
+                dir.display(),
+                started.elapsed().as_secs_f64(),
+                m.rows[0],
+                m.rows[1],
+                m.rows[2],
+                m.rows[3],
+                m.bytes,
+                m.sled_kept_at.display()
+            );
+            Ok(Outcome::Found)
+        }
         Command::Alerts(args) => incidents::alerts(args),
         Command::Incidents(args) => incidents::incidents(args),
         Command::Incident(cmd) => incidents::incident(cmd),

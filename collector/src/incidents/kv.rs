@@ -5,7 +5,7 @@
 //! of several tables that a crash leaves whole or not at all (or, in sled, in a known order),
 //! a counter for alert ids, and a flush that makes everything before it durable. Both engines
 //! give that through [`Kv`] and [`Tx`]; the choice is made once per data directory (see
-//! [`Kv::open`]) and never converted in place.
+//! [`Kv::open`]); an existing sled one is converted only offline ([`migrate_sled_to_redb`]).
 //!
 //! Why a second engine: sled 0.34 keeps ~190 bytes resident for every leaf page it has ever
 //! written (a page splits at 16 keys), cached or not, so the collector's memory grew with every
@@ -29,6 +29,14 @@ pub(crate) enum Table {
     Timeline = 2,
     Open = 3,
 }
+
+/// Every table.
+const TABLES: [Table; 4] = [
+    Table::Alerts,
+    Table::Incidents,
+    Table::Timeline,
+    Table::Open,
+];
 
 impl Table {
     pub(crate) fn name(self) -> &'static str {
@@ -332,7 +340,7 @@ fn open_redb_file(file: &Path, cache_bytes: u64) -> Result<redb::Database, Store
 impl Kv {
     /// Opens the database in `dir`, or creates one there with `new`'s engine. A directory
     /// holding a sled database (its `conf` file) stays sled, one holding `incidents.redb` stays
-    /// redb: the engine is never changed in place.
+    /// redb: only the offline [`migrate_sled_to_redb`] changes it.
     pub(crate) fn open(dir: &Path, new: Backend, cache_bytes: u64) -> Result<Kv, StoreError> {
         let redb_file = dir.join(REDB_FILE);
         let has_sled = dir.join("conf").exists() || dir.join("db").exists();
@@ -652,6 +660,158 @@ impl Read for Tx<'_> {
             Tx::Redb { tables, .. } => redb_scan(&tables[t as usize], span, rev, visit),
         }
     }
+}
+
+/// What [`migrate_sled_to_redb`] copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    /// Rows per table: alerts (blocks), incidents, timeline, open.
+    pub rows: [u64; 4],
+    /// Bytes of keys and values copied.
+    pub bytes: u64,
+    /// Where the sled database now is (kept until the operator removes it).
+    pub sled_kept_at: PathBuf,
+}
+
+/// Rows copied per redb transaction while migrating.
+const MIGRATE_BATCH: usize = 10_000;
+
+/// Every row of every table in key order, hashed (table, lengths, key, value), and counted.
+fn digest(kv: &Kv) -> Result<(blake3::Hash, [u64; 4], u64), StoreError> {
+    let mut h = blake3::Hasher::new();
+    let mut rows = [0u64; 4];
+    let mut bytes = 0u64;
+    for t in TABLES {
+        h.update(t.name().as_bytes());
+        kv.scan(
+            t,
+            (Bound::Unbounded, Bound::Unbounded),
+            false,
+            &mut |k, v| {
+                h.update(&(k.len() as u64).to_be_bytes());
+                h.update(k);
+                h.update(&(v.len() as u64).to_be_bytes());
+                h.update(v);
+                rows[t as usize] += 1;
+                bytes += (k.len() + v.len()) as u64;
+                Ok(true)
+            },
+        )?;
+    }
+    Ok((h.finalize(), rows, bytes))
+}
+
+/// Converts the sled incident database in `dir` to redb, offline (the collector stopped: sled's
+/// lock refuses otherwise). The copy is written beside it (`<dir>.migrating`), read back and
+/// compared row for row (a blake3 digest of every table, and the counts) with the source, and
+/// only then swapped in with one atomic `renameat2(RENAME_EXCHANGE)`: a crash at any point
+/// leaves either the sled directory in place (a rerun starts over) or the verified redb one.
+/// The sled database is kept as `<dir>.sled-<unix seconds>`. Alert ids go on from sled's.
+pub fn migrate_sled_to_redb(dir: &Path, cache_bytes: u64) -> Result<Migrated, StoreError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "incidents".into());
+    let staging = dir.with_file_name(format!("{name}.migrating"));
+    let has_sled = |d: &Path| d.join("conf").exists() || d.join("db").exists();
+    if !has_sled(dir) {
+        return Err(StoreError::Refused {
+            path: dir.to_path_buf(),
+            reason: if dir.join(REDB_FILE).exists() {
+                "already redb: nothing to migrate"
+            } else {
+                "no sled incident database here: nothing to migrate"
+            },
+        });
+    }
+    if staging.exists() {
+        if has_sled(&staging) {
+            return Err(StoreError::Refused {
+                path: staging,
+                reason: "holds a sled database (left by an interrupted swap?): look at it before migrating",
+            });
+        }
+        // An interrupted copy: nothing but a partial redb file.
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    let source = Kv::open_sled(dir, cache_bytes)?;
+    let next_alert = match &source {
+        Kv::Sled { db, .. } => db
+            .generate_id()
+            .map(|id| id + 1)
+            .map_err(sled_err("alert id"))?,
+        Kv::Redb(_) => 1,
+    };
+    let (want, rows, bytes) = digest(&source)?;
+    let copy = Kv::open_redb(&staging, &staging.join(REDB_FILE), cache_bytes)?;
+    for t in TABLES {
+        let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(MIGRATE_BATCH);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            batch.clear();
+            let span = match &after {
+                Some(k) => (Bound::Excluded(&k[..]), Bound::Unbounded),
+                None => (Bound::Unbounded, Bound::Unbounded),
+            };
+            source.scan(t, span, false, &mut |k, v| {
+                batch.push((k.to_vec(), v.to_vec()));
+                Ok(batch.len() < MIGRATE_BATCH)
+            })?;
+            if batch.is_empty() {
+                break;
+            }
+            copy.write(|tx| batch.iter().try_for_each(|(k, v)| tx.put(t, k, v)))?;
+            after = batch.last().map(|(k, _)| k.clone());
+        }
+    }
+    copy.write(|tx| {
+        if let Tx::Redb { next_alert: n, .. } = tx {
+            *n = Some(next_alert);
+        }
+        Ok(())
+    })?;
+    copy.flush()?;
+    let (got, got_rows, _) = digest(&copy)?;
+    if got != want || got_rows != rows {
+        return Err(StoreError::Corrupt {
+            tree: staging.display().to_string(),
+            reason: format!(
+                "the copy does not read back as the source (rows {got_rows:?} against {rows:?}); the sled database is untouched"
+            ),
+        });
+    }
+    drop(copy);
+    drop(source);
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        &staging,
+        nix::fcntl::AT_FDCWD,
+        dir,
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    )
+    .map_err(|e| StoreError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::from(e),
+    })?;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let kept = dir.with_file_name(format!("{name}.sled-{secs}"));
+    std::fs::rename(&staging, &kept).map_err(io(&staging))?;
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)
+            .and_then(|f| f.sync_all())
+            .map_err(io(parent))?;
+    }
+    Ok(Migrated {
+        rows,
+        bytes,
+        sled_kept_at: kept,
+    })
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::{zblock, StoreError};
 
 mod kv;
-pub use kv::Backend;
+pub use kv::{Backend, Migrated};
 use kv::{Kv, Read, Table, Tx};
 
 /// One event behind an alert.
@@ -714,6 +714,13 @@ impl IncidentStore {
     /// Opens (or creates, with the default engine) the database in `dir`.
     pub fn open(dir: &Path, window_secs: u64) -> Result<Self, StoreError> {
         Self::open_with(dir, window_secs, Backend::default())
+    }
+
+    /// Converts the sled incident database in `dir` to redb, offline: copied beside it,
+    /// verified row for row, swapped in atomically; the sled one is kept beside it (see
+    /// [`kv::migrate_sled_to_redb`]).
+    pub fn migrate_to_redb(dir: &Path) -> Result<Migrated, StoreError> {
+        kv::migrate_sled_to_redb(dir, INCIDENT_CACHE_BYTES)
     }
 
     /// Opens the database in `dir`, creating it with `new`'s engine when there is none (an
@@ -1699,6 +1706,84 @@ mod tests {
                 })*
             }
         };
+    }
+
+    #[test]
+    fn a_sled_database_migrates_to_redb_whole_and_goes_on_from_its_ids() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("incidents");
+        let all = IncidentFilter {
+            limit: usize::MAX,
+            ..Default::default()
+        };
+        let every_alert = AlertFilter {
+            limit: usize::MAX,
+            ..Default::default()
+        };
+        let (incidents, alerts) = {
+            let s = IncidentStore::open_with(&dir, 3600, Backend::Sled).unwrap();
+            // Incidents with long timelines (several rows), a block of many alerts, actions.
+            for call in 0..30 {
+                let batch: Vec<Alert> = (0..50)
+                    .map(|i| {
+                        alert(
+                            &format!("r{}", i % 3),
+                            &format!("10.0.0.{}", i % 7),
+                            1000 + call,
+                            Severity::Medium,
+                        )
+                    })
+                    .collect();
+                s.record(batch).unwrap();
+            }
+            s.ack(1, "analyst-1", Some("looking".into())).unwrap();
+            s.resolve(2, "analyst-1", None).unwrap();
+            s.flush().unwrap();
+            let incidents: Vec<Incident> = s
+                .incidents(&all)
+                .unwrap()
+                .iter()
+                .map(|i| s.incident(i.id).unwrap().unwrap())
+                .collect();
+            (incidents, s.alerts(&every_alert).unwrap())
+        };
+        assert_eq!(alerts.len(), 1500);
+        let m = IncidentStore::migrate_to_redb(&dir).unwrap();
+        assert_eq!(m.rows[Table::Incidents as usize], incidents.len() as u64);
+        assert!(
+            m.sled_kept_at.join("conf").exists(),
+            "sled kept at {:?}",
+            m.sled_kept_at
+        );
+        assert!(!t.path().join("incidents.migrating").exists());
+        // Asked for sled, the directory is redb now, holding the same.
+        let s = IncidentStore::open_with(&dir, 3600, Backend::Sled).unwrap();
+        assert_eq!(s.kv.backend(), Backend::Redb);
+        let again: Vec<Incident> = s
+            .incidents(&all)
+            .unwrap()
+            .iter()
+            .map(|i| s.incident(i.id).unwrap().unwrap())
+            .collect();
+        assert_eq!(again, incidents);
+        assert_eq!(s.alerts(&every_alert).unwrap(), alerts);
+        // Ids go on from sled's; the open keys still lead alerts to their incidents.
+        let max = alerts.iter().map(|a| a.id).max().unwrap();
+        let next = s
+            .record(vec![alert("r0", "10.0.0.0", 1031, Severity::Medium)])
+            .unwrap();
+        assert!(next[0].id > max);
+        let joined = incidents
+            .iter()
+            .find(|i| i.key == group_key(&next[0]).0)
+            .unwrap();
+        assert_eq!(next[0].incident, joined.id);
+        drop(s);
+        // Twice: refused, saying why.
+        let err = IncidentStore::migrate_to_redb(&dir)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already redb: nothing to migrate"), "{err}");
     }
 
     on_both_engines!(

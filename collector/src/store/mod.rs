@@ -41,6 +41,14 @@ pub enum StoreError {
         /// redb's file in it.
         file: &'static str,
     },
+    /// A database operation refused, with why (a migration with nothing to do, say).
+    #[error("incident database {path}: {reason}")]
+    Refused {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
     /// A segment file could not be written or read.
     #[error("segment file {path}: {source}")]
     Io {

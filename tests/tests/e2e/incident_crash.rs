@@ -236,3 +236,47 @@ fn incident_database_on_redb_killed_at_random_moments_keeps_what_was_flushed() {
 fn incident_database_on_sled_killed_at_random_moments_keeps_what_was_flushed() {
     killed_at_random(Backend::Sled, 43);
 }
+
+/// `palisade-collector migrate-incidents` on a data directory whose incident database a writer
+/// filled on sled: the command says what it copied and verified, and the directory then opens
+/// as redb holding every alert and incident.
+#[test]
+fn migrate_incidents_converts_a_sled_directory_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let dir = data.join("incidents");
+    let out = Command::new(bin("incident-writer"))
+        .args([dir.to_str().unwrap(), "sled", "5", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = |engine: Backend| {
+        let s = IncidentStore::open_with(&dir, 3600, engine).unwrap();
+        let all = IncidentFilter {
+            limit: usize::MAX,
+            ..Default::default()
+        };
+        let every = AlertFilter {
+            limit: usize::MAX,
+            ..Default::default()
+        };
+        (s.incidents(&all).unwrap(), s.alerts(&every).unwrap().len())
+    };
+    let before = counts(Backend::Sled);
+    assert!(before.1 > 0);
+    let out = palisade_tests::run_ok(
+        "palisade-collector",
+        &["migrate-incidents", "--data-dir", data.to_str().unwrap()],
+    );
+    assert!(
+        out.contains("migrated to redb") && out.contains("verified"),
+        "{out}"
+    );
+    assert!(dir.join("incidents.redb").exists());
+    // Asked for sled, the directory opens as what it now is.
+    assert_eq!(counts(Backend::Sled), before);
+}
