@@ -154,6 +154,10 @@ pub(crate) trait Read {
     }
 }
 
+fn sled_get(tree: &sled::Tree, key: &[u8]) -> Result<Option<Val>, StoreError> {
+    Ok(tree.get(key).map_err(sled_err("read"))?.map(Val::Sled))
+}
+
 fn sled_scan(
     tree: &sled::Tree,
     span: Span<'_>,
@@ -518,10 +522,7 @@ impl Drop for Kv {
 impl Read for Kv {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Val>, StoreError> {
         match self {
-            Kv::Sled { trees, .. } => Ok(trees[t as usize]
-                .get(key)
-                .map_err(sled_err("read"))?
-                .map(Val::Sled)),
+            Kv::Sled { trees, .. } => sled_get(&trees[t as usize], key),
             Kv::Redb(kv) => kv.with(|db| {
                 let txn = db.begin_read().map_err(redb_err("begin a read"))?;
                 let table = txn
@@ -640,10 +641,7 @@ impl Tx<'_> {
 impl Read for Tx<'_> {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Val>, StoreError> {
         match self {
-            Tx::Sled { trees, .. } => Ok(trees[t as usize]
-                .get(key)
-                .map_err(sled_err("read"))?
-                .map(Val::Sled)),
+            Tx::Sled { trees, .. } => sled_get(&trees[t as usize], key),
             Tx::Redb { tables, .. } => redb_get(&tables[t as usize], key),
         }
     }
