@@ -15,6 +15,7 @@
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use redb::{ReadableDatabase, ReadableTable};
@@ -28,10 +29,17 @@ pub(crate) enum Table {
     Incidents = 1,
     Timeline = 2,
     Open = 3,
+    /// Every incident by its latest alert (the listing's order) with what listings filter
+    /// on: derived from `incidents` (see `IncidentStore`'s `recent` functions).
+    Recent = 4,
 }
 
-/// Every table.
-const TABLES: [Table; 4] = [
+/// How many tables.
+const N_TABLES: usize = 5;
+
+/// The tables a migration copies: `recent` is derived from `incidents` and built again by the
+/// first open of the copy.
+const MIGRATED: [Table; 4] = [
     Table::Alerts,
     Table::Incidents,
     Table::Timeline,
@@ -45,6 +53,7 @@ impl Table {
             Table::Incidents => "incidents",
             Table::Timeline => "timeline",
             Table::Open => "open",
+            Table::Recent => "recent",
         }
     }
 }
@@ -73,11 +82,12 @@ impl std::fmt::Display for Backend {
 /// The redb file inside the incident directory.
 const REDB_FILE: &str = "incidents.redb";
 
-const REDB_TABLES: [redb::TableDefinition<'static, &[u8], &[u8]>; 4] = [
+const REDB_TABLES: [redb::TableDefinition<'static, &[u8], &[u8]>; N_TABLES] = [
     redb::TableDefinition::new("alerts"),
     redb::TableDefinition::new("incidents"),
     redb::TableDefinition::new("timeline"),
     redb::TableDefinition::new("open"),
+    redb::TableDefinition::new("recent"),
 ];
 
 /// Counters kept with the data they count (redb): `next_alert_id`, and `closed` (1 once the
@@ -223,7 +233,7 @@ fn redb_scan(
 pub(crate) enum Kv {
     Sled {
         db: sled::Db,
-        trees: [sled::Tree; 4],
+        trees: [sled::Tree; N_TABLES],
     },
     Redb(RedbKv),
 }
@@ -238,6 +248,9 @@ pub(crate) struct RedbKv {
     db: RwLock<Option<redb::Database>>,
     path: PathBuf,
     cache_bytes: u64,
+    /// Times the database was dropped to be reopened: what the store holds in memory about
+    /// it (open counts) is read again after one, since commits not yet durable were lost.
+    reopens: AtomicU64,
 }
 
 /// Whether redb now fails everything until reopened.
@@ -290,7 +303,9 @@ impl RedbKv {
     fn reopen(&self) -> Result<(), StoreError> {
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
         // The old handle first: it holds the file's lock.
-        *slot = None;
+        if slot.take().is_some() {
+            self.reopens.fetch_add(1, Ordering::Relaxed);
+        }
         *slot = Some(open_redb_file(&self.path, self.cache_bytes)?);
         Ok(())
     }
@@ -376,6 +391,7 @@ impl Kv {
             tree(Table::Incidents)?,
             tree(Table::Timeline)?,
             tree(Table::Open)?,
+            tree(Table::Recent)?,
         ];
         Ok(Kv::Sled { db, trees })
     }
@@ -389,7 +405,17 @@ impl Kv {
             db: RwLock::new(Some(open_redb_file(file, cache_bytes)?)),
             path: file.to_path_buf(),
             cache_bytes,
+            reopens: AtomicU64::new(0),
         }))
+    }
+
+    /// How many times the database was reopened after an I/O error (commits not yet durable
+    /// at that moment are lost); always 0 for sled, which is not reopened.
+    pub(crate) fn reopens(&self) -> u64 {
+        match self {
+            Kv::Sled { .. } => 0,
+            Kv::Redb(kv) => kv.reopens.load(Ordering::Relaxed),
+        }
     }
 
     /// Which engine this is.
@@ -416,7 +442,7 @@ impl Kv {
                     db,
                     trees,
                     batches: Default::default(),
-                    order: Vec::with_capacity(4),
+                    order: Vec::with_capacity(N_TABLES),
                 };
                 let r = f(&mut tx)?;
                 if let Tx::Sled {
@@ -440,7 +466,7 @@ impl Kv {
                 let r = {
                     let table = |i: usize| txn.open_table(REDB_TABLES[i]).map_err(redb_err("open"));
                     let mut tx = Tx::Redb {
-                        tables: [table(0)?, table(1)?, table(2)?, table(3)?],
+                        tables: [table(0)?, table(1)?, table(2)?, table(3)?, table(4)?],
                         meta: txn.open_table(REDB_META).map_err(redb_err("open"))?,
                         next_alert: None,
                     };
@@ -560,13 +586,13 @@ impl Read for Kv {
 pub(crate) enum Tx<'a> {
     Sled {
         db: &'a sled::Db,
-        trees: &'a [sled::Tree; 4],
-        batches: [Option<sled::Batch>; 4],
+        trees: &'a [sled::Tree; N_TABLES],
+        batches: [Option<sled::Batch>; N_TABLES],
         /// Tables in the order first written to.
         order: Vec<Table>,
     },
     Redb {
-        tables: [redb::Table<'a, &'static [u8], &'static [u8]>; 4],
+        tables: [redb::Table<'a, &'static [u8], &'static [u8]>; N_TABLES],
         meta: redb::Table<'a, &'static str, u64>,
         /// The next alert id to hand out, once one was (written at commit).
         next_alert: Option<u64>,
@@ -575,7 +601,7 @@ pub(crate) enum Tx<'a> {
 
 impl Tx<'_> {
     fn sled_batch<'b>(
-        batches: &'b mut [Option<sled::Batch>; 4],
+        batches: &'b mut [Option<sled::Batch>; N_TABLES],
         order: &mut Vec<Table>,
         t: Table,
     ) -> &'b mut sled::Batch {
@@ -679,7 +705,7 @@ fn digest(kv: &Kv) -> Result<(blake3::Hash, [u64; 4], u64), StoreError> {
     let mut h = blake3::Hasher::new();
     let mut rows = [0u64; 4];
     let mut bytes = 0u64;
-    for t in TABLES {
+    for t in MIGRATED {
         h.update(t.name().as_bytes());
         kv.scan(
             t,
@@ -746,7 +772,7 @@ pub fn migrate_sled_to_redb(dir: &Path, cache_bytes: u64) -> Result<Migrated, St
     };
     let (want, rows, bytes) = digest(&source)?;
     let copy = Kv::open_redb(&staging, &staging.join(REDB_FILE), cache_bytes)?;
-    for t in TABLES {
+    for t in MIGRATED {
         let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(MIGRATE_BATCH);
         let mut after: Option<Vec<u8>> = None;
         loop {

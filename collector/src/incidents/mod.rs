@@ -324,15 +324,17 @@ pub struct IncidentStore {
     chunk_timelines: bool,
     /// The next incident id (INC-n), from the highest stored at open.
     next_id: AtomicU64,
-    /// Status, severity and last alert of every incident, so listings and `situation` do not
-    /// parse every incident (with its timeline) on each call. Built at open, kept in step.
-    index: Mutex<Index>,
+    /// Open incidents by severity and new ones, for `situation`: counted at open from the
+    /// `recent` table, kept in step with every write. The listing itself reads `recent`, so
+    /// nothing here grows with the incidents held.
+    counts: Mutex<Counts>,
     /// Alerts per minute (event time) and rule title over the last [`ALERT_MINUTES_KEPT`]
     /// minutes, for `situation`'s counts and trends without reading the alerts.
     alert_minutes: Mutex<BTreeMap<i64, HashMap<String, u64>>>,
 }
 
-/// What listings filter incidents on: 16 bytes.
+/// What listings filter incidents on, as the `recent` table holds it: the key is the
+/// incident's latest alert (event time) and id, the value the rest (6 bytes).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Summary {
     last_seen: Timestamp,
@@ -361,33 +363,89 @@ impl Summary {
     fn is_open(&self) -> bool {
         self.status != Status::Resolved
     }
+
+    /// `updated_secs`, status, severity.
+    fn value(&self) -> [u8; 6] {
+        let mut v = [0u8; 6];
+        v[..4].copy_from_slice(&self.updated_secs.to_be_bytes());
+        v[4] = match self.status {
+            Status::New => 0,
+            Status::Acknowledged => 1,
+            Status::Resolved => 2,
+        };
+        v[5] = self.severity.number();
+        v
+    }
+
+    /// The row of `recent` under `key` (from [`recent_key`]): its incident and summary.
+    fn decode(key: &[u8], v: &[u8]) -> Result<(u64, Summary), StoreError> {
+        let bad = || corrupt("recent", format!("bad row {key:02x?}"));
+        let (Ok(k), Ok(v)) = (<[u8; 16]>::try_from(key), <[u8; 6]>::try_from(v)) else {
+            return Err(bad());
+        };
+        let at = u64::from_be_bytes(k[..8].try_into().map_err(|_| bad())?) ^ (1 << 63);
+        let id = u64::from_be_bytes(k[8..].try_into().map_err(|_| bad())?);
+        let status = match v[4] {
+            0 => Status::New,
+            1 => Status::Acknowledged,
+            2 => Status::Resolved,
+            _ => return Err(bad()),
+        };
+        let severity = Severity::from_number(u64::from(v[5])).ok_or_else(bad)?;
+        Ok((
+            id,
+            Summary {
+                last_seen: Timestamp(at as i64),
+                updated_secs: u32::from_be_bytes(v[..4].try_into().map_err(|_| bad())?),
+                status,
+                severity,
+            },
+        ))
+    }
 }
 
-/// The summaries of all incidents, by id: ids are handed out in order, so a slot per id from
-/// the lowest held (16 bytes each; a `HashMap` took ~50), with the open counts `situation`
-/// shows kept in step rather than counted on each call, and the incidents ordered by latest
-/// alert, so that a listing (newest first) reads as many as it shows rather than all of them.
-#[derive(Debug, Default)]
-struct Index {
-    /// Id of `slots[0]`.
-    base: u64,
-    /// `None`: never written (an id handed out, then a crash), or removed by retention.
-    slots: std::collections::VecDeque<Option<Summary>>,
+/// The key of an incident in `recent`: its latest alert's event time (sign bit flipped, so
+/// that times before 1970 sort first) and its id, both big-endian: newest last.
+fn recent_key(last_seen: Timestamp, id: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&((last_seen.nanos() as u64) ^ (1 << 63)).to_be_bytes());
+    k[8..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Moves incident `id` in `recent` from `old` (as the table holds it) to `new`.
+fn put_recent(
+    tx: &mut Tx<'_>,
+    id: u64,
+    old: Option<&Summary>,
+    new: Option<&Summary>,
+) -> Result<(), StoreError> {
+    if let Some(o) = old {
+        if new.is_none_or(|n| n.last_seen != o.last_seen) {
+            tx.remove(Table::Recent, &recent_key(o.last_seen, id))?;
+        }
+    }
+    if let Some(n) = new {
+        if old != Some(n) {
+            tx.put(Table::Recent, &recent_key(n.last_seen, id), &n.value())?;
+        }
+    }
+    Ok(())
+}
+
+/// The open counts `situation` shows, kept in step with `recent` rather than counted on each
+/// call.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Counts {
     /// Open (new or acknowledged) incidents by severity.
     open: BTreeMap<Severity, u64>,
     /// New incidents.
     new: u64,
-    /// (latest alert, id) of every incident held: ~30 bytes each with the tree's nodes.
-    /// Choosing the newest by walking every slot was the listing's cost, growing with the
-    /// incidents held (3 → 35 ms in the collector at 330,000 in the SOC soak).
-    recent: BTreeSet<(Timestamp, u64)>,
+    /// [`Kv::reopens`] when these were counted: after a reopen they are counted again.
+    reopens: u64,
 }
 
-/// An id this far past the lowest held is not indexed (a damaged key must not make the index
-/// allocate gigabytes); the incident stays in the database.
-const MAX_INDEX_SPAN: u64 = 1 << 28;
-
-impl Index {
+impl Counts {
     fn count(&mut self, s: &Summary, add: bool) {
         let step = |n: &mut u64| *n = if add { *n + 1 } else { n.saturating_sub(1) };
         if s.is_open() {
@@ -398,69 +456,71 @@ impl Index {
         }
     }
 
-    fn insert(&mut self, id: u64, s: Summary) {
-        if self.slots.is_empty() {
-            self.base = id;
+    /// An incident went from `old` to `new` (`None`: not there).
+    fn apply(&mut self, old: Option<&Summary>, new: Option<&Summary>) {
+        if let Some(o) = old {
+            self.count(o, false);
         }
-        if id < self.base {
-            if self.base - id > MAX_INDEX_SPAN {
-                tracing::error!(
-                    incident = id,
-                    "incident id far below the others; not indexed"
-                );
-                return;
-            }
-            for _ in id..self.base {
-                self.slots.push_front(None);
-            }
-            self.base = id;
+        if let Some(n) = new {
+            self.count(n, true);
         }
-        let at = id - self.base;
-        if at > MAX_INDEX_SPAN {
-            tracing::error!(
-                incident = id,
-                "incident id far past the others; not indexed"
-            );
-            return;
-        }
-        let at = at as usize;
-        if at >= self.slots.len() {
-            self.slots.resize(at + 1, None);
-        }
-        if let Some(old) = self.slots[at].take() {
-            self.count(&old, false);
-            self.recent.remove(&(old.last_seen, id));
-        }
-        self.count(&s, true);
-        self.recent.insert((s.last_seen, id));
-        self.slots[at] = Some(s);
     }
 
-    fn get(&self, id: u64) -> Option<&Summary> {
-        let at = usize::try_from(id.checked_sub(self.base)?).ok()?;
-        self.slots.get(at)?.as_ref()
-    }
-
-    fn remove(&mut self, id: u64) {
-        let Some(at) = id.checked_sub(self.base) else {
-            return;
+    /// Counted from every row of `recent`.
+    fn of(kv: &Kv) -> Result<Counts, StoreError> {
+        let mut c = Counts {
+            reopens: kv.reopens(),
+            ..Counts::default()
         };
-        if let Some(old) = self.slots.get_mut(at as usize).and_then(Option::take) {
-            self.count(&old, false);
-            self.recent.remove(&(old.last_seen, id));
-        }
-        while self.slots.front().is_some_and(Option::is_none) {
-            self.slots.pop_front();
-            self.base += 1;
-        }
+        kv.scan(Table::Recent, ALL, false, &mut |k, v| {
+            c.count(&Summary::decode(k, v)?.1, true);
+            Ok(true)
+        })?;
+        Ok(c)
     }
+}
 
-    fn iter(&self) -> impl Iterator<Item = (u64, &Summary)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((self.base + i as u64, s.as_ref()?)))
+/// Rows of `recent` written per write when it is built again.
+const RECENT_BATCH: usize = 10_000;
+
+/// Makes `recent` hold exactly a row for each incident, from the `incidents` table: after any
+/// open of a sled database (whose tables are batches of their own, so a crash can leave
+/// `recent` behind `incidents`), and for a redb database from before `recent` (empty beside
+/// incidents). Rows already right are not written again. Returns the rows written and removed.
+fn rebuild_recent(kv: &Kv) -> Result<(u64, u64), StoreError> {
+    let mut want: BTreeMap<[u8; 16], [u8; 6]> = BTreeMap::new();
+    kv.scan(Table::Incidents, ALL, false, &mut |_, v| {
+        let inc: Incident = serde_json::from_slice(v).map_err(|e| corrupt("incidents", e))?;
+        let s = Summary::of(&inc);
+        want.insert(recent_key(s.last_seen, inc.id), s.value());
+        Ok(true)
+    })?;
+    let mut stale: Vec<Vec<u8>> = Vec::new();
+    kv.scan(Table::Recent, ALL, false, &mut |k, v| {
+        if let Ok(key) = <[u8; 16]>::try_from(k) {
+            if want.get(&key).is_some_and(|w| &w[..] == v) {
+                want.remove(&key);
+                return Ok(true);
+            }
+        }
+        stale.push(k.to_vec());
+        Ok(true)
+    })?;
+    let (written, removed) = (want.len() as u64, stale.len() as u64);
+    for keys in stale.chunks(RECENT_BATCH) {
+        kv.write(|tx| keys.iter().try_for_each(|k| tx.remove(Table::Recent, k)))?;
     }
+    let want: Vec<_> = want.into_iter().collect();
+    for rows in want.chunks(RECENT_BATCH) {
+        kv.write(|tx| {
+            rows.iter()
+                .try_for_each(|(k, v)| tx.put(Table::Recent, k, v))
+        })?;
+    }
+    if written + removed > 0 {
+        kv.flush()?;
+    }
+    Ok((written, removed))
 }
 
 /// What a retention pass removed from the incident database.
@@ -731,12 +791,21 @@ impl IncidentStore {
             .last(Table::Incidents)?
             .and_then(|(k, _)| k.as_slice().try_into().ok().map(u64::from_be_bytes))
             .map_or(1, |last| last + 1);
-        let mut index = Index::default();
-        kv.scan(Table::Incidents, ALL, false, &mut |_, v| {
-            let inc: Incident = serde_json::from_slice(v).map_err(|e| corrupt("incidents", e))?;
-            index.insert(inc.id, Summary::of(&inc));
-            Ok(true)
-        })?;
+        // sled: always checked against `incidents` (a crash can leave it behind); redb: one
+        // transaction keeps them in step, so built only where it is missing.
+        let rebuild = match kv.backend() {
+            Backend::Sled => true,
+            Backend::Redb => {
+                kv.last(Table::Recent)?.is_none() && kv.last(Table::Incidents)?.is_some()
+            }
+        };
+        if rebuild {
+            let (written, removed) = rebuild_recent(&kv)?;
+            if written + removed > 0 {
+                tracing::info!(dir = %dir.display(), written, removed, "incident listing order rebuilt");
+            }
+        }
+        let counts = Counts::of(&kv)?;
         let mut alert_minutes: BTreeMap<i64, HashMap<String, u64>> = BTreeMap::new();
         let oldest = minute_of(Timestamp::now()) - ALERT_MINUTES_KEPT;
         kv.scan(Table::Alerts, ALL, true, &mut |k, v| {
@@ -756,7 +825,7 @@ impl IncidentStore {
         Ok(IncidentStore {
             kv,
             next_id: AtomicU64::new(next_id),
-            index: Mutex::new(index),
+            counts: Mutex::new(counts),
             alert_minutes: Mutex::new(alert_minutes),
             lock: Mutex::new(()),
             window_secs: i64::try_from(window_secs).unwrap_or(i64::MAX),
@@ -922,13 +991,8 @@ impl IncidentStore {
     /// its alerts in the call; the call is one write of the database (see [`Kv::write`]).
     pub fn record(&self, alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (out, touched) = self.kv.write(|tx| self.record_in(tx, alerts))?;
-        {
-            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            for inc in touched.values() {
-                index.insert(inc.id, Summary::of(inc));
-            }
-        }
+        let (out, moved) = self.kv.write(|tx| self.record_in(tx, alerts))?;
+        self.update_counts(&moved);
         let mut minutes = self.alert_minutes.lock().unwrap_or_else(|p| p.into_inner());
         for a in &out {
             *minutes
@@ -944,16 +1008,18 @@ impl IncidentStore {
         Ok(out)
     }
 
-    /// [`Self::record`]'s reads and writes, inside `tx`: the alerts as stored, and the
-    /// incidents they touched.
+    /// [`Self::record`]'s reads and writes, inside `tx`: the alerts as stored, and how the
+    /// incidents they touched moved (as [`Self::update_counts`] takes them).
     #[allow(clippy::type_complexity)]
     fn record_in(
         &self,
         tx: &mut Tx<'_>,
         alerts: Vec<Alert>,
-    ) -> Result<(Vec<Alert>, HashMap<u64, Incident>), StoreError> {
+    ) -> Result<(Vec<Alert>, Vec<(Option<Summary>, Option<Summary>)>), StoreError> {
         let mut out = Vec::with_capacity(alerts.len());
         let mut touched: HashMap<u64, Incident> = HashMap::new();
+        // Each touched incident as `recent` holds it before this call (`None`: new).
+        let mut before: HashMap<u64, Option<Summary>> = HashMap::new();
         // Grouping key → its open incident as of this call, and whether that changed (a new
         // incident): only changed keys are written.
         let mut open_now: HashMap<String, (u64, bool)> = HashMap::new();
@@ -974,7 +1040,13 @@ impl IncidentStore {
             let current = match candidate {
                 Some(id) => match touched.remove(&id) {
                     Some(i) => Some(i),
-                    None => Self::get_row_in(tx, id)?,
+                    None => {
+                        let row = Self::get_row_in(tx, id)?;
+                        if let Some(r) = &row {
+                            before.entry(id).or_insert(Some(Summary::of(r)));
+                        }
+                        row
+                    }
                 },
                 None => None,
             };
@@ -990,6 +1062,7 @@ impl IncidentStore {
                         touched.insert(i.id, i);
                     }
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    before.entry(id).or_insert(None);
                     let title = if entity.is_empty() {
                         alert.rule_title.clone()
                     } else {
@@ -1061,7 +1134,8 @@ impl IncidentStore {
         // Timeline entries, then the incidents that count them, then the index to those, then
         // the alerts that name them: in sled, where each table is a batch of its own, a crash
         // in between leaves no reference to something unwritten (sled recovers its log in
-        // order); in redb the call is one transaction.
+        // order); in redb the call is one transaction. `recent` last: in sled it is checked
+        // against `incidents` at every open.
         timeline_rows.finish(tx)?;
         for inc in touched.values() {
             tx.put(
@@ -1080,7 +1154,35 @@ impl IncidentStore {
                 &encode_alert_block(block)?,
             )?;
         }
-        Ok((out, touched))
+        let mut moved = Vec::with_capacity(touched.len());
+        for inc in touched.values() {
+            let old = before.get(&inc.id).copied().flatten();
+            let new = Summary::of(inc);
+            put_recent(tx, inc.id, old.as_ref(), Some(&new))?;
+            moved.push((old, Some(new)));
+        }
+        Ok((out, moved))
+    }
+
+    /// Brings the open counts in step with a write that moved incidents from the first
+    /// summary to the second (`None`: not there); after the database was reopened (which lost
+    /// commits not yet durable) they are counted again instead.
+    fn update_counts(&self, moved: &[(Option<Summary>, Option<Summary>)]) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.reopens != self.kv.reopens() {
+            match Counts::of(&self.kv) {
+                Ok(c) => {
+                    *counts = c;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot count open incidents again after a reopen")
+                }
+            }
+        }
+        for (old, new) in moved {
+            counts.apply(old.as_ref(), new.as_ref());
+        }
     }
 
     /// Alerts per rule title with event time in `[from, to)`, at minute granularity (an alert
@@ -1098,14 +1200,15 @@ impl IncidentStore {
 
     /// Open incidents (new or acknowledged) by severity, and how many are new.
     pub fn open_counts(&self) -> (BTreeMap<Severity, u64>, u64) {
-        let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        let by = index
+        self.update_counts(&[]);
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let by = counts
             .open
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(s, n)| (*s, *n))
             .collect();
-        (by, index.new)
+        (by, counts.new)
     }
 
     /// Makes everything recorded so far durable.
@@ -1122,27 +1225,26 @@ impl IncidentStore {
     /// as [`Self::get_listed`] does (the whole timeline is [`Self::incident`]'s).
     pub fn incidents(&self, f: &IncidentFilter) -> Result<Vec<Incident>, StoreError> {
         let limit = f.limit.max(1);
-        let chosen: Vec<u64> = {
-            let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            let mut chosen = Vec::with_capacity(limit.min(1024));
-            for &(last_seen, id) in index.recent.iter().rev() {
-                if f.since.is_some_and(|t| last_seen < t) {
-                    break;
-                }
-                let Some(s) = index.get(id) else {
-                    continue;
-                };
-                if (f.statuses.is_empty() || f.statuses.contains(&s.status))
-                    && f.min_severity.is_none_or(|m| s.severity >= m)
-                {
-                    chosen.push(id);
-                    if chosen.len() >= limit {
-                        break;
-                    }
-                }
+        let mut chosen: Vec<u64> = Vec::with_capacity(limit.min(1024));
+        // Ids already chosen: in sled a failed write can leave an incident a second, older
+        // row in `recent` until the next open puts it right.
+        let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let from = f.since.map(|t| recent_key(t, 0));
+        let span = (
+            from.as_ref()
+                .map_or(Bound::Unbounded, |k| Bound::Included(&k[..])),
+            Bound::Unbounded,
+        );
+        self.kv.scan(Table::Recent, span, true, &mut |k, v| {
+            let (id, s) = Summary::decode(k, v)?;
+            if (f.statuses.is_empty() || f.statuses.contains(&s.status))
+                && f.min_severity.is_none_or(|m| s.severity >= m)
+                && seen.insert(id)
+            {
+                chosen.push(id);
             }
-            chosen
-        };
+            Ok(chosen.len() < limit)
+        })?;
         let mut out = Vec::with_capacity(chosen.len());
         for id in chosen {
             if let Some(inc) = self.get_listed(id)? {
@@ -1262,10 +1364,11 @@ impl IncidentStore {
         apply: impl FnOnce(&mut Incident) -> Result<&'static str, ActionError>,
     ) -> Result<Incident, ActionError> {
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let inc = self.kv.write(|tx| {
+        let moved = self.kv.write(|tx| {
             let Some(mut inc) = Self::get_row_in(tx, id)? else {
                 return Ok(Err(ActionError::NotFound(id)));
             };
+            let old = Summary::of(&inc);
             let what = match apply(&mut inc) {
                 Ok(what) => what,
                 Err(e) => return Ok(Err(e)),
@@ -1296,13 +1399,12 @@ impl IncidentStore {
             if inc.status == Status::Resolved {
                 close_key(tx, &inc.key, inc.id)?;
             }
-            Ok(Ok(inc))
+            let new = Summary::of(&inc);
+            put_recent(tx, id, Some(&old), Some(&new))?;
+            Ok(Ok((Some(old), Some(new))))
         })??;
         self.flush()?;
-        self.index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(inc.id, Summary::of(&inc));
+        self.update_counts(&[moved]);
         tracing::info!(incident = id, by, action, "incident updated");
         self.get_incident(id)?.ok_or(ActionError::NotFound(id))
     }
@@ -1319,17 +1421,19 @@ impl IncidentStore {
                 .saturating_sub(i64::from(days).saturating_mul(86_400 * 1_000_000_000)),
         );
         let mut retired = Retired::default();
-        let old: Vec<u64> = {
-            // Whole seconds here, so at most the incidents of the cut-off's second too many:
-            // each is checked against its row below.
-            let cutoff_secs = cutoff.nanos().div_euclid(1_000_000_000);
-            let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            index
-                .iter()
-                .filter(|(_, s)| i64::from(s.updated_secs) <= cutoff_secs)
-                .map(|(id, _)| id)
-                .collect()
-        };
+        let mut old: Vec<u64> = Vec::new();
+        // Whole seconds here, so at most the incidents of the cut-off's second too many: each
+        // is checked against its row below.
+        let cutoff_secs = cutoff.nanos().div_euclid(1_000_000_000);
+        self.kv.scan(Table::Recent, ALL, false, &mut |k, v| {
+            let (id, s) = Summary::decode(k, v)?;
+            if i64::from(s.updated_secs) <= cutoff_secs {
+                old.push(id);
+            }
+            Ok(true)
+        })?;
+        old.sort_unstable();
+        old.dedup();
         for ids in old.chunks(RETIRE_BATCH) {
             let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             let gone = self.kv.write(|tx| {
@@ -1350,12 +1454,13 @@ impl IncidentStore {
                         entries.push(k.to_vec());
                         Ok(true)
                     })?;
+                    put_recent(tx, id, Some(&Summary::of(&inc)), None)?;
+                    gone.push((Some(Summary::of(&inc)), None));
                     keys.push((inc.key, id));
-                    gone.push(id);
                 }
                 // The incident rows first: in sled, a crash after leaves only unreachable
                 // timeline entries.
-                for &id in &gone {
+                for (_, id) in &keys {
                     tx.remove(Table::Incidents, &id.to_be_bytes())?;
                 }
                 for k in &entries {
@@ -1366,10 +1471,7 @@ impl IncidentStore {
                 }
                 Ok(gone)
             })?;
-            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            for &id in &gone {
-                index.remove(id);
-            }
+            self.update_counts(&gone);
             retired.incidents += gone.len() as u64;
         }
         loop {
@@ -1489,6 +1591,34 @@ impl IncidentStore {
 
     fn raw_alert_id(&self) -> u64 {
         self.kv.write(|tx| tx.next_alert_id()).unwrap()
+    }
+
+    /// `recent` holds exactly one row per incident, as its row says, and the open counts are
+    /// what that row set counts.
+    fn assert_recent_in_step(&self) {
+        let want: Vec<(Vec<u8>, Vec<u8>)> = {
+            let mut rows: Vec<_> = self
+                .raw_rows(Table::Incidents)
+                .iter()
+                .map(|(_, v)| {
+                    let inc: Incident = serde_json::from_slice(v).unwrap();
+                    let s = Summary::of(&inc);
+                    (recent_key(s.last_seen, inc.id).to_vec(), s.value().to_vec())
+                })
+                .collect();
+            rows.sort();
+            rows
+        };
+        assert_eq!(
+            self.raw_rows(Table::Recent),
+            want,
+            "recent against incidents"
+        );
+        let mut held = self.counts.lock().unwrap().clone();
+        let mut counted = Counts::of(&self.kv).unwrap();
+        held.open.retain(|_, n| *n > 0);
+        counted.open.retain(|_, n| *n > 0);
+        assert_eq!(held, counted, "open counts kept against counted");
     }
 }
 
@@ -1799,6 +1929,7 @@ mod tests {
         timeline_rows_hold_sixteen_entries_and_an_uncounted_entry_is_overwritten,
         a_listing_reads_the_opening_alert_and_the_actions_not_every_alert_entry,
         an_inline_timeline_from_an_older_store_is_kept_and_moved,
+        the_listing_order_is_rebuilt_where_it_is_missing_or_behind,
     );
 
     /// Resident memory per alert recorded, once the cache is full: sled keeps metadata for
@@ -1898,6 +2029,7 @@ mod tests {
         s.resolve(2, "sec", None).unwrap();
         let (open, new) = s.open_counts();
         assert_eq!((open.values().sum::<u64>(), new), (2, 1));
+        s.assert_recent_in_step();
         let hour_ago = Timestamp((now - 3600) * 1_000_000_000);
         let later = Timestamp((now + 120) * 1_000_000_000);
         let counts = s.alert_counts(hour_ago, later);
@@ -1919,6 +2051,133 @@ mod tests {
             })
             .unwrap();
         assert_eq!(one[0].id, 1);
+        // `since` by latest alert: only those seen in the last 25 seconds.
+        let since = s
+            .incidents(&IncidentFilter {
+                since: Some(Timestamp((now - 25) * 1_000_000_000)),
+                limit: 10,
+                ..IncidentFilter::default()
+            })
+            .unwrap();
+        assert_eq!(since.iter().map(|i| i.id).collect::<Vec<_>>(), vec![1, 2]);
+        let high = s
+            .incidents(&IncidentFilter {
+                min_severity: Some(Severity::High),
+                limit: 10,
+                ..IncidentFilter::default()
+            })
+            .unwrap();
+        assert_eq!(high.iter().map(|i| i.id).collect::<Vec<_>>(), vec![1]);
+    }
+
+    /// `recent` (the listing's order) is derived from `incidents`: built where it is missing
+    /// (a database from before it: both engines), and in sled put right at every open (a crash
+    /// can leave it behind, each table being a batch of its own).
+    fn the_listing_order_is_rebuilt_where_it_is_missing_or_behind(backend: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let all = IncidentFilter {
+            limit: usize::MAX,
+            ..IncidentFilter::default()
+        };
+        let listed = |s: &IncidentStore| -> Vec<u64> {
+            s.incidents(&all).unwrap().iter().map(|i| i.id).collect()
+        };
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
+        for k in 0..40i64 {
+            s.record(vec![alert(
+                &format!("r{}", k % 4),
+                &format!("10.0.1.{}", k % 10),
+                1_000 + (k * 37) % 101,
+                Severity::ALL[(k % 5) as usize],
+            )])
+            .unwrap();
+        }
+        s.resolve(3, "sec", None).unwrap();
+        s.assert_recent_in_step();
+        let before = listed(&s);
+        let counts = s.open_counts();
+        assert_eq!(before.len(), s.raw_len(Table::Incidents));
+        // Missing: as a database from before `recent` has it.
+        s.raw_clear(Table::Recent);
+        drop(s);
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
+        s.assert_recent_in_step();
+        assert_eq!(listed(&s), before);
+        assert_eq!(s.open_counts(), counts);
+        if backend == Backend::Sled {
+            // Behind: one incident's row missing, another's old row left over.
+            let rows = s.raw_rows(Table::Recent);
+            let (gone, moved) = (&rows[3], &rows[7]);
+            s.kv.write(|tx| {
+                tx.remove(Table::Recent, &gone.0)?;
+                let (id, sum) = Summary::decode(&moved.0, &moved.1)?;
+                let older = Summary {
+                    last_seen: Timestamp(sum.last_seen.nanos() - 1),
+                    ..sum
+                };
+                tx.put(
+                    Table::Recent,
+                    &recent_key(older.last_seen, id),
+                    &older.value(),
+                )
+            })
+            .unwrap();
+            drop(s);
+            let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
+            s.assert_recent_in_step();
+            assert_eq!(listed(&s), before);
+            assert_eq!(s.open_counts(), counts);
+        }
+    }
+
+    #[test]
+    fn recent_rows_sort_by_latest_alert_then_id_and_read_back() {
+        let sum = |t: i64, id: u64| {
+            let s = Summary {
+                last_seen: Timestamp(t),
+                updated_secs: 1_700_000_000,
+                status: Status::Acknowledged,
+                severity: Severity::High,
+            };
+            (recent_key(s.last_seen, id), s)
+        };
+        let rows = [
+            sum(i64::MIN, 9),
+            sum(-5, 1),
+            sum(0, 2),
+            sum(0, 3),
+            sum(7, 1),
+            sum(i64::MAX, 0),
+        ];
+        assert!(rows.windows(2).all(|w| w[0].0 < w[1].0), "key order");
+        for (k, s) in &rows {
+            let (id, back) = Summary::decode(k, &s.value()).unwrap();
+            assert_eq!((recent_key(back.last_seen, id), back), (*k, *s));
+        }
+        for (k, v) in [
+            (&rows[0].0[..3], &rows[0].1.value()[..]),
+            (&rows[0].0[..], &[0u8, 0, 0, 0, 9, 3][..]),
+        ] {
+            let e = Summary::decode(k, v).unwrap_err().to_string();
+            assert!(e.contains("recent") && e.contains("bad row"), "{e}");
+        }
+        // Counts follow moves: new → acknowledged → resolved → retired.
+        let mut c = Counts::default();
+        let new = Summary {
+            status: Status::New,
+            ..rows[1].1
+        };
+        c.apply(None, Some(&new));
+        assert_eq!((c.open.get(&Severity::High), c.new), (Some(&1), 1));
+        c.apply(Some(&new), Some(&rows[1].1));
+        assert_eq!((c.open.get(&Severity::High), c.new), (Some(&1), 0));
+        let resolved = Summary {
+            status: Status::Resolved,
+            ..rows[1].1
+        };
+        c.apply(Some(&rows[1].1), Some(&resolved));
+        c.apply(Some(&resolved), None);
+        assert_eq!((c.open.get(&Severity::High), c.new), (Some(&0), 0));
     }
 
     fn alerts_group_by_rule_and_entity_within_the_window(backend: Backend) {
@@ -2108,58 +2367,6 @@ mod tests {
     }
 
     #[test]
-    fn the_index_keeps_a_slot_per_id_and_its_open_counts_in_step() {
-        let sum = |status, severity| Summary {
-            last_seen: Timestamp(1),
-            updated_secs: 1,
-            status,
-            severity,
-        };
-        assert_eq!(std::mem::size_of::<Option<Summary>>(), 16);
-        let mut ix = Index::default();
-        ix.insert(10, sum(Status::New, Severity::High));
-        ix.insert(12, sum(Status::New, Severity::Low));
-        ix.insert(11, sum(Status::Acknowledged, Severity::High));
-        assert_eq!((ix.base, ix.slots.len()), (10, 3));
-        assert_eq!(ix.open.get(&Severity::High), Some(&2));
-        assert_eq!(ix.new, 2);
-        // An update replaces its counts; resolving leaves the open counts.
-        ix.insert(10, sum(Status::Resolved, Severity::High));
-        assert_eq!((ix.open.get(&Severity::High), ix.new), (Some(&1), 1));
-        // A lower id grows the front; removing the lowest ones moves the base past the gap.
-        ix.insert(7, sum(Status::New, Severity::Medium));
-        assert_eq!((ix.base, ix.slots.len()), (7, 6));
-        ix.remove(7);
-        ix.remove(10);
-        assert_eq!(ix.base, 11);
-        let ids: Vec<u64> = ix.iter().map(|(id, _)| id).collect();
-        assert_eq!(ids, vec![11, 12]);
-        assert_eq!((ix.open.get(&Severity::Medium), ix.new), (Some(&0), 1));
-        // Removing what is not there changes nothing; an id absurdly far away is not indexed.
-        ix.remove(3);
-        ix.remove(99);
-        ix.insert(u64::MAX, sum(Status::New, Severity::Critical));
-        assert_eq!((ix.base, ix.slots.len(), ix.new), (11, 2, 1));
-        // The order by latest alert follows every change: one entry per incident held.
-        let at = |t: i64, status| Summary {
-            last_seen: Timestamp(t),
-            ..sum(status, Severity::Low)
-        };
-        ix.insert(12, at(50, Status::New));
-        ix.insert(13, at(40, Status::New));
-        ix.insert(11, at(60, Status::Acknowledged));
-        ix.insert(12, at(70, Status::New));
-        let order: Vec<(i64, u64)> = ix.recent.iter().map(|(t, id)| (t.nanos(), *id)).collect();
-        assert_eq!(order, vec![(40, 13), (60, 11), (70, 12)]);
-        ix.remove(11);
-        assert_eq!(ix.recent.len(), ix.iter().count());
-        assert!(ix
-            .recent
-            .iter()
-            .all(|(t, id)| ix.get(*id).is_some_and(|s| s.last_seen == *t)));
-    }
-
-    #[test]
     fn a_line_names_an_incident_only_with_its_whole_number() {
         let line = br#"{"id":5,"rule_title":"\"incident\":12","incident":123}"#;
         assert!(names_number(line, br#""incident":123"#));
@@ -2320,9 +2527,11 @@ mod tests {
             .record(vec![alert("r1", "10.0.0.1", secs, Severity::High)])
             .unwrap();
         assert!(again[0].incident > r4);
+        s.assert_recent_in_step();
         drop(s);
         let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
         assert_eq!(s.open_counts().0.values().sum::<u64>(), 4);
+        s.assert_recent_in_step();
     }
 
     fn ids_survive_reopen(backend: Backend) {

@@ -41,7 +41,7 @@ fn status_rank(s: Status) -> u8 {
 }
 
 /// What the database holds, checked for consistency; returns (alert ids, incidents' ranks,
-/// milliseconds the open took: recovery, and the rebuild of the in-memory index and tallies).
+/// milliseconds the open took: recovery, the listing order checked (sled) and the tallies).
 fn check(dir: &Path, engine: Backend, round: usize) -> (Vec<u64>, HashMap<u64, u8>, u64) {
     let started = Instant::now();
     let store = IncidentStore::open_with(dir, 3600, engine)
@@ -86,8 +86,23 @@ fn check(dir: &Path, engine: Backend, round: usize) -> (Vec<u64>, HashMap<u64, u
             inc.timeline_dropped
         );
         counted += inc.alerts;
-        ranks.insert(inc.id, status_rank(inc.status));
+        assert!(
+            ranks.insert(inc.id, status_rank(inc.status)).is_none(),
+            "round {round}: INC-{} listed twice",
+            inc.id
+        );
     }
+    // The open counts `situation` shows agree with the listing.
+    let (open, new) = store.open_counts();
+    let listed_open = incidents.iter().filter(|i| i.status != Status::Resolved);
+    assert_eq!(
+        (open.values().sum::<u64>(), new),
+        (
+            listed_open.clone().count() as u64,
+            listed_open.filter(|i| i.status == Status::New).count() as u64
+        ),
+        "round {round}: open counts against the listing"
+    );
     for a in &alerts {
         assert!(
             ranks.contains_key(&a.incident),
