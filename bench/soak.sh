@@ -25,7 +25,8 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 BENCH_DIR="${BENCH_DIR:-/tmp/palisade-bench-soak}"
 mkdir -p "$BENCH_DIR"
 work="$(mktemp -d "$BENCH_DIR/run.XXXXXX")"; cpid=""; spid=""
-# The samples outlive the run (a run that stops early, e.g. on a full disk, still has them).
+# The samples and the collector's log outlive the run (a run that stops early, e.g. on a full
+# disk, still has them; a disturbance in the figures can be looked up in the log).
 stop_collector() { # SIGTERM, then SIGKILL after 120 s (a collector stuck at shutdown must not hold
     # the store); prints how long the stop took (it saves the correlation windows first)
     local t0; t0=$(date +%s.%N)
@@ -41,7 +42,7 @@ stop_collector() { # SIGTERM, then SIGKILL after 120 s (a collector stuck at shu
 }
 # Under `set -e` a failing command ends the trap too: every step that may fail has `|| true` (a run
 # without failed queries has no query-errors file; once that skipped the clean-up and left 36 GB).
-trap '[ -n "$spid" ] && kill $spid 2>/dev/null; [ -n "$cpid" ] && stop_collector $cpid; wait 2>/dev/null; cp "$work/samples" "$BENCH_DIR/samples" 2>/dev/null || true; cp "$work/query-errors" "$BENCH_DIR/query-errors" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap '[ -n "$spid" ] && kill $spid 2>/dev/null; [ -n "$cpid" ] && stop_collector $cpid; wait 2>/dev/null; cp "$work/samples" "$BENCH_DIR/samples" 2>/dev/null || true; cp "$work/query-errors" "$BENCH_DIR/query-errors" 2>/dev/null || true; cp "$work/log" "$BENCH_DIR/collector.log" 2>/dev/null || true; rm -rf "$work"' EXIT
 bench_pki "$work" "$agents"
 mkdir -p "$work/rules"
 cp "$repo"/signatures/sigma/*.yml "$work/rules/"
