@@ -1454,8 +1454,9 @@ impl IncidentStore {
                         entries.push(k.to_vec());
                         Ok(true)
                     })?;
-                    put_recent(tx, id, Some(&Summary::of(&inc)), None)?;
-                    gone.push((Some(Summary::of(&inc)), None));
+                    let s = Summary::of(&inc);
+                    put_recent(tx, id, Some(&s), None)?;
+                    gone.push((Some(s), None));
                     keys.push((inc.key, id));
                 }
                 // The incident rows first: in sled, a crash after leaves only unreachable

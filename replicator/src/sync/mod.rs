@@ -43,6 +43,9 @@
 //!   with back-off (200 ms doubling to 2 s), and every reconnect (and every 15 s) runs an
 //!   anti-entropy exchange of all version vectors, so nothing changed meanwhile, or while
 //!   this process was down, is missed. A crash at any point is caught by the start-up scan.
+//!   A try that makes no progress for 15 s (connecting, or between pieces of the answer) is
+//!   abandoned and retried on a fresh connection, within a 30 s deadline for the whole request:
+//!   on a lossy link a handshake whose packets were lost is not waited out.
 //! - Lag: each applied version records now − its change time at the origin (the file's mtime
 //!   there, so the sites' clocks are assumed NTP-synced: skew shows up in the figure);
 //!   p50/p99 are logged every 10 s (INFO) and written with the counters to
@@ -151,9 +154,7 @@ pub fn run(opts: &SyncOptions, tls: &PeerTls) -> Result<()> {
             .with_settle(watch::SETTLE),
     );
     let server_tls = tls.server()?;
-    let clients = (0..net::SHIPPERS)
-        .map(|_| tls.client(&opts.peer, Duration::from_secs(30)))
-        .collect::<Result<Vec<_>>>()?;
+    let clients = net::clients(tls, &opts.peer)?;
 
     let rt = palisade_wire::process::runtime()
         .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::engine::{Engine, Outgoing, Refusal, MAX_FILE_BYTES};
 use super::protocol::{self, Index, Offer, OfferReply, Outcome, Update, UpdateReply};
 use crate::transport::server::{self, Service};
+use crate::transport::PeerTls;
 
 /// Largest request body: a whole file's chunks plus the header.
 const MAX_BODY: usize = (MAX_FILE_BYTES as usize) + (16 << 20);
@@ -27,6 +28,26 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub const SHIPPERS: usize = 24;
 /// Full anti-entropy exchange this often even when nothing failed (a safety net).
 const ANTI_ENTROPY_EVERY: Duration = Duration::from_secs(15);
+/// Whole-request deadline of a shipper's connection.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request that makes no progress for this long (connecting, or between pieces of the
+/// answer) fails and is retried on a fresh connection instead of waiting out
+/// `REQUEST_TIMEOUT`: on a lossy link a handshake whose packets were lost is abandoned sooner.
+/// Longer than the peer's TLS handshake deadline (10 s after its accept), which would end such
+/// a handshake anyway.
+const STALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The shipper's connections to the peer at `url` (one per shipping slot), with this module's
+/// deadlines.
+pub fn clients(tls: &PeerTls, url: &str) -> crate::error::Result<Vec<Client>> {
+    (0..SHIPPERS)
+        .map(|_| {
+            Ok(tls
+                .client(url, REQUEST_TIMEOUT)?
+                .with_stall_timeout(STALL_TIMEOUT))
+        })
+        .collect()
+}
 
 /// Serves `/v1/sync/*` for the peer.
 #[derive(Debug)]

@@ -453,6 +453,68 @@ fn sync_idle_sites_do_not_rescan_themselves() {
     );
 }
 
+/// A peer that accepts connections and then says nothing (a handshake whose packets were lost,
+/// a hung process): the shipper gives up on each try once it makes no progress for its stall
+/// deadline (15 s), not after the whole request's 30 s, and ships as soon as a real peer answers.
+#[test]
+fn sync_abandons_a_silent_peer_at_the_stall_deadline_and_ships_once_it_answers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = site_pki(
+        tmp.path(),
+        &[("site-a", "127.0.0.1"), ("site-b", "127.0.0.1")],
+    );
+    let (pa, pb) = (free_port(), free_port());
+    // B's port holds every connection without a byte, for at most two minutes.
+    let silent = std::net::TcpListener::bind(("127.0.0.1", pb)).unwrap();
+    silent.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let holder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                match silent.accept() {
+                    Ok((conn, _)) => held.push(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            held.len()
+        })
+    };
+    let mut a = Site::new(tmp.path(), "site-a", pa, pb, &pki);
+    a.start();
+    std::fs::write(a.path("report.txt"), b"quarterly").unwrap();
+    let stalled = wait_for(Duration::from_secs(90), || {
+        a.log_text()
+            .contains("no progress for 15.0 s while connecting")
+            .then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    let held = holder.join().unwrap();
+    assert!(
+        stalled.is_some(),
+        "site A never gave up on the silent peer at its stall deadline ({held} connections \
+         held)\n{}",
+        a.log_text()
+    );
+    assert!(held >= 1, "site A never connected to the silent peer");
+    assert!(
+        !a.log_text().contains("timed out after 30"),
+        "a try waited out the whole request deadline\n{}",
+        a.log_text()
+    );
+    // The silent peer is gone (its connections closed); the real B starts on its port.
+    let mut b = Site::new(tmp.path(), "site-b", pb, pa, &pki);
+    b.start();
+    wait_for(Duration::from_secs(120), || {
+        (std::fs::read(b.path("report.txt")).ok()? == b"quarterly").then_some(())
+    })
+    .unwrap_or_else(|| panic!("report.txt did not reach B\n{}", explain(&a, &b)));
+}
+
 #[test]
 fn sync_conflict_is_reported_to_the_collector() {
     let tmp = tempfile::tempdir().unwrap();
