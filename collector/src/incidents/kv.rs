@@ -90,11 +90,21 @@ const REDB_TABLES: [redb::TableDefinition<'static, &[u8], &[u8]>; N_TABLES] = [
     redb::TableDefinition::new("recent"),
 ];
 
-/// Counters kept with the data they count (redb): `next_alert_id`, and `closed` (1 once the
-/// database was closed cleanly, 0 while it is open).
+/// Counters kept with the data they count: `next_alert_id` (redb; sled has its own id
+/// generator), `next_incident_id`, and `closed` (1 once the database was closed cleanly, 0
+/// while it is open). In redb a table of their own; in sled its default tree, as 8 bytes
+/// big-endian.
 const REDB_META: redb::TableDefinition<'static, &str, u64> = redb::TableDefinition::new("meta");
 const NEXT_ALERT_ID: &str = "next_alert_id";
+const NEXT_INCIDENT_ID: &str = "next_incident_id";
 const CLOSED: &str = "closed";
+
+/// Incident ids skipped at an open after an unclean stop, for the reason alert ids are (below):
+/// an incident opened after the last flush may have been listed, forwarded or acted on before
+/// the crash lost it, and its `INC-n` must not come back naming another incident. More than
+/// the incidents opened between two flushes (200 ms apart: 10,000 if every alert at 50,000
+/// alerts/s opened one).
+pub(crate) const INCIDENT_IDS_SKIPPED_AFTER_CRASH: u64 = 100_000;
 
 /// Alert ids skipped at an open after an unclean stop. The id counter is written with every
 /// call but made durable only by a flush, so after a crash it is back where the last flush
@@ -253,6 +263,19 @@ pub(crate) struct RedbKv {
     reopens: AtomicU64,
 }
 
+/// A counter in sled's default tree (see [`REDB_META`]).
+fn sled_meta(db: &sled::Db, key: &str) -> Result<Option<u64>, StoreError> {
+    match db.get(key).map_err(sled_err("read meta"))? {
+        None => Ok(None),
+        Some(v) => <[u8; 8]>::try_from(&*v)
+            .map(|b| Some(u64::from_be_bytes(b)))
+            .map_err(|_| StoreError::Corrupt {
+                tree: "meta".into(),
+                reason: format!("{key}: {} bytes, not 8", v.len()),
+            }),
+    }
+}
+
 /// Whether redb now fails everything until reopened.
 fn latched(e: &StoreError) -> bool {
     matches!(e, StoreError::Redb { source, .. }
@@ -337,18 +360,22 @@ fn open_redb_file(file: &Path, cache_bytes: u64) -> Result<redb::Database, Store
                 .map(|g| g.map(|v| v.value()))
                 .map_err(redb_err("read meta"))
         };
-        let next = read(&meta, NEXT_ALERT_ID)?;
         let clean = read(&meta, CLOSED)? == Some(1);
-        if let (Some(next), false) = (next, clean) {
-            let skipped = next.saturating_add(ALERT_IDS_SKIPPED_AFTER_CRASH);
-            tracing::warn!(
-                file = %file.display(),
-                from = next,
-                to = skipped,
-                "incident database not closed cleanly: alert ids skip ahead"
-            );
-            meta.insert(NEXT_ALERT_ID, skipped)
-                .map_err(redb_err("write meta"))?;
+        for (key, skip) in [
+            (NEXT_ALERT_ID, ALERT_IDS_SKIPPED_AFTER_CRASH),
+            (NEXT_INCIDENT_ID, INCIDENT_IDS_SKIPPED_AFTER_CRASH),
+        ] {
+            if let (Some(next), false) = (read(&meta, key)?, clean) {
+                let skipped = next.saturating_add(skip);
+                tracing::warn!(
+                    file = %file.display(),
+                    counter = key,
+                    from = next,
+                    to = skipped,
+                    "incident database not closed cleanly: ids skip ahead"
+                );
+                meta.insert(key, skipped).map_err(redb_err("write meta"))?;
+            }
         }
         meta.insert(CLOSED, 0).map_err(redb_err("write meta"))?;
     }
@@ -393,7 +420,40 @@ impl Kv {
             tree(Table::Open)?,
             tree(Table::Recent)?,
         ];
+        // As in redb: after an unclean stop the incident ids skip ahead (sled's own id
+        // generator, which gives the alert ids, does so by itself); then marked open.
+        let clean = sled_meta(&db, CLOSED)? == Some(1);
+        if let (Some(next), false) = (sled_meta(&db, NEXT_INCIDENT_ID)?, clean) {
+            let skipped = next.saturating_add(INCIDENT_IDS_SKIPPED_AFTER_CRASH);
+            tracing::warn!(
+                dir = %dir.display(),
+                counter = NEXT_INCIDENT_ID,
+                from = next,
+                to = skipped,
+                "incident database not closed cleanly: ids skip ahead"
+            );
+            db.insert(NEXT_INCIDENT_ID, &skipped.to_be_bytes()[..])
+                .map_err(sled_err("write meta"))?;
+        }
+        db.insert(CLOSED, &0u64.to_be_bytes()[..])
+            .map_err(sled_err("write meta"))?;
+        db.flush().map_err(sled_err("open"))?;
         Ok(Kv::Sled { db, trees })
+    }
+
+    /// The next incident id this database recorded (after the skip of an unclean stop), if it
+    /// keeps one: databases written before the counter existed do not.
+    pub(crate) fn next_incident_id(&self) -> Result<Option<u64>, StoreError> {
+        match self {
+            Kv::Sled { db, .. } => sled_meta(db, NEXT_INCIDENT_ID),
+            Kv::Redb(kv) => kv.with(|db| {
+                let txn = db.begin_read().map_err(redb_err("read meta"))?;
+                let meta = txn.open_table(REDB_META).map_err(redb_err("read meta"))?;
+                meta.get(NEXT_INCIDENT_ID)
+                    .map(|g| g.map(|v| v.value()))
+                    .map_err(redb_err("read meta"))
+            }),
+        }
     }
 
     fn open_redb(dir: &Path, file: &Path, cache_bytes: u64) -> Result<Kv, StoreError> {
@@ -443,12 +503,21 @@ impl Kv {
                     trees,
                     batches: Default::default(),
                     order: Vec::with_capacity(N_TABLES),
+                    next_incident: None,
                 };
                 let r = f(&mut tx)?;
                 if let Tx::Sled {
-                    mut batches, order, ..
+                    mut batches,
+                    order,
+                    next_incident,
+                    ..
                 } = tx
                 {
+                    // The counter before the rows that use its ids.
+                    if let Some(next) = next_incident {
+                        db.insert(NEXT_INCIDENT_ID, &next.to_be_bytes()[..])
+                            .map_err(sled_err("write incident id"))?;
+                    }
                     for t in order {
                         if let Some(b) = batches[t as usize].take() {
                             trees[t as usize]
@@ -469,16 +538,24 @@ impl Kv {
                         tables: [table(0)?, table(1)?, table(2)?, table(3)?, table(4)?],
                         meta: txn.open_table(REDB_META).map_err(redb_err("open"))?,
                         next_alert: None,
+                        next_incident: None,
                     };
                     let r = f(&mut tx)?;
                     if let Tx::Redb {
                         mut meta,
-                        next_alert: Some(next),
+                        next_alert,
+                        next_incident,
                         ..
                     } = tx
                     {
-                        meta.insert(NEXT_ALERT_ID, next)
-                            .map_err(redb_err("write alert id"))?;
+                        if let Some(next) = next_alert {
+                            meta.insert(NEXT_ALERT_ID, next)
+                                .map_err(redb_err("write alert id"))?;
+                        }
+                        if let Some(next) = next_incident {
+                            meta.insert(NEXT_INCIDENT_ID, next)
+                                .map_err(redb_err("write incident id"))?;
+                        }
                     }
                     r
                 };
@@ -522,8 +599,18 @@ impl Kv {
 
 impl Drop for Kv {
     fn drop(&mut self) {
-        // sled flushes on drop by itself; redb's last commits may be non-durable ones, made
-        // durable here with the mark of a clean close.
+        // sled: the mark of a clean close, flushed with everything before it.
+        if let Kv::Sled { db, .. } = self {
+            let closed = db
+                .insert(CLOSED, &1u64.to_be_bytes()[..])
+                .and_then(|_| db.flush())
+                .map_err(sled_err("close"));
+            if let Err(e) = closed {
+                tracing::error!(error = %e, "cannot flush the incident database at close");
+            }
+        }
+        // redb's last commits may be non-durable ones, made durable here with the mark of a
+        // clean close.
         if let Kv::Redb(kv) = self {
             let guard = kv.db.read().unwrap_or_else(PoisonError::into_inner);
             let Some(db) = guard.as_ref() else {
@@ -590,12 +677,16 @@ pub(crate) enum Tx<'a> {
         batches: [Option<sled::Batch>; N_TABLES],
         /// Tables in the order first written to.
         order: Vec<Table>,
+        /// See [`Tx::incident_ids_below`].
+        next_incident: Option<u64>,
     },
     Redb {
         tables: [redb::Table<'a, &'static [u8], &'static [u8]>; N_TABLES],
         meta: redb::Table<'a, &'static str, u64>,
         /// The next alert id to hand out, once one was (written at commit).
         next_alert: Option<u64>,
+        /// See [`Tx::incident_ids_below`].
+        next_incident: Option<u64>,
     },
 }
 
@@ -636,6 +727,17 @@ impl Tx<'_> {
                 .remove(key)
                 .map(|_| ())
                 .map_err(redb_err("remove")),
+        }
+    }
+
+    /// Records, with this write, that incident ids below `next` have been handed out: an open
+    /// starts after them even when retention has removed those incidents or a crash lost the
+    /// newest (see [`INCIDENT_IDS_SKIPPED_AFTER_CRASH`]).
+    pub(crate) fn incident_ids_below(&mut self, next: u64) {
+        match self {
+            Tx::Sled { next_incident, .. } | Tx::Redb { next_incident, .. } => {
+                *next_incident = Some(next_incident.unwrap_or(0).max(next));
+            }
         }
     }
 
@@ -792,9 +894,13 @@ pub fn migrate_sled_to_redb(dir: &Path, cache_bytes: u64) -> Result<Migrated, St
             after = batch.last().map(|(k, _)| k.clone());
         }
     }
+    let next_incident = source.next_incident_id()?;
     copy.write(|tx| {
         if let Tx::Redb { next_alert: n, .. } = tx {
             *n = Some(next_alert);
+        }
+        if let Some(next) = next_incident {
+            tx.incident_ids_below(next);
         }
         Ok(())
     })?;
@@ -836,6 +942,25 @@ pub fn migrate_sled_to_redb(dir: &Path, cache_bytes: u64) -> Result<Migrated, St
         bytes,
         sled_kept_at: kept,
     })
+}
+
+/// Marks the closed database in `dir` as not closed cleanly, as a crash leaves it.
+#[cfg(test)]
+pub(crate) fn mark_unclean(dir: &Path) {
+    let file = dir.join(REDB_FILE);
+    if file.exists() {
+        let db = redb::Database::create(&file).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(REDB_META)
+            .unwrap()
+            .insert(CLOSED, 0)
+            .unwrap();
+        txn.commit().unwrap();
+    } else {
+        let db = palisade_wire::process::open_waiting_for_lock(|| sled::open(dir)).unwrap();
+        db.insert(CLOSED, &0u64.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
 }
 
 #[cfg(test)]

@@ -787,10 +787,14 @@ impl IncidentStore {
     /// existing database keeps its engine).
     pub fn open_with(dir: &Path, window_secs: u64, new: Backend) -> Result<Self, StoreError> {
         let kv = Kv::open(dir, new, INCIDENT_CACHE_BYTES)?;
+        // Past every incident held and every id handed out before (the counter: retention
+        // may have removed the newest incidents, a crash lost some; databases from before the
+        // counter have only the first).
         let next_id = kv
             .last(Table::Incidents)?
             .and_then(|(k, _)| k.as_slice().try_into().ok().map(u64::from_be_bytes))
-            .map_or(1, |last| last + 1);
+            .map_or(1, |last| last + 1)
+            .max(kv.next_incident_id()?.unwrap_or(1));
         // sled: always checked against `incidents` (a crash can leave it behind); redb: one
         // transaction keeps them in step, so built only where it is missing.
         let rebuild = match kv.backend() {
@@ -1143,6 +1147,10 @@ impl IncidentStore {
                 &inc.id.to_be_bytes(),
                 &Self::row_bytes(inc)?,
             )?;
+        }
+        if before.values().any(Option::is_none) {
+            // New incidents: their ids are not handed out again, whatever becomes of them.
+            tx.incident_ids_below(self.next_id.load(Ordering::Relaxed));
         }
         for (key, (id, _)) in open_now.iter().filter(|(_, (_, changed))| *changed) {
             tx.put(Table::Open, key.as_bytes(), &id.to_be_bytes())?;
@@ -1917,8 +1925,66 @@ mod tests {
         assert!(err.contains("already redb: nothing to migrate"), "{err}");
     }
 
+    /// An `INC-n` names one incident for good: not after retention removed every incident
+    /// (an open used to start after the highest id held, so back at INC-1), nor after an
+    /// unclean stop, which may have lost incidents already seen (ids skip ahead, as alert ids
+    /// do).
+    fn incident_ids_are_never_handed_out_again(backend: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now();
+        let day = 86_400i64;
+        let secs = now.nanos() / 1_000_000_000;
+        let old = |rule: &str, ip: &str| Alert {
+            raised: Timestamp(now.nanos() - 200 * day * 1_000_000_000),
+            ..alert(rule, ip, secs - 200 * day, Severity::High)
+        };
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
+        let first = s
+            .record(vec![old("r1", "10.0.0.1"), old("r2", "10.0.0.2")])
+            .unwrap();
+        let ids: Vec<u64> = first.iter().map(|a| a.incident).collect();
+        assert_eq!(ids, vec![1, 2]);
+        assert_eq!(
+            s.apply_retention(now, 180).unwrap(),
+            Retired {
+                alerts: 2,
+                incidents: 2
+            }
+        );
+        assert_eq!(s.raw_len(Table::Incidents), 0);
+        drop(s);
+        // Every incident gone: the next one is still INC-3.
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
+        let next = s
+            .record(vec![alert("r1", "10.0.0.1", secs, Severity::High)])
+            .unwrap();
+        assert_eq!(next[0].incident, 3);
+        drop(s);
+        // After an unclean stop the ids skip ahead.
+        kv::mark_unclean(dir.path());
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
+        let after = s
+            .record(vec![alert("r9", "10.0.0.9", secs, Severity::Low)])
+            .unwrap();
+        assert_eq!(after[0].incident, 4 + kv::INCIDENT_IDS_SKIPPED_AFTER_CRASH);
+        // The same entity and rule still joins its incident.
+        let joined = s
+            .record(vec![alert("r1", "10.0.0.1", secs + 1, Severity::High)])
+            .unwrap();
+        assert_eq!(joined[0].incident, 3);
+        drop(s);
+        // A clean close: no skip.
+        let s = IncidentStore::open_with(dir.path(), 3600, backend).unwrap();
+        let clean = s
+            .record(vec![alert("r8", "10.0.0.8", secs, Severity::Low)])
+            .unwrap();
+        assert_eq!(clean[0].incident, 5 + kv::INCIDENT_IDS_SKIPPED_AFTER_CRASH);
+        s.assert_recent_in_step();
+    }
+
     on_both_engines!(
         tallies_and_listings_survive_a_reopen_and_follow_actions,
+        incident_ids_are_never_handed_out_again,
         alerts_group_by_rule_and_entity_within_the_window,
         ack_keeps_the_incident_open_and_resolve_closes_it,
         alerts_are_stored_in_blocks_and_read_back_in_order_with_rows_from_before_blocks,

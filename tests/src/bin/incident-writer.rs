@@ -5,7 +5,8 @@
 //! what is durable:
 //!
 //! - `flushed FIRST LAST COUNT`: alerts FIRST..=LAST (COUNT of them, this life's) are durable;
-//! - `acted INCIDENT STATUS`: the action returned (it flushes before returning).
+//! - `acted INCIDENT STATUS`: the action returned (it flushes before returning);
+//! - `incidents ID…`: incident ids this life names for the first time (not yet durable).
 //!
 //! The parent kills it with SIGKILL at a random moment and checks the database. Bounded: it
 //! stops by itself after `SECS` seconds (default 60).
@@ -61,6 +62,8 @@ fn run() -> Result<(), String> {
     let mut last_flush = Instant::now();
     let (mut first, mut last, mut count) = (None::<u64>, 0u64, 0u64);
     let mut calls = 0u64;
+    // Incident ids this life has named.
+    let mut seen = std::collections::HashSet::new();
     while started.elapsed() < Duration::from_secs(secs) {
         let now = Timestamp::now().nanos() / 1_000_000_000;
         let alerts: Vec<Alert> = (0..PER_CALL)
@@ -73,9 +76,17 @@ fn run() -> Result<(), String> {
             .collect();
         let stored = store.record(alerts).map_err(|e| format!("record: {e}"))?;
         calls += 1;
+        let mut new_incidents = Vec::new();
         for a in &stored {
             first.get_or_insert(a.id);
             last = last.max(a.id);
+            if seen.insert(a.incident) {
+                new_incidents.push(a.incident.to_string());
+            }
+        }
+        if !new_incidents.is_empty() {
+            // Seen, as an analyst or a forwarder could have seen them, before any flush.
+            say(&mut out, format!("incidents {}", new_incidents.join(" ")))?;
         }
         count += stored.len() as u64;
         if last_flush.elapsed() >= Duration::from_millis(50) {

@@ -25,6 +25,8 @@ struct Life {
     acted: Vec<(u64, String)>,
     /// Lines said (to wait for load).
     flushes: usize,
+    /// `incidents ID…`: every incident id this life named.
+    incidents: HashSet<u64>,
 }
 
 fn rank(status: &str) -> u8 {
@@ -138,6 +140,8 @@ fn killed_at_random(engine: Backend, seed: u64) {
     let mut durable: Vec<(u64, u64, u64)> = Vec::new();
     let mut acted: HashMap<u64, u8> = HashMap::new();
     let mut highest = 0u64;
+    // Incident ids named by a life and not in the store after its kill: never to come back.
+    let mut lost_incidents: HashSet<u64> = HashSet::new();
     let mut reopen_ms = Vec::new();
     let mut stored_total = 0;
     for round in 1..=rounds {
@@ -172,6 +176,9 @@ fn killed_at_random(engine: Backend, seed: u64) {
                     life.flushes += 1;
                 }
                 ["acted", id, status] => life.acted.push((id.parse().unwrap(), status.to_string())),
+                ["incidents", ids @ ..] => life
+                    .incidents
+                    .extend(ids.iter().map(|id| id.parse::<u64>().unwrap())),
                 _ => {}
             }
         };
@@ -227,6 +234,19 @@ fn killed_at_random(engine: Backend, seed: u64) {
                 "round {round}: INC-{id} was moved on by an analyst, now {now:?}"
             );
         }
+        let mut back: Vec<u64> = life
+            .incidents
+            .intersection(&lost_incidents)
+            .copied()
+            .collect();
+        back.sort_unstable();
+        assert!(
+            back.is_empty(),
+            "round {round}: {} incident ids (the lowest {:?}) were named before a kill lost them, and handed out again",
+            back.len(),
+            &back[..back.len().min(8)]
+        );
+        lost_incidents.extend(life.incidents.iter().filter(|id| !ranks.contains_key(id)));
         highest = ids.iter().copied().max().unwrap_or(0).max(highest);
         stored_total = ids.len();
     }
@@ -234,9 +254,11 @@ fn killed_at_random(engine: Backend, seed: u64) {
     println!(
         "incident database ({engine}) killed {rounds} times: opened and consistent after every kill; \
          {} flushed alerts all kept, {stored_total} stored at the end; {} analyst actions kept; \
+         {} incidents named and then lost at a kill, none of their ids handed out again; \
          open after a kill median {} ms, max {} ms",
         durable.iter().map(|d| d.2).sum::<u64>(),
         acted.len(),
+        lost_incidents.len(),
         reopen_ms[reopen_ms.len() / 2],
         reopen_ms[reopen_ms.len() - 1]
     );
