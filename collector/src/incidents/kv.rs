@@ -334,6 +334,20 @@ impl RedbKv {
     }
 }
 
+/// The id counter `key` of the database at `path`, at `next` when it was not closed cleanly:
+/// where it resumes (`skip` further), said in the log.
+fn skip_ahead(path: &Path, key: &str, next: u64, skip: u64) -> u64 {
+    let skipped = next.saturating_add(skip);
+    tracing::warn!(
+        path = %path.display(),
+        counter = key,
+        from = next,
+        to = skipped,
+        "incident database not closed cleanly: ids skip ahead"
+    );
+    skipped
+}
+
 /// Opens (or creates) redb's file with every table, marking it open (see [`CLOSED`]).
 fn open_redb_file(file: &Path, cache_bytes: u64) -> Result<redb::Database, StoreError> {
     let shown = file.display().to_string();
@@ -366,14 +380,7 @@ fn open_redb_file(file: &Path, cache_bytes: u64) -> Result<redb::Database, Store
             (NEXT_INCIDENT_ID, INCIDENT_IDS_SKIPPED_AFTER_CRASH),
         ] {
             if let (Some(next), false) = (read(&meta, key)?, clean) {
-                let skipped = next.saturating_add(skip);
-                tracing::warn!(
-                    file = %file.display(),
-                    counter = key,
-                    from = next,
-                    to = skipped,
-                    "incident database not closed cleanly: ids skip ahead"
-                );
+                let skipped = skip_ahead(file, key, next, skip);
                 meta.insert(key, skipped).map_err(redb_err("write meta"))?;
             }
         }
@@ -424,13 +431,11 @@ impl Kv {
         // generator, which gives the alert ids, does so by itself); then marked open.
         let clean = sled_meta(&db, CLOSED)? == Some(1);
         if let (Some(next), false) = (sled_meta(&db, NEXT_INCIDENT_ID)?, clean) {
-            let skipped = next.saturating_add(INCIDENT_IDS_SKIPPED_AFTER_CRASH);
-            tracing::warn!(
-                dir = %dir.display(),
-                counter = NEXT_INCIDENT_ID,
-                from = next,
-                to = skipped,
-                "incident database not closed cleanly: ids skip ahead"
+            let skipped = skip_ahead(
+                dir,
+                NEXT_INCIDENT_ID,
+                next,
+                INCIDENT_IDS_SKIPPED_AFTER_CRASH,
             );
             db.insert(NEXT_INCIDENT_ID, &skipped.to_be_bytes()[..])
                 .map_err(sled_err("write meta"))?;
