@@ -383,8 +383,8 @@ impl Summary {
         let (Ok(k), Ok(v)) = (<[u8; 16]>::try_from(key), <[u8; 6]>::try_from(v)) else {
             return Err(bad());
         };
-        let at = u64::from_be_bytes(k[..8].try_into().map_err(|_| bad())?) ^ (1 << 63);
-        let id = u64::from_be_bytes(k[8..].try_into().map_err(|_| bad())?);
+        let k = u128::from_be_bytes(k);
+        let (at, id) = (((k >> 64) as u64) ^ (1 << 63), k as u64);
         let status = match v[4] {
             0 => Status::New,
             1 => Status::Acknowledged,
@@ -396,7 +396,7 @@ impl Summary {
             id,
             Summary {
                 last_seen: Timestamp(at as i64),
-                updated_secs: u32::from_be_bytes(v[..4].try_into().map_err(|_| bad())?),
+                updated_secs: u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
                 status,
                 severity,
             },
@@ -790,8 +790,9 @@ impl IncidentStore {
         // Past every incident held and every id handed out before (the counter: retention
         // may have removed the newest incidents, a crash lost some; databases from before the
         // counter have only the first).
-        let next_id = kv
-            .last(Table::Incidents)?
+        let last = kv.last(Table::Incidents)?;
+        let next_id = last
+            .as_ref()
             .and_then(|(k, _)| k.as_slice().try_into().ok().map(u64::from_be_bytes))
             .map_or(1, |last| last + 1)
             .max(kv.next_incident_id()?.unwrap_or(1));
@@ -799,9 +800,7 @@ impl IncidentStore {
         // transaction keeps them in step, so built only where it is missing.
         let rebuild = match kv.backend() {
             Backend::Sled => true,
-            Backend::Redb => {
-                kv.last(Table::Recent)?.is_none() && kv.last(Table::Incidents)?.is_some()
-            }
+            Backend::Redb => kv.last(Table::Recent)?.is_none() && last.is_some(),
         };
         if rebuild {
             let (written, removed) = rebuild_recent(&kv)?;
@@ -1066,6 +1065,8 @@ impl IncidentStore {
                         touched.insert(i.id, i);
                     }
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    // Not handed out again, whatever becomes of this incident.
+                    tx.incident_ids_below(id + 1);
                     before.entry(id).or_insert(None);
                     let title = if entity.is_empty() {
                         alert.rule_title.clone()
@@ -1147,10 +1148,6 @@ impl IncidentStore {
                 &inc.id.to_be_bytes(),
                 &Self::row_bytes(inc)?,
             )?;
-        }
-        if before.values().any(Option::is_none) {
-            // New incidents: their ids are not handed out again, whatever becomes of them.
-            tx.incident_ids_below(self.next_id.load(Ordering::Relaxed));
         }
         for (key, (id, _)) in open_now.iter().filter(|(_, (_, changed))| *changed) {
             tx.put(Table::Open, key.as_bytes(), &id.to_be_bytes())?;
