@@ -97,7 +97,11 @@ q() { "$C" "$@" --collector "$url" --pki-dir "$work/pki" --as analyst; }
         echo "rss $t $rss $disk ${store_kb:-0} ${incidents_kb:-0} $state $open_incidents"
         # Cumulative answer count and seconds per route: the difference between two samples is
         # the server's time for the one query of each kind in between.
-        (curl -s --max-time 5 "$murl" 2>/dev/null || true) | sed -n 's/^palisade_api_request_duration_seconds_\(sum\|count\){method="GET",route="\([^"]*\)"} \(.*\)$/server '"$t"' \2 \1 \3/p'
+        # With the CPU time the answers' own work used (`cpu`): wall time growing with CPU time
+        # flat is waiting (a busy machine, a lock), not more work.
+        (curl -s --max-time 5 "$murl" 2>/dev/null || true) | sed -n \
+            -e 's/^palisade_api_request_duration_seconds_\(sum\|count\){method="GET",route="\([^"]*\)"} \(.*\)$/server '"$t"' \2 \1 \3/p' \
+            -e 's/^palisade_api_request_cpu_seconds_total{method="GET",route="\([^"]*\)"} \(.*\)$/server '"$t"' \1 cpu \2/p'
         sleep $(( 10 - ($(date +%s) - t) > 0 ? 10 - ($(date +%s) - t) : 0 ))
     done
 ) > "$work/samples" &
@@ -140,10 +144,12 @@ for line in open(sys.argv[3]):
         server.setdefault(route, {}).setdefault(int(t), {})[what] = float(v)
 # Server time per query: the change of the route's sum over the change of its count between
 # consecutive samples.
-server_ms = {}
+server_ms, server_cpu_ms = {}, {}
 for route, by_t in server.items():
     pts = [(t, x.get("count", 0), x.get("sum", 0)) for t, x in sorted(by_t.items())]
     server_ms[route] = [(t1, (s1 - s0) * 1000 / (c1 - c0)) for (t0, c0, s0), (t1, c1, s1) in zip(pts, pts[1:]) if c1 > c0]
+    pts = [(t, x.get("count", 0), x.get("cpu", 0)) for t, x in sorted(by_t.items())]
+    server_cpu_ms[route] = [(t1, (s1 - s0) * 1000 / (c1 - c0)) for (t0, c0, s0), (t1, c1, s1) in zip(pts, pts[1:]) if c1 > c0]
 print(f"sent at {rate} events/s for {minutes} min: {r['events_acked']} events acked in {r['elapsed_secs']:.0f} s "
       f"= {r['events_per_sec']:.0f} events/s, {r['duplicates']} duplicates reported, {r['busy']} busy answers, "
       f"{r['behind_secs']:.1f} s behind schedule at the end; {r.get('refused', 0)} other 5xx and {r.get('failed', 0)} failed requests retried")
@@ -179,7 +185,11 @@ for cmd, xs in queries.items():
     if ys:
         a, b = thirds(ys)
         print(f"  in the collector {'':<24} median {statistics.median(ys):>7.1f} ms, first third {statistics.median(a):>7.1f}, last third {statistics.median(b):>7.1f}, max {max(ys):>7.1f} ms")
-json.dump({"report": r, "stored": stored, "correlation": c, "rss": rss, "queries": queries, "server_ms": server_ms}, open(sys.argv[4], "w"))
+    ys = [y for _, y in server_cpu_ms.get(routes.get(cmd.split()[0], ""), [])]
+    if ys:
+        a, b = thirds(ys)
+        print(f"  its CPU time {'':<28} median {statistics.median(ys):>7.1f} ms, first third {statistics.median(a):>7.1f}, last third {statistics.median(b):>7.1f}, max {max(ys):>7.1f} ms")
+json.dump({"report": r, "stored": stored, "correlation": c, "rss": rss, "queries": queries, "server_ms": server_ms, "server_cpu_ms": server_cpu_ms}, open(sys.argv[4], "w"))
 PY
 if [ -s "$work/query-errors" ]; then echo "failed queries (first 5):"; head -5 "$work/query-errors"; fi
 stop_collector "$cpid"; wait "$cpid" 2>/dev/null || true; cpid=""

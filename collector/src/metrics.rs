@@ -250,6 +250,13 @@ impl MetricsWriter {
         self.sample(name, help, MetricType::Counter, labels, &value.to_string());
     }
 
+    /// One counter sample with a fractional value (seconds of CPU time, say).
+    pub fn counter_f64(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        let mut v = String::new();
+        format_value(value, &mut v);
+        self.sample(name, help, MetricType::Counter, labels, &v);
+    }
+
     /// One gauge sample.
     pub fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
         let mut v = String::new();

@@ -325,7 +325,7 @@ impl Tail {
             head.borrow_and_update();
             let tail = self.clone();
             let r = req.clone();
-            let page = match tokio::task::spawn_blocking(move || tail.read(&r)).await {
+            let page = match crate::api::timing::off_thread(move || tail.read(&r)).await {
                 Ok(p) => p,
                 Err(e) => {
                     // Answer empty but keep the reader where it was.

@@ -515,7 +515,11 @@ async fn metrics_scrape_over_http_is_valid_exposition_format() {
         .iter()
         .position(|e| e.pattern == "/v1/incidents")
         .unwrap();
-    timings.record(incidents_route, Duration::from_millis(30));
+    timings.record(
+        incidents_route,
+        Duration::from_millis(30),
+        Duration::from_millis(4),
+    );
     let sources: Vec<Arc<dyn MetricsSource>> = vec![
         ingest,
         Arc::new(StoreMetrics::new(store.clone())),
@@ -616,6 +620,7 @@ async fn metrics_scrape_over_http_is_valid_exposition_format() {
         1.0
     );
     assert!((find("palisade_api_request_duration_seconds_sum", route) - 0.03).abs() < 1e-9);
+    assert!((find("palisade_api_request_cpu_seconds_total", route) - 0.004).abs() < 1e-9);
     let buckets: Vec<(String, f64)> = samples
         .iter()
         .filter(|(n, l, _)| {

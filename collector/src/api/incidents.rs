@@ -219,7 +219,7 @@ pub(super) async fn act(
     };
     let by = who.name.clone();
     let st = state.clone();
-    let done = tokio::task::spawn_blocking(move || {
+    let done = super::timing::off_thread(move || {
         if resolve {
             st.incidents.resolve(id, &by, body.comment)
         } else {

@@ -292,33 +292,38 @@ async fn dispatch(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incomin
     let query = req.uri().query().unwrap_or("").to_string();
     let timings = state.timings.clone();
     let started = Instant::now();
-    let resp = match ep.pattern {
-        "/v1/ingest" => ingest(state, who, req).await,
-        "/v1/status" => status(&state).await,
-        "/v1/agents" => match blocking(&state, |s| s.store.agents()).await {
-            Ok(a) => json_resp(StatusCode::OK, &a),
-            Err(e) => e,
-        },
-        "/v1/events" => events(state, &query).await,
-        "/v1/tail" => crate::tail::endpoint(state.tail.clone(), &query).await,
-        "/v1/alerts" => incidents::alerts(state, &query).await,
-        "/v1/incidents" => incidents::incidents(state, &query).await,
-        "/v1/incidents/{id}" => incidents::incident(state, param(&params, 0)).await,
-        "/v1/incidents/{id}/ack" => incidents::act(state, who, param(&params, 0), false, req).await,
-        "/v1/incidents/{id}/resolve" => {
-            incidents::act(state, who, param(&params, 0), true, req).await
+    let (resp, cpu) = timing::measured(async move {
+        match ep.pattern {
+            "/v1/ingest" => ingest(state, who, req).await,
+            "/v1/status" => status(&state).await,
+            "/v1/agents" => match blocking(&state, |s| s.store.agents()).await {
+                Ok(a) => json_resp(StatusCode::OK, &a),
+                Err(e) => e,
+            },
+            "/v1/events" => events(state, &query).await,
+            "/v1/tail" => crate::tail::endpoint(state.tail.clone(), &query).await,
+            "/v1/alerts" => incidents::alerts(state, &query).await,
+            "/v1/incidents" => incidents::incidents(state, &query).await,
+            "/v1/incidents/{id}" => incidents::incident(state, param(&params, 0)).await,
+            "/v1/incidents/{id}/ack" => {
+                incidents::act(state, who, param(&params, 0), false, req).await
+            }
+            "/v1/incidents/{id}/resolve" => {
+                incidents::act(state, who, param(&params, 0), true, req).await
+            }
+            "/v1/rules" => incidents::rules(&state).await,
+            "/v1/rules/reload" => incidents::reload(&state).await,
+            "/v1/situation" => situation::endpoint(state, &query).await,
+            "/v1/audit" => crate::audit::hook::list_endpoint(state.audit.clone(), &query).await,
+            "/v1/audit/verify" => crate::audit::hook::verify_endpoint(state.audit.clone()).await,
+            other => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("endpoint {other} has no handler"),
+            ),
         }
-        "/v1/rules" => incidents::rules(&state).await,
-        "/v1/rules/reload" => incidents::reload(&state).await,
-        "/v1/situation" => situation::endpoint(state, &query).await,
-        "/v1/audit" => crate::audit::hook::list_endpoint(state.audit.clone(), &query).await,
-        "/v1/audit/verify" => crate::audit::hook::verify_endpoint(state.audit.clone()).await,
-        other => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("endpoint {other} has no handler"),
-        ),
-    };
-    timings.record(index, started.elapsed());
+    })
+    .await;
+    timings.record(index, started.elapsed(), cpu);
     resp
 }
 
@@ -331,7 +336,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&AppState) -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, Resp> {
     let st = state.clone();
-    match tokio::task::spawn_blocking(move || f(&st)).await {
+    match timing::off_thread(move || f(&st)).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "store read failed");
@@ -376,7 +381,7 @@ async fn ingest(state: Arc<AppState>, who: Arc<Identity>, req: Request<Incoming>
         }
     };
     let limits = state.limits;
-    let decoded = tokio::task::spawn_blocking(move || batch::decode(&body, &limits)).await;
+    let decoded = timing::off_thread(move || batch::decode(&body, &limits)).await;
     let batch = match decoded {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {

@@ -195,7 +195,7 @@ pub async fn list_endpoint(audit: Arc<AuditLog>, query_string: &str) -> Resp {
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let dir = audit.dir().to_path_buf();
-    match tokio::task::spawn_blocking(move || query::list(&dir, &q)).await {
+    match crate::api::timing::off_thread(move || query::list(&dir, &q)).await {
         Ok(Ok(lines)) => {
             let n = lines.len();
             let mut body = Vec::new();
@@ -220,7 +220,7 @@ pub async fn list_endpoint(audit: Arc<AuditLog>, query_string: &str) -> Resp {
 /// `GET /v1/audit/verify`: the [`verify::Report`] as JSON.
 pub async fn verify_endpoint(audit: Arc<AuditLog>) -> Resp {
     let dir = audit.dir().to_path_buf();
-    match tokio::task::spawn_blocking(move || verify::verify(&dir)).await {
+    match crate::api::timing::off_thread(move || verify::verify(&dir)).await {
         Ok(Ok(report)) => {
             if !report.intact {
                 tracing::error!(

@@ -131,6 +131,10 @@ fn situation_counts_every_alert_event_once_across_a_restart() {
 /// The collector times its own answers and exports them per route on its metrics listener
 /// (`palisade_api_request_duration_seconds`), which is how a soak tells a query that got slower
 /// from a busy client: after two `situation` and one `incidents` the scrape counts exactly those.
+/// Beside it the CPU time of their work (`palisade_api_request_cpu_seconds_total`), which tells
+/// a query doing more work from one waiting for a busy machine: some for the routes that ran
+/// (never more than their answer times: the work runs on one thread within them), none for a
+/// route never asked.
 #[test]
 fn answer_times_are_exported_per_route() {
     use std::io::{Read, Write};
@@ -155,9 +159,11 @@ fn answer_times_are_exported_per_route() {
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     let value = |route: &str, sample: &str| -> f64 {
-        let prefix = format!(
-            "palisade_api_request_duration_seconds_{sample}{{method=\"GET\",route=\"{route}\"}} "
-        );
+        let name = match sample {
+            "cpu" => "palisade_api_request_cpu_seconds_total".to_string(),
+            _ => format!("palisade_api_request_duration_seconds_{sample}"),
+        };
+        let prefix = format!("{name}{{method=\"GET\",route=\"{route}\"}} ");
         body.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .unwrap_or_else(|| panic!("no {prefix} in\n{body}"))
@@ -168,6 +174,14 @@ fn answer_times_are_exported_per_route() {
     assert_eq!(value("/v1/incidents", "count"), 1.0);
     assert_eq!(value("/v1/events", "count"), 0.0);
     assert!(value("/v1/situation", "sum") > 0.0);
+    for route in ["/v1/situation", "/v1/incidents"] {
+        let (cpu, took) = (value(route, "cpu"), value(route, "sum"));
+        assert!(
+            cpu > 0.0 && cpu <= took,
+            "{route}: {cpu} s of CPU in {took} s"
+        );
+    }
+    assert_eq!(value("/v1/events", "cpu"), 0.0);
     assert!(body.contains(
         "palisade_api_request_duration_seconds_bucket{method=\"GET\",route=\"/v1/situation\",le=\"+Inf\"} 2"
     ));
