@@ -338,6 +338,10 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
     let before = Timestamp(since.nanos() - period);
     // Where the time goes, for the debug log: a `situation` that gets slower under load is
     // told apart part by part (agents' heartbeats, alert tallies, the store's scans).
+    const HEARTBEATS: usize = 0;
+    const ALERT_TALLY: usize = 1;
+    const STORE_SCANS: usize = 2;
+    const INCIDENT_TALLIES: usize = 3;
     let started = std::time::Instant::now();
     let mut parts = [std::time::Duration::ZERO; 4];
     let mut lap = |part: usize, since: &mut std::time::Instant| {
@@ -380,7 +384,7 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
             capture_dropped,
         });
     }
-    lap(0, &mut mark);
+    lap(HEARTBEATS, &mut mark);
 
     // Agents' alert events: counted as they were committed ([`AlertTally`]); only a part of
     // the period the tally does not reach (before this process started counting, or beyond a
@@ -409,7 +413,7 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
             bump(&mut detectors, name.as_deref().unwrap_or("unnamed"));
         })? as u64;
     }
-    lap(2, &mut mark);
+    lap(STORE_SCANS, &mut mark);
     let keep = (alert_events == 0).then_some(TOP_SHOWN);
     let counted = state.alert_tally.since(since, now, keep);
     alert_events += counted.total;
@@ -424,12 +428,12 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
     }
     let (mut alert_events_previous, covered_from) =
         state.alert_tally.count_between(before, since, now);
-    lap(1, &mut mark);
+    lap(ALERT_TALLY, &mut mark);
     if before < covered_from {
         alert_events_previous +=
             for_each_raw(state, EventKind::Alert, before, covered_from, &mut |_| {})? as u64;
     }
-    lap(2, &mut mark);
+    lap(STORE_SCANS, &mut mark);
 
     // Collector alerts and open incidents from the incident store's in-memory tallies (an
     // alert storm leaves hundreds of thousands; reading them all made `situation` take seconds).
@@ -454,7 +458,7 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
     ] {
         open_incidents.insert(s.name().to_string(), open_by.get(&s).copied().unwrap_or(0));
     }
-    lap(3, &mut mark);
+    lap(INCIDENT_TALLIES, &mut mark);
 
     let mut integrity: BTreeMap<String, IntegrityLine> = BTreeMap::new();
     for kind in [EventKind::Integrity, EventKind::Malware] {
@@ -525,15 +529,15 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
         &["palisade", "drill", "name"],
     )?;
 
-    lap(2, &mut mark);
+    lap(STORE_SCANS, &mut mark);
     let (events_per_sec, segments) = state.rates.rates();
     let us = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     tracing::debug!(
         total_us = us(started.elapsed()),
-        heartbeats_us = us(parts[0]),
-        alert_tally_us = us(parts[1]),
-        store_scans_us = us(parts[2]),
-        incident_tallies_us = us(parts[3]),
+        heartbeats_us = us(parts[HEARTBEATS]),
+        alert_tally_us = us(parts[ALERT_TALLY]),
+        store_scans_us = us(parts[STORE_SCANS]),
+        incident_tallies_us = us(parts[INCIDENT_TALLIES]),
         "situation computed"
     );
     Ok(Situation {
