@@ -29,7 +29,10 @@
 //! (Counting from the next whole minute instead left up to a minute of a storm to the scan:
 //! 1.2 s per `situation` for the first hour of the 50,000 events/s soak.)
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use palisade_wire::batch::Batch;
@@ -55,51 +58,79 @@ fn start_of(minute: i64) -> Timestamp {
     Timestamp(minute.saturating_mul(NANOS_PER_MINUTE))
 }
 
-/// One minute's lists.
-#[derive(Debug, Default)]
+/// One minute's lists. Addresses are kept as addresses, not their text: an alert counted costs
+/// no allocation for them, and a closed minute's lists stay small and flat (under the storm a
+/// `HashMap<String, u64>` entry was a heap string per address, touched once every 10 s by
+/// `situation` and cold by then).
+#[derive(Debug, Default, PartialEq)]
 struct Lists {
-    attacked: HashMap<String, u64>,
-    sources: HashMap<String, u64>,
+    attacked: HashMap<IpAddr, u64>,
+    sources: HashMap<IpAddr, u64>,
     detectors: HashMap<String, u64>,
     trimmed: bool,
 }
 
 impl Lists {
-    /// The three lists, in one order for every `Lists`.
-    fn maps(&self) -> [&HashMap<String, u64>; 3] {
-        [&self.attacked, &self.sources, &self.detectors]
+    /// Counts one alert event's destination, source and detector.
+    fn bump(&mut self, attacked: Option<IpAddr>, source: Option<IpAddr>, detector: &str) {
+        let trimmed = self.trimmed;
+        for (map, ip) in [(&mut self.attacked, attacked), (&mut self.sources, source)] {
+            if let Some(ip) = ip {
+                bump(map, &ip, trimmed);
+            }
+        }
+        bump(&mut self.detectors, detector, trimmed);
     }
 
-    fn maps_mut(&mut self) -> [&mut HashMap<String, u64>; 3] {
-        [&mut self.attacked, &mut self.sources, &mut self.detectors]
+    /// Adds every count of `other`.
+    fn add(&mut self, other: &Lists) {
+        add_all(&mut self.attacked, &other.attacked);
+        add_all(&mut self.sources, &other.sources);
+        add_all(&mut self.detectors, &other.detectors);
+    }
+
+    /// Takes `minute`'s counts out (a minute that leaves [`Inner::recent`]).
+    fn subtract(&mut self, minute: &Lists) {
+        subtract(&mut self.attacked, &minute.attacked);
+        subtract(&mut self.sources, &minute.sources);
+        subtract(&mut self.detectors, &minute.detectors);
     }
 
     fn trim(&mut self) {
-        for map in self.maps_mut() {
-            if map.len() > TOP_PER_MINUTE {
-                let mut v: Vec<(String, u64)> = map.drain().collect();
-                v.select_nth_unstable_by(TOP_PER_MINUTE - 1, |a, b| b.1.cmp(&a.1));
-                v.truncate(TOP_PER_MINUTE);
-                map.extend(v);
-                map.shrink_to_fit();
-            }
-        }
+        trim(&mut self.attacked);
+        trim(&mut self.sources);
+        trim(&mut self.detectors);
         self.trimmed = true;
+    }
+}
+
+/// Keeps `map`'s [`TOP_PER_MINUTE`] largest.
+fn trim<K: Hash + Eq>(map: &mut HashMap<K, u64>) {
+    if map.len() > TOP_PER_MINUTE {
+        let mut v: Vec<(K, u64)> = map.drain().collect();
+        v.select_nth_unstable_by(TOP_PER_MINUTE - 1, |a, b| b.1.cmp(&a.1));
+        v.truncate(TOP_PER_MINUTE);
+        map.extend(v);
+        map.shrink_to_fit();
     }
 }
 
 /// Counts one more of `key`. A trimmed minute (late events) takes new keys only while its list
 /// is under twice its top size, so late stragglers cannot grow it without bound.
-fn bump(map: &mut HashMap<String, u64>, key: &str, trimmed: bool) {
+fn bump<K, Q>(map: &mut HashMap<K, u64>, key: &Q, trimmed: bool)
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
+{
     if let Some(n) = map.get_mut(key) {
         *n += 1;
     } else if !trimmed || map.len() < 2 * TOP_PER_MINUTE {
-        map.insert(key.to_string(), 1);
+        map.insert(key.to_owned(), 1);
     }
 }
 
-/// Takes `minute`'s counts out of `sum` (a minute that leaves [`Inner::recent`]).
-fn subtract(sum: &mut HashMap<String, u64>, minute: &HashMap<String, u64>) {
+/// Takes `minute`'s counts out of `sum`.
+fn subtract<K: Hash + Eq>(sum: &mut HashMap<K, u64>, minute: &HashMap<K, u64>) {
     for (k, n) in minute {
         if let Some(total) = sum.get_mut(k) {
             *total = total.saturating_sub(*n);
@@ -110,7 +141,8 @@ fn subtract(sum: &mut HashMap<String, u64>, minute: &HashMap<String, u64>) {
     }
 }
 
-/// The `keep` largest of the entries (all with `None`), larger first, ties by name.
+/// The `keep` largest of the entries (all with `None`), larger first, ties by name (addresses
+/// in address order).
 pub fn largest<K: Ord>(
     entries: impl IntoIterator<Item = (K, u64)>,
     keep: Option<usize>,
@@ -131,43 +163,48 @@ pub fn largest<K: Ord>(
     v
 }
 
-/// Adds every count of `whole` to `sum`.
-fn add_all<'a>(sum: &mut HashMap<&'a str, u64>, whole: &'a HashMap<String, u64>) {
+/// Adds every count of `whole` to `sum` (a key is copied only when new to `sum`).
+fn add_all<K: Hash + Eq + Clone>(sum: &mut HashMap<K, u64>, whole: &HashMap<K, u64>) {
     sum.reserve(whole.len().saturating_sub(sum.len()));
     for (k, n) in whole {
-        *sum.entry(k.as_str()).or_default() += n;
+        match sum.get_mut(k) {
+            Some(total) => *total += n,
+            None => {
+                sum.insert(k.clone(), *n);
+            }
+        }
     }
 }
 
-/// `part + whole` (the trimmed minutes' sums and the whole minutes' running sum) as
-/// [`owned`] gives it. With `keep` only the candidates are summed: `whole`'s `keep` largest and
-/// every key of `part`; any other key's total is its count in `whole`, which is at most the
+/// `part + whole` (the trimmed minutes' sums and the whole minutes' running sum) as [`top`]
+/// gives it. With `keep` only the candidates are summed: `whole`'s `keep` largest and every
+/// key of `part`; any other key's total is its count in `whole`, which is at most the
 /// `keep`-th largest there and, ties by name, ordered after it.
-fn with_whole<'a>(
-    mut part: HashMap<&'a str, u64>,
-    whole: &'a HashMap<String, u64>,
+fn with_whole<K: Hash + Ord + Clone>(
+    mut part: HashMap<K, u64>,
+    whole: &HashMap<K, u64>,
     keep: Option<usize>,
-) -> HashMap<String, u64> {
-    let Some(k) = keep else {
+) -> HashMap<K, u64> {
+    if keep.is_none() {
         add_all(&mut part, whole);
-        return owned(part, None);
-    };
-    for (name, _) in largest(whole.iter().map(|(name, n)| (name.as_str(), *n)), keep) {
-        part.entry(name).or_default();
+        return part;
+    }
+    for (name, _) in largest(whole.iter().map(|(name, n)| (name, *n)), keep) {
+        if !part.contains_key(name) {
+            part.insert(name.clone(), 0);
+        }
     }
     for (name, n) in part.iter_mut() {
-        *n += whole.get(*name).copied().unwrap_or(0);
+        *n += whole.get(name).copied().unwrap_or(0);
     }
-    owned(part, Some(k))
+    top(part, keep)
 }
 
-/// The `keep` largest entries (every one with `None`, unsorted: the caller adds to them), with
-/// owned names.
-fn owned(map: HashMap<&str, u64>, keep: Option<usize>) -> HashMap<String, u64> {
-    let own = |(k, n): (&str, u64)| (k.to_string(), n);
+/// The `keep` largest entries (every one with `None`, unsorted: the caller adds to them).
+fn top<K: Hash + Ord>(map: HashMap<K, u64>, keep: Option<usize>) -> HashMap<K, u64> {
     match keep {
-        Some(_) => largest(map, keep).into_iter().map(own).collect(),
-        None => map.into_iter().map(own).collect(),
+        Some(_) => largest(map, keep).into_iter().collect(),
+        None => map,
     }
 }
 
@@ -204,34 +241,16 @@ impl Inner {
             untrimmed.insert(m);
             Lists::default()
         });
-        let trimmed = lists.trimmed;
-        let attacked = ev
-            .destination
-            .as_ref()
-            .and_then(|d| d.ip)
-            .map(|ip| ip.to_string());
-        let source = ev
-            .source
-            .as_ref()
-            .and_then(|s| s.ip)
-            .map(|ip| ip.to_string());
+        let attacked = ev.destination.as_ref().and_then(|d| d.ip);
+        let source = ev.source.as_ref().and_then(|s| s.ip);
         let detector = ev
             .rule
             .as_ref()
             .and_then(|r| r.name.as_deref().or(r.id.as_deref()))
             .unwrap_or("unnamed");
-        let keys = [attacked.as_deref(), source.as_deref(), Some(detector)];
-        for (map, key) in lists.maps_mut().into_iter().zip(keys) {
-            if let Some(key) = key {
-                bump(map, key, trimmed);
-            }
-        }
-        if !trimmed {
-            for (map, key) in self.recent.maps_mut().into_iter().zip(keys) {
-                if let Some(key) = key {
-                    bump(map, key, false);
-                }
-            }
+        lists.bump(attacked, source, detector);
+        if !lists.trimmed {
+            self.recent.bump(attacked, source, detector);
         }
     }
 }
@@ -256,9 +275,9 @@ pub struct Counted {
     /// Alert events.
     pub total: u64,
     /// By destination address.
-    pub attacked: HashMap<String, u64>,
+    pub attacked: HashMap<IpAddr, u64>,
     /// By source address.
-    pub sources: HashMap<String, u64>,
+    pub sources: HashMap<IpAddr, u64>,
     /// By detector (rule name, else id).
     pub detectors: HashMap<String, u64>,
     /// The tally covers the period from here on; the part before is the caller's to scan.
@@ -335,9 +354,7 @@ impl AlertTally {
             }
             inner.untrimmed.pop_first();
             if let Some(l) = inner.lists.get_mut(&m) {
-                for (sum, minute) in inner.recent.maps_mut().into_iter().zip(l.maps()) {
-                    subtract(sum, minute);
-                }
+                inner.recent.subtract(l);
                 l.trim();
             }
         }
@@ -374,33 +391,25 @@ impl AlertTally {
         for (_, n) in g.totals.range(start..) {
             out.total += n;
         }
-        // Summed with borrowed names; only what is returned is copied. When every whole
-        // minute is in the period (a period of two minutes or more), their running sum stands
-        // in for them.
+        // When every whole minute is in the period (a period of two minutes or more), their
+        // running sum stands in for them.
         let use_recent = g.untrimmed.first().is_none_or(|m| *m >= start);
-        let mut sums: [HashMap<&str, u64>; 3] = Default::default();
+        let mut sum = Lists::default();
         for (_, l) in g.lists.range(start..) {
             if use_recent && !l.trimmed {
                 continue;
             }
-            for (mine, theirs) in sums.iter_mut().zip(l.maps()) {
-                mine.reserve(theirs.len().saturating_sub(mine.len()));
-                for (k, n) in theirs {
-                    *mine.entry(k.as_str()).or_default() += n;
-                }
-            }
+            sum.add(l);
         }
-        let [attacked, sources, mut detectors] = sums;
         if use_recent {
-            let [recent_attacked, recent_sources, recent_detectors] = g.recent.maps();
-            add_all(&mut detectors, recent_detectors);
-            out.attacked = with_whole(attacked, recent_attacked, keep);
-            out.sources = with_whole(sources, recent_sources, keep);
+            add_all(&mut sum.detectors, &g.recent.detectors);
+            out.attacked = with_whole(sum.attacked, &g.recent.attacked, keep);
+            out.sources = with_whole(sum.sources, &g.recent.sources, keep);
         } else {
-            out.attacked = owned(attacked, keep);
-            out.sources = owned(sources, keep);
+            out.attacked = top(sum.attacked, keep);
+            out.sources = top(sum.sources, keep);
         }
-        out.detectors = owned(detectors, None);
+        out.detectors = sum.detectors;
         out
     }
 
@@ -457,6 +466,10 @@ mod tests {
     use palisade_wire::Severity;
 
     const MIN: i64 = NANOS_PER_MINUTE;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
 
     fn alert(seq: u64, t: i64, src: &str, dst: &str, rule: &str) -> ReceivedEvent {
         let mut e = Event::new("probe-1", EventKind::Alert, Severity::High);
@@ -526,16 +539,19 @@ mod tests {
         let c = tally.since(Timestamp(1_002 * MIN + 5), now, None);
         assert_eq!(c.total, 3 * per_minute, "minutes 1002..=1004");
         assert_eq!(c.covered_from, Timestamp(1_002 * MIN + 5));
-        assert_eq!(c.attacked.get("192.0.2.7"), Some(&(3 * (per_minute - 3))));
-        assert_eq!(c.sources.get("203.0.113.5"), Some(&9));
+        assert_eq!(
+            c.attacked.get(&ip("192.0.2.7")),
+            Some(&(3 * (per_minute - 3)))
+        );
+        assert_eq!(c.sources.get(&ip("203.0.113.5")), Some(&9));
         assert_eq!(c.detectors.get("beacon"), Some(&9));
         // Asked for the largest only: the same leaders with the same counts, nothing else.
         let top = tally.since(Timestamp(1_002 * MIN + 5), now, Some(1));
         assert_eq!(top.total, c.total);
-        assert_eq!(top.sources, HashMap::from([("203.0.113.5".to_string(), 9)]));
+        assert_eq!(top.sources, HashMap::from([(ip("203.0.113.5"), 9)]));
         assert_eq!(
             top.attacked,
-            HashMap::from([("192.0.2.7".to_string(), 3 * (per_minute - 3))])
+            HashMap::from([(ip("192.0.2.7"), 3 * (per_minute - 3))])
         );
         assert_eq!(top.detectors, c.detectors, "detectors are always whole");
         let all = tally.since(Timestamp(1_002 * MIN + 5), now, Some(usize::MAX));
@@ -619,6 +635,12 @@ mod tests {
             largest(map, None),
             vec![("c", 5), ("a", 2), ("b", 2), ("e", 2), ("d", 1)]
         );
+        // Addresses tie in address order, not their text's.
+        let ips = HashMap::from([(ip("10.0.0.10"), 1), (ip("10.0.0.9"), 1), (ip("::1"), 1)]);
+        assert_eq!(
+            largest(ips, Some(2)),
+            vec![(ip("10.0.0.9"), 1), (ip("10.0.0.10"), 1)]
+        );
     }
 
     /// The running sum of the whole minutes gives the same top lists as summing every minute's
@@ -667,25 +689,20 @@ mod tests {
             // The running sum is the sum of the whole minutes' lists.
             let mut whole = Lists::default();
             for m in &g.untrimmed {
-                for (sum, minute) in whole.maps_mut().into_iter().zip(g.lists[m].maps()) {
-                    for (k, n) in minute {
-                        *sum.entry(k.clone()).or_default() += n;
-                    }
-                }
+                whole.add(&g.lists[m]);
             }
-            assert_eq!(g.recent.maps(), whole.maps(), "running sum at step {step}");
+            assert!(g.recent == whole, "running sum at step {step}");
             let reference = |since: i64, keep: usize| {
                 let (start, _) = g.reach(Timestamp(since), Timestamp(now));
-                let mut sums: [HashMap<&str, u64>; 3] = Default::default();
+                let mut sum = Lists::default();
                 for (_, l) in g.lists.range(start..) {
-                    for (sum, minute) in sums.iter_mut().zip(l.maps()) {
-                        for (k, n) in minute {
-                            *sum.entry(k.as_str()).or_default() += n;
-                        }
-                    }
+                    sum.add(l);
                 }
-                let [a, b, c] = sums;
-                (owned(a, Some(keep)), owned(b, Some(keep)), owned(c, None))
+                (
+                    top(sum.attacked, Some(keep)),
+                    top(sum.sources, Some(keep)),
+                    sum.detectors,
+                )
             };
             let cases: Vec<(i64, usize)> = vec![
                 (now - 60 * MIN, 10),
@@ -804,7 +821,7 @@ mod tests {
             for _ in 0..5 {
                 let t = std::time::Instant::now();
                 let c = tally.since(since, now, keep);
-                let mut v: Vec<(String, u64)> = c.sources.into_iter().collect();
+                let mut v: Vec<(IpAddr, u64)> = c.sources.into_iter().collect();
                 v.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
                 v.truncate(10);
                 best = best.min(t.elapsed().as_secs_f64() * 1e3);

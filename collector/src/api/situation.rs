@@ -8,6 +8,7 @@
 //! store's per-minute tallies; integrity, replication and drill lines from the store.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use hyper::StatusCode;
@@ -244,10 +245,15 @@ fn latest_per(
 /// Entries each top list shows.
 const TOP_SHOWN: usize = 10;
 
-fn top(map: HashMap<String, u64>) -> Vec<Top> {
+/// The [`TOP_SHOWN`] largest, ties by name (addresses in address order: 10.0.0.9 before
+/// 10.0.0.10).
+fn top<K: Ord + ToString>(map: HashMap<K, u64>) -> Vec<Top> {
     super::alert_tally::largest(map, Some(TOP_SHOWN))
         .into_iter()
-        .map(|(name, count)| Top { name, count })
+        .map(|(name, count)| Top {
+            name: name.to_string(),
+            count,
+        })
         .collect()
 }
 
@@ -394,8 +400,8 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
     // before) are the tally's ten largest sources and targets enough, and only they are asked
     // for; otherwise every value is summed with what the scan found.
     let covered_from = state.alert_tally.covered_from(since, now);
-    let mut attacked: HashMap<String, u64> = HashMap::new();
-    let mut sources: HashMap<String, u64> = HashMap::new();
+    let mut attacked: HashMap<IpAddr, u64> = HashMap::new();
+    let mut sources: HashMap<IpAddr, u64> = HashMap::new();
     let mut detectors: HashMap<String, u64> = HashMap::new();
     let mut alert_events = 0;
     if since < covered_from {
@@ -403,11 +409,13 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
             let Ok(a) = serde_json::from_slice::<AlertFields<'_>>(raw) else {
                 return;
             };
-            if let Some(ip) = a.destination.and_then(|d| d.ip) {
-                bump(&mut attacked, &ip);
+            // Stored events were written from typed addresses, so these parse.
+            let ip = |f: Option<IpField<'_>>| f.and_then(|f| f.ip).and_then(|s| s.parse().ok());
+            if let Some(ip) = ip(a.destination) {
+                *attacked.entry(ip).or_insert(0) += 1;
             }
-            if let Some(ip) = a.source.and_then(|d| d.ip) {
-                bump(&mut sources, &ip);
+            if let Some(ip) = ip(a.source) {
+                *sources.entry(ip).or_insert(0) += 1;
             }
             let name = a.rule.and_then(|r| r.name.or(r.id));
             bump(&mut detectors, name.as_deref().unwrap_or("unnamed"));
@@ -420,11 +428,13 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
     for (mine, theirs) in [
         (&mut attacked, counted.attacked),
         (&mut sources, counted.sources),
-        (&mut detectors, counted.detectors),
     ] {
         for (k, n) in theirs {
             *mine.entry(k).or_insert(0) += n;
         }
+    }
+    for (k, n) in counted.detectors {
+        *detectors.entry(k).or_insert(0) += n;
     }
     let (mut alert_events_previous, covered_from) =
         state.alert_tally.count_between(before, since, now);
