@@ -2,7 +2,8 @@
 # Soak: a steady stream of RATE events/s (security mix, GROUPS source addresses) from AGENTS
 # simulated agents over real mutual TLS into `serve` with the shipped Sigma rules and correlation
 # on, for MINUTES minutes, while an analyst queries every 10 s. Samples the collector's RSS every
-# 10 s and times every query; at the end checks that every acknowledged event is in the store
+# 10 s (with its CPU time per thread name, printed per minute: which part is busy when throughput
+# dips) and times every query; at the end checks that every acknowledged event is in the store
 # and that the correlator evaluated every one. Prints per-minute figures and a verdict on RSS
 # and latency drift (first third against last third of the run). Bounded: the load stops after
 # MINUTES, the wait for the correlator after 10 minutes more.
@@ -95,6 +96,14 @@ q() { "$C" "$@" --collector "$url" --pki-dir "$work/pki" --as analyst; }
         # Incidents open (none is resolved in a soak: all of them), from the situation above.
         open_incidents="$(python3 -c 'import json,sys; print(sum(json.load(open(sys.argv[1]))["open_incidents"].values()))' "$work/last-answer" 2>/dev/null || echo 0)"
         echo "rss $t $rss $disk ${store_kb:-0} ${incidents_kb:-0} $state $open_incidents"
+        # CPU time (clock ticks) per thread name, summed over threads of one name (tokio's
+        # workers, sled's io threads): which part of the collector is busy when throughput dips.
+        # Tab-separated, as names hold spaces.
+        for f in /proc/$cpid/task/*/stat; do
+            # comm is in parentheses and may hold spaces; utime and stime follow it as fields 12, 13
+            sed -E 's/^[0-9]+ \((.*)\) /\1\t/' "$f" 2>/dev/null || true
+        done | awk -F'\t' -v t="$t" '{ split($2, x, " "); s[$1] += x[12] + x[13] }
+            END { printf "threads\t%s", t; for (k in s) printf "\t%s\t%d", k, s[k]; print "" }'
         # Cumulative answer count and seconds per route: the difference between two samples is
         # the server's time for the one query of each kind in between.
         # With the CPU time the answers' own work used (`cpu`): wall time growing with CPU time
@@ -124,12 +133,16 @@ for _ in $(seq 1 600); do
 done
 q status --output-format json > "$work/status.json"
 python3 - "$work/report.json" "$work/status.json" "$work/samples" "$BENCH_DIR/soak.json" "$rate" "$minutes" <<'PY'
-import json, sys, statistics
+import json, os, sys, statistics
 r = json.load(open(sys.argv[1])); s = json.load(open(sys.argv[2]))
 rate, minutes = int(sys.argv[5]), int(sys.argv[6])
 stored = s["store"]["events"]; c = s.get("correlation") or {}
-rss, queries, server = [], {}, {}
+rss, queries, server, threads = [], {}, {}, []
 for line in open(sys.argv[3]):
+    if line.startswith("threads\t"):
+        f = line.rstrip("\n").split("\t")
+        threads.append((int(f[1]), {k: int(v) for k, v in zip(f[2::2], f[3::2])}))
+        continue
     f = line.split('"') if line.startswith("query") else line.split()
     if line.startswith("rss"):
         f += ["0"] * (10 - len(f))
@@ -176,6 +189,16 @@ if len(rss) >= 3:
 print("minute  RSS MiB  disk MiB (events  alerts+incidents)  correlation groups  state MiB  alerts raised  open incidents")
 for x in rss[5::6]:
     print(f"{(x[0] - rss[0][0]) // 60 + 1:>6}  {x[1]:>7.0f}  {x[2]:>8.0f} ({x[3]:>6.0f}  {x[4]:>16.0f})  {x[5]:>18}  {x[6]:>9.0f}  {x[7]:>13}  {x[8]:>14}")
+# CPU seconds a minute per thread name (the four busiest over the run, the rest summed).
+if len(threads) > 6:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = threads[-1][1]
+    busiest = sorted(total, key=lambda k: -total[k])[:4]
+    print("minute  CPU s of the minute by thread: " + ", ".join(busiest) + ", the rest")
+    for (t0, a), (t1, b) in zip(threads[0::6], threads[6::6]):
+        d = {k: (b.get(k, 0) - a.get(k, 0)) / ticks for k in b}
+        rest = sum(v for k, v in d.items() if k not in busiest)
+        print(f"{(t1 - threads[0][0]) // 60:>6}  " + "  ".join(f"{d.get(k, 0):>6.1f}" for k in busiest) + f"  {rest:>6.1f}")
 routes = {"events": "/v1/events", "incidents": "/v1/incidents", "situation": "/v1/situation"}
 for cmd, xs in queries.items():
     a, b = thirds([x[1] for x in xs])
@@ -189,7 +212,7 @@ for cmd, xs in queries.items():
     if ys:
         a, b = thirds(ys)
         print(f"  its CPU time {'':<28} median {statistics.median(ys):>7.1f} ms, first third {statistics.median(a):>7.1f}, last third {statistics.median(b):>7.1f}, max {max(ys):>7.1f} ms")
-json.dump({"report": r, "stored": stored, "correlation": c, "rss": rss, "queries": queries, "server_ms": server_ms, "server_cpu_ms": server_cpu_ms}, open(sys.argv[4], "w"))
+json.dump({"report": r, "stored": stored, "correlation": c, "rss": rss, "queries": queries, "server_ms": server_ms, "server_cpu_ms": server_cpu_ms, "threads": threads}, open(sys.argv[4], "w"))
 PY
 if [ -s "$work/query-errors" ]; then echo "failed queries (first 5):"; head -5 "$work/query-errors"; fi
 stop_collector "$cpid"; wait "$cpid" 2>/dev/null || true; cpid=""
