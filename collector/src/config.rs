@@ -298,6 +298,7 @@ mod tests {
         assert_eq!(c.correlation.max_state_entries, d.max_state_entries);
         assert_eq!(c.correlation.incident_window_secs, d.incident_window_secs);
         assert_eq!(c.correlation.incident_backend, d.incident_backend);
+        assert_eq!(c.correlation.incident_cache_bytes, d.incident_cache_bytes);
         assert!(c.correlation.enabled);
     }
 

@@ -157,10 +157,11 @@ pub async fn serve(
     ));
     seed_alert_tally(store.as_ref(), &alert_tally)?;
     sinks.push(alert_tally.clone());
-    let incidents = Arc::new(crate::incidents::IncidentStore::open_with(
+    let incidents = Arc::new(crate::incidents::IncidentStore::open_cached(
         &config.data_dir.join("incidents"),
         config.correlation.incident_window_secs,
         config.correlation.incident_backend,
+        config.correlation.incident_cache_bytes,
     )?);
     let correlator = if config.correlation.enabled {
         let settings = crate::correlate::CorrelationSettings {

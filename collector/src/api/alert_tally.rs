@@ -115,9 +115,10 @@ fn trim<K: Hash + Eq>(map: &mut HashMap<K, u64>) {
     }
 }
 
-/// Counts one more of `key`. A trimmed minute (late events) takes new keys only while its list
-/// is under twice its top size, so late stragglers cannot grow it without bound.
-fn bump<K, Q>(map: &mut HashMap<K, u64>, key: &Q, trimmed: bool)
+/// Counts one more of `key`, allocating only for a key new to `map`. A trimmed minute (late
+/// events) takes new keys only while its list is under twice its top size, so late stragglers
+/// cannot grow it without bound.
+pub(super) fn bump<K, Q>(map: &mut HashMap<K, u64>, key: &Q, trimmed: bool)
 where
     K: Borrow<Q> + Hash + Eq,
     Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
@@ -197,11 +198,11 @@ fn with_whole<K: Hash + Ord + Clone>(
     for (name, n) in part.iter_mut() {
         *n += whole.get(name).copied().unwrap_or(0);
     }
-    top(part, keep)
+    keep_largest(part, keep)
 }
 
 /// The `keep` largest entries (every one with `None`, unsorted: the caller adds to them).
-fn top<K: Hash + Ord>(map: HashMap<K, u64>, keep: Option<usize>) -> HashMap<K, u64> {
+fn keep_largest<K: Hash + Ord>(map: HashMap<K, u64>, keep: Option<usize>) -> HashMap<K, u64> {
     match keep {
         Some(_) => largest(map, keep).into_iter().collect(),
         None => map,
@@ -406,8 +407,8 @@ impl AlertTally {
             out.attacked = with_whole(sum.attacked, &g.recent.attacked, keep);
             out.sources = with_whole(sum.sources, &g.recent.sources, keep);
         } else {
-            out.attacked = top(sum.attacked, keep);
-            out.sources = top(sum.sources, keep);
+            out.attacked = keep_largest(sum.attacked, keep);
+            out.sources = keep_largest(sum.sources, keep);
         }
         out.detectors = sum.detectors;
         out
@@ -699,8 +700,8 @@ mod tests {
                     sum.add(l);
                 }
                 (
-                    top(sum.attacked, Some(keep)),
-                    top(sum.sources, Some(keep)),
+                    keep_largest(sum.attacked, Some(keep)),
+                    keep_largest(sum.sources, Some(keep)),
                     sum.detectors,
                 )
             };

@@ -322,16 +322,6 @@ struct RuleFields<'a> {
     name: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// Counts one more of `key` without allocating when it is already there.
-fn bump(map: &mut HashMap<String, u64>, key: &str) {
-    match map.get_mut(key) {
-        Some(n) => *n += 1,
-        None => {
-            map.insert(key.to_string(), 1);
-        }
-    }
-}
-
 fn str_at<'v>(v: &'v serde_json::Value, path: &[&str]) -> Option<&'v str> {
     path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
 }
@@ -418,7 +408,8 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
                 *sources.entry(ip).or_insert(0) += 1;
             }
             let name = a.rule.and_then(|r| r.name.or(r.id));
-            bump(&mut detectors, name.as_deref().unwrap_or("unnamed"));
+            let name = name.as_deref().unwrap_or("unnamed");
+            super::alert_tally::bump(&mut detectors, name, false);
         })? as u64;
     }
     lap(STORE_SCANS, &mut mark);

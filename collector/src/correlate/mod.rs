@@ -68,6 +68,11 @@ pub struct CorrelationSettings {
     /// The engine a new incident database (`<data_dir>/incidents`) is created with: `redb`
     /// (the default) or `sled`. A directory that already holds one keeps its engine.
     pub incident_backend: crate::incidents::Backend,
+    /// Page cache of the incident database, in bytes. Every alert reads its incident's row, its
+    /// grouping key and its timeline row at random places in the file; when the open incidents
+    /// outgrow the cache those reads go to the disk and the incident writer becomes ingest's
+    /// limit under an alert storm (docs/RELIABILITY.md, the storm soaks).
+    pub incident_cache_bytes: u64,
     /// Events remembered per correlation group to name in its alert (timestamp and id each);
     /// 0 keeps none (the alert then names only the event that completed it). This is most of
     /// the memory of a group: about 100 bytes per reference.
@@ -91,6 +96,7 @@ impl Default for CorrelationSettings {
             queue_events: 20_000,
             incident_window_secs: 3600,
             incident_backend: crate::incidents::Backend::default(),
+            incident_cache_bytes: crate::incidents::DEFAULT_CACHE_BYTES,
             event_refs: 5,
             state_file: None,
         }

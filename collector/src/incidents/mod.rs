@@ -532,11 +532,14 @@ pub struct Retired {
     pub incidents: u64,
 }
 
-/// sled's page cache for the incident database. Every alert reads its incident's row and
-/// grouping key and writes rows at random places in their trees, so with 32 MiB reading pages
-/// back from the file was a third of the alert writer's time in the 50,000 events/s soak; but
-/// 256 MiB bought only 1.5% more throughput there for 340 MiB more RSS (2026-12-06).
-const INCIDENT_CACHE_BYTES: u64 = 32 << 20;
+/// The incident database's page cache unless `[correlation] incident_cache_bytes` says
+/// otherwise. Every alert reads its incident's row, its grouping key and its timeline row, and
+/// writes them back, at random places in the file. In the 50,000 events/s storm soak (~8,000
+/// alerts/s, 600,000 open incidents) with 32 MiB, reading pages back from the file was a
+/// third of the incident writer's time, and in minutes 38-48 of the hour the writer's back
+/// pressure held ingest acks at ~300 ms (p50); with 128 MiB ack p99 stayed at 18 ms over 30
+/// minutes for ~120 MiB more RSS (2026-12-07, docs/RELIABILITY.md).
+pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 
 /// Timeline entries per row of the `timeline` tree, for incidents opened since rows hold
 /// several ([`Incident::timeline_chunked`]): a row is a JSON array of up to this many entries,
@@ -780,13 +783,23 @@ impl IncidentStore {
     /// verified row for row, swapped in atomically; the sled one is kept beside it (see
     /// [`kv::migrate_sled_to_redb`]).
     pub fn migrate_to_redb(dir: &Path) -> Result<Migrated, StoreError> {
-        kv::migrate_sled_to_redb(dir, INCIDENT_CACHE_BYTES)
+        kv::migrate_sled_to_redb(dir, DEFAULT_CACHE_BYTES)
     }
 
     /// Opens the database in `dir`, creating it with `new`'s engine when there is none (an
-    /// existing database keeps its engine).
+    /// existing database keeps its engine), with the default page cache.
     pub fn open_with(dir: &Path, window_secs: u64, new: Backend) -> Result<Self, StoreError> {
-        let kv = Kv::open(dir, new, INCIDENT_CACHE_BYTES)?;
+        Self::open_cached(dir, window_secs, new, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Self::open_with`] with a page cache of `cache_bytes`.
+    pub fn open_cached(
+        dir: &Path,
+        window_secs: u64,
+        new: Backend,
+        cache_bytes: u64,
+    ) -> Result<Self, StoreError> {
+        let kv = Kv::open(dir, new, cache_bytes)?;
         // Past every incident held and every id handed out before (the counter: retention
         // may have removed the newest incidents, a crash lost some; databases from before the
         // counter have only the first).
