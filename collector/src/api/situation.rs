@@ -408,8 +408,7 @@ pub fn compute(state: &AppState, period_secs: i64) -> Result<Situation, crate::s
                 *sources.entry(ip).or_insert(0) += 1;
             }
             let name = a.rule.and_then(|r| r.name.or(r.id));
-            let name = name.as_deref().unwrap_or("unnamed");
-            super::alert_tally::bump(&mut detectors, name, false);
+            super::alert_tally::bump(&mut detectors, name.as_deref().unwrap_or("unnamed"), false);
         })? as u64;
     }
     lap(STORE_SCANS, &mut mark);

@@ -536,9 +536,10 @@ pub struct Retired {
 /// otherwise. Every alert reads its incident's row, its grouping key and its timeline row, and
 /// writes them back, at random places in the file. In the 50,000 events/s storm soak (~8,000
 /// alerts/s, 600,000 open incidents) with 32 MiB, reading pages back from the file was a
-/// third of the incident writer's time, and in minutes 38-48 of the hour the writer's back
-/// pressure held ingest acks at ~300 ms (p50); with 128 MiB ack p99 stayed at 18 ms over 30
-/// minutes for ~120 MiB more RSS (2026-12-07, docs/RELIABILITY.md).
+/// third of the incident writer's time, and from minute 37 of the hour the writer's back
+/// pressure held ingest acks at ~300 ms (p50); with 128 MiB that came at minute 57, for
+/// ~90 MiB more RSS (2026-12-07, docs/RELIABILITY.md). The writer's cost still grows with the
+/// database, so a larger cache delays that point; it does not remove it.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
 
 /// Timeline entries per row of the `timeline` tree, for incidents opened since rows hold
