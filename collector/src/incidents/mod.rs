@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::{zblock, StoreError};
 
 mod kv;
+mod row;
 pub use kv::{Backend, Migrated};
 use kv::{Kv, Read, Table, Tx};
 
@@ -377,11 +378,7 @@ impl Summary {
     fn value(&self) -> [u8; 6] {
         let mut v = [0u8; 6];
         v[..4].copy_from_slice(&self.updated_secs.to_be_bytes());
-        v[4] = match self.status {
-            Status::New => 0,
-            Status::Acknowledged => 1,
-            Status::Resolved => 2,
-        };
+        v[4] = row::status_number(self.status);
         v[5] = self.severity.number();
         v
     }
@@ -394,12 +391,7 @@ impl Summary {
         };
         let k = u128::from_be_bytes(k);
         let (at, id) = (((k >> 64) as u64) ^ (1 << 63), k as u64);
-        let status = match v[4] {
-            0 => Status::New,
-            1 => Status::Acknowledged,
-            2 => Status::Resolved,
-            _ => return Err(bad()),
-        };
+        let status = row::status_of(v[4]).ok_or_else(bad)?;
         let severity = Severity::from_number(u64::from(v[5])).ok_or_else(bad)?;
         Ok((
             id,
@@ -498,8 +490,8 @@ const RECENT_BATCH: usize = 10_000;
 /// incidents). Rows already right are not written again. Returns the rows written and removed.
 fn rebuild_recent(kv: &Kv) -> Result<(u64, u64), StoreError> {
     let mut want: BTreeMap<[u8; 16], [u8; 6]> = BTreeMap::new();
-    kv.scan(Table::Incidents, ALL, false, &mut |_, v| {
-        let inc: Incident = serde_json::from_slice(v).map_err(|e| corrupt("incidents", e))?;
+    kv.scan(Table::Incidents, ALL, false, &mut |k, v| {
+        let inc = decode_row(k, v)?;
         let s = Summary::of(&inc);
         want.insert(recent_key(s.last_seen, inc.id), s.value());
         Ok(true)
@@ -749,6 +741,23 @@ fn close_key(tx: &mut Tx<'_>, key: &str, id: u64) -> Result<(), StoreError> {
 /// A scan of a whole table.
 const ALL: kv::Span<'static> = (Bound::Unbounded, Bound::Unbounded);
 
+/// The incident in the `incidents` row `v` under `key`: binary (see [`row`]) or, written
+/// before 2026-12-07, JSON.
+fn decode_row(key: &[u8], v: &[u8]) -> Result<Incident, StoreError> {
+    let decoded = if v.first() == Some(&row::TAG) {
+        row::decode(v)
+    } else {
+        serde_json::from_slice(v).map_err(|e| e.to_string())
+    };
+    decoded.map_err(|e| {
+        let id = <[u8; 8]>::try_from(key).map_or_else(
+            |_| format!("{key:02x?}"),
+            |k| u64::from_be_bytes(k).to_string(),
+        );
+        corrupt("incidents", format_args!("incident {id}: {e}"))
+    })
+}
+
 fn corrupt(tree: &str, reason: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         tree: tree.into(),
@@ -862,9 +871,7 @@ impl IncidentStore {
     /// [`Self::get_row`] through `r` (inside a write, or the database).
     fn get_row_in(r: &dyn Read, id: u64) -> Result<Option<Incident>, StoreError> {
         match r.get(Table::Incidents, &id.to_be_bytes())? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| corrupt("incidents", e)),
+            Some(v) => decode_row(&id.to_be_bytes(), &v).map(Some),
             None => Ok(None),
         }
     }
@@ -1021,10 +1028,11 @@ impl IncidentStore {
         Ok(())
     }
 
-    /// The row of `inc`, whose timeline must already be in the `timeline` tree.
+    /// The row of `inc` (binary, see [`row`]), whose timeline must already be in the
+    /// `timeline` tree.
     fn row_bytes(inc: &Incident) -> Result<Vec<u8>, StoreError> {
         debug_assert!(inc.timeline.is_empty());
-        serde_json::to_vec(inc).map_err(|e| corrupt("incidents", e))
+        Ok(row::encode(inc))
     }
 
     /// Records alerts (ids and incidents are assigned here) and returns them as stored. Each
@@ -1645,8 +1653,8 @@ impl IncidentStore {
             let mut rows: Vec<_> = self
                 .raw_rows(Table::Incidents)
                 .iter()
-                .map(|(_, v)| {
-                    let inc: Incident = serde_json::from_slice(v).unwrap();
+                .map(|(k, v)| {
+                    let inc = decode_row(k, v).unwrap();
                     let s = Summary::of(&inc);
                     (recent_key(s.last_seen, inc.id).to_vec(), s.value().to_vec())
                 })
@@ -2753,13 +2761,14 @@ mod tests {
                 .unwrap()
                 .len()
         };
-        let entry = serde_json::to_vec(&s.incident(1).unwrap().unwrap().timeline[0])
-            .unwrap()
-            .len();
-        // Without its tail's one entry.
-        let first = row(&s) - entry;
+        let one = row(&s);
+        s.record(vec![alert("r1", "10.0.0.1", 1001, Severity::Medium)])
+            .unwrap();
+        // What an entry of the tail takes, and the row without its tail.
+        let entry = row(&s) - one;
+        let first = one - entry;
         let mut largest = 0;
-        for t in 1..300 {
+        for t in 2..300 {
             s.record(vec![alert("r1", "10.0.0.1", 1000 + t, Severity::Medium)])
                 .unwrap();
             largest = largest.max(row(&s));
@@ -2847,7 +2856,7 @@ mod tests {
         s.raw_put(
             Table::Incidents,
             &1u64.to_be_bytes(),
-            &IncidentStore::row_bytes(&row).unwrap(),
+            &serde_json::to_vec(&row).unwrap(),
         );
         last.push(TimelineEntry {
             timestamp: Timestamp(0),
@@ -2863,8 +2872,13 @@ mod tests {
         assert_eq!(after.len(), 42);
         assert_eq!(after[41].timestamp, Timestamp(1040 * 1_000_000_000));
         assert!(after.iter().all(|e| e.alert != Some(999_999)));
-        // The chunk moved into the row; the tree's copy is not read, then overwritten.
+        // The chunk moved into the row, now binary; the tree's copy is not read, then
+        // overwritten.
         assert_eq!(s.get_row(1).unwrap().unwrap().timeline_tail.len(), 10);
+        assert_eq!(
+            s.raw_get(Table::Incidents, &1u64.to_be_bytes()).unwrap()[0],
+            row::TAG
+        );
         s.record((41..47).map(a).collect()).unwrap();
         assert_eq!(rows(), [(0, 16), (16, 16), (32, 16)]);
         assert!(s.get_row(1).unwrap().unwrap().timeline_tail.is_empty());
@@ -2970,9 +2984,11 @@ mod tests {
         assert_eq!(i.timeline_entries, 4);
         // It goes on with a row per entry (the layout its row knows).
         assert_eq!(s.raw_len(Table::Timeline), 4);
-        let row: Incident =
-            serde_json::from_slice(&s.raw_get(Table::Incidents, &1u64.to_be_bytes()).unwrap())
-                .unwrap();
+        let row = decode_row(
+            &1u64.to_be_bytes(),
+            &s.raw_get(Table::Incidents, &1u64.to_be_bytes()).unwrap(),
+        )
+        .unwrap();
         assert!(
             row.timeline.is_empty(),
             "the row still carries its timeline"
