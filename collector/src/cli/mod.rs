@@ -395,8 +395,13 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Audit(cmd) => audit::run(cmd),
         Command::MigrateIncidents(args) => {
             let dir = args.data_dir()?.join("incidents");
+            // The page cache the collector would open it with.
+            let cache_bytes = match (&args.data_dir, &args.config) {
+                (None, Some(c)) => CollectorConfig::load(c)?.correlation.incident_cache_bytes,
+                _ => crate::incidents::DEFAULT_CACHE_BYTES,
+            };
             let started = std::time::Instant::now();
-            let m = crate::incidents::IncidentStore::migrate_to_redb(&dir)?;
+            let m = crate::incidents::IncidentStore::migrate_to_redb(&dir, cache_bytes)?;
             println!(
                 "{}: migrated to redb in {:.1} s ({} alert blocks, {} incidents, {} timeline rows, {} open keys; {} bytes), verified; the sled database is kept at {} until you remove it",
                 dir.display(),

@@ -794,9 +794,10 @@ impl IncidentStore {
 
     /// Converts the sled incident database in `dir` to redb, offline: copied beside it,
     /// verified row for row, swapped in atomically; the sled one is kept beside it (see
-    /// [`kv::migrate_sled_to_redb`]).
-    pub fn migrate_to_redb(dir: &Path) -> Result<Migrated, StoreError> {
-        kv::migrate_sled_to_redb(dir, DEFAULT_CACHE_BYTES)
+    /// [`kv::migrate_sled_to_redb`]), with a page cache of `cache_bytes` (the collector's
+    /// `[correlation] incident_cache_bytes`).
+    pub fn migrate_to_redb(dir: &Path, cache_bytes: u64) -> Result<Migrated, StoreError> {
+        kv::migrate_sled_to_redb(dir, cache_bytes)
     }
 
     /// Opens the database in `dir`, creating it with `new`'s engine when there is none (an
@@ -2015,7 +2016,7 @@ mod tests {
             (incidents, s.alerts(&every_alert).unwrap())
         };
         assert_eq!(alerts.len(), 1500);
-        let m = IncidentStore::migrate_to_redb(&dir).unwrap();
+        let m = IncidentStore::migrate_to_redb(&dir, DEFAULT_CACHE_BYTES).unwrap();
         assert_eq!(m.rows[Table::Incidents as usize], incidents.len() as u64);
         assert!(
             m.sled_kept_at.join("conf").exists(),
@@ -2047,7 +2048,7 @@ mod tests {
         assert_eq!(next[0].incident, joined.id);
         drop(s);
         // Twice: refused, saying why.
-        let err = IncidentStore::migrate_to_redb(&dir)
+        let err = IncidentStore::migrate_to_redb(&dir, DEFAULT_CACHE_BYTES)
             .unwrap_err()
             .to_string();
         assert!(err.contains("already redb: nothing to migrate"), "{err}");
