@@ -41,31 +41,17 @@ pub(super) fn encode(inc: &Incident) -> Vec<u8> {
     w.entries(&inc.timeline);
     w.uint(inc.timeline_dropped);
     w.uint(inc.timeline_entries);
-    match inc.updated {
-        Some(t) => {
-            w.0.push(1);
-            w.time(t);
+    w.opt(inc.updated, Writer::time);
+    w.opt(inc.alert_ids, |w, (first, latest)| {
+        w.uint(first);
+        w.uint(latest);
+    });
+    w.opt(inc.action_entries.as_deref(), |w, actions| {
+        w.uint(actions.len() as u64);
+        for &n in actions {
+            w.uint(n);
         }
-        None => w.0.push(0),
-    }
-    match inc.alert_ids {
-        Some((first, latest)) => {
-            w.0.push(1);
-            w.uint(first);
-            w.uint(latest);
-        }
-        None => w.0.push(0),
-    }
-    match &inc.action_entries {
-        Some(actions) => {
-            w.0.push(1);
-            w.uint(actions.len() as u64);
-            for &n in actions {
-                w.uint(n);
-            }
-        }
-        None => w.0.push(0),
-    }
+    });
     w.0.push(u8::from(inc.timeline_chunked));
     w.entries(&inc.timeline_tail);
     w.0
@@ -125,11 +111,12 @@ impl Writer {
         self.0.extend_from_slice(s.as_bytes());
     }
 
-    fn opt_str(&mut self, s: Option<&str>) {
-        match s {
-            Some(s) => {
+    /// A byte 0 for `None`, or 1 and the value as `put` writes it.
+    fn opt<T>(&mut self, v: Option<T>, put: impl FnOnce(&mut Self, T)) {
+        match v {
+            Some(v) => {
                 self.0.push(1);
-                self.str(s);
+                put(self, v);
             }
             None => self.0.push(0),
         }
@@ -140,15 +127,9 @@ impl Writer {
         for e in entries {
             self.time(e.timestamp);
             self.str(&e.what);
-            self.opt_str(e.by.as_deref());
-            self.opt_str(e.text.as_deref());
-            match e.alert {
-                Some(id) => {
-                    self.0.push(1);
-                    self.uint(id);
-                }
-                None => self.0.push(0),
-            }
+            self.opt(e.by.as_deref(), Self::str);
+            self.opt(e.text.as_deref(), Self::str);
+            self.opt(e.alert, Self::uint);
         }
     }
 }
@@ -211,12 +192,12 @@ impl Reader<'_> {
         }
     }
 
-    fn opt_str(&mut self) -> Result<Option<String>, String> {
-        Ok(if self.flag()? {
-            Some(self.str()?)
-        } else {
-            None
-        })
+    /// `None` after a byte 0; after a 1, the value `get` reads.
+    fn opt<T>(
+        &mut self,
+        get: impl FnOnce(&mut Self) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
+        Ok(if self.flag()? { Some(get(self)?) } else { None })
     }
 
     fn set(&mut self) -> Result<BTreeSet<String>, String> {
@@ -230,13 +211,9 @@ impl Reader<'_> {
                 Ok(TimelineEntry {
                     timestamp: self.time()?,
                     what: self.str()?,
-                    by: self.opt_str()?,
-                    text: self.opt_str()?,
-                    alert: if self.flag()? {
-                        Some(self.uint()?)
-                    } else {
-                        None
-                    },
+                    by: self.opt(Self::str)?,
+                    text: self.opt(Self::str)?,
+                    alert: self.opt(Self::uint)?,
                 })
             })
             .collect()
@@ -270,25 +247,9 @@ impl Reader<'_> {
             timeline: self.entries()?,
             timeline_dropped: self.uint()?,
             timeline_entries: self.uint()?,
-            updated: if self.flag()? {
-                Some(self.time()?)
-            } else {
-                None
-            },
-            alert_ids: if self.flag()? {
-                Some((self.uint()?, self.uint()?))
-            } else {
-                None
-            },
-            action_entries: if self.flag()? {
-                Some(
-                    (0..self.count(1)?)
-                        .map(|_| self.uint())
-                        .collect::<Result<_, _>>()?,
-                )
-            } else {
-                None
-            },
+            updated: self.opt(Self::time)?,
+            alert_ids: self.opt(|r| Ok((r.uint()?, r.uint()?)))?,
+            action_entries: self.opt(|r| (0..r.count(1)?).map(|_| r.uint()).collect())?,
             timeline_chunked: self.flag()?,
             timeline_tail: self.entries()?,
         })
