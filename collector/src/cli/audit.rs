@@ -58,11 +58,15 @@ pub struct FilesArgs {
 }
 
 impl FilesArgs {
-    /// The data directory named, or the config's.
-    pub(crate) fn data_dir(&self) -> Result<PathBuf, CliError> {
+    /// The data directory named, or the config's, with the config when it was named instead
+    /// (loaded once, for what else the caller needs from it).
+    pub(crate) fn data_dir(&self) -> Result<(PathBuf, Option<CollectorConfig>), CliError> {
         match (&self.data_dir, &self.config) {
-            (Some(d), _) => Ok(d.clone()),
-            (None, Some(c)) => Ok(CollectorConfig::load(c)?.data_dir),
+            (Some(d), _) => Ok((d.clone(), None)),
+            (None, Some(c)) => {
+                let config = CollectorConfig::load(c)?;
+                Ok((config.data_dir.clone(), Some(config)))
+            }
             (None, None) => Err(CliError::Usage(
                 "name the data directory (--data-dir) or the config file (--config)".into(),
             )),
@@ -70,11 +74,10 @@ impl FilesArgs {
     }
 
     fn audit_dir(&self) -> Result<Option<PathBuf>, CliError> {
-        let data_dir = match (&self.data_dir, &self.config) {
-            (Some(d), _) => d.clone(),
-            (None, Some(c)) => CollectorConfig::load(c)?.data_dir,
-            (None, None) => return Ok(None),
-        };
+        if self.data_dir.is_none() && self.config.is_none() {
+            return Ok(None);
+        }
+        let (data_dir, _) = self.data_dir()?;
         let sub = data_dir.join("audit");
         Ok(Some(if sub.is_dir() { sub } else { data_dir }))
     }

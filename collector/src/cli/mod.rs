@@ -394,12 +394,12 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Export(args) => runtime()?.block_on(export::run(args)),
         Command::Audit(cmd) => audit::run(cmd),
         Command::MigrateIncidents(args) => {
-            let dir = args.data_dir()?.join("incidents");
+            let (data_dir, config) = args.data_dir()?;
+            let dir = data_dir.join("incidents");
             // The page cache the collector would open it with.
-            let cache_bytes = match (&args.data_dir, &args.config) {
-                (None, Some(c)) => CollectorConfig::load(c)?.correlation.incident_cache_bytes,
-                _ => crate::incidents::DEFAULT_CACHE_BYTES,
-            };
+            let cache_bytes = config.map_or(crate::incidents::DEFAULT_CACHE_BYTES, |c| {
+                c.correlation.incident_cache_bytes
+            });
             let started = std::time::Instant::now();
             let m = crate::incidents::IncidentStore::migrate_to_redb(&dir, cache_bytes)?;
             println!(

@@ -883,9 +883,10 @@ impl IncidentStore {
         let Some(mut inc) = self.get_row(id)? else {
             return Ok(None);
         };
-        let entries = self.read_timeline(&inc)?;
-        inc.timeline.extend(entries);
-        inc.timeline_tail = Vec::new();
+        let in_tree = Self::tail_first(&inc);
+        let tail = std::mem::take(&mut inc.timeline_tail);
+        self.read_tree_timeline(inc.id, in_tree, &mut inc.timeline)?;
+        inc.timeline.extend(tail);
         Ok(Some(inc))
     }
 
@@ -902,8 +903,20 @@ impl IncidentStore {
     /// update is left out, and is overwritten by the next).
     fn read_timeline(&self, inc: &Incident) -> Result<Vec<TimelineEntry>, StoreError> {
         let mut out = Vec::new();
-        let in_tree = Self::tail_first(inc);
-        let (from, to) = (timeline_key(inc.id, 0), timeline_key(inc.id, in_tree));
+        self.read_tree_timeline(inc.id, Self::tail_first(inc), &mut out)?;
+        out.extend(inc.timeline_tail.iter().cloned());
+        Ok(out)
+    }
+
+    /// Appends to `out` the first `in_tree` entries of incident `id`'s timeline, those the
+    /// `timeline` tree holds ([`Self::tail_first`]).
+    fn read_tree_timeline(
+        &self,
+        id: u64,
+        in_tree: u64,
+        out: &mut Vec<TimelineEntry>,
+    ) -> Result<(), StoreError> {
+        let (from, to) = (timeline_key(id, 0), timeline_key(id, in_tree));
         let span = (Bound::Included(&from[..]), Bound::Excluded(&to[..]));
         self.kv.scan(Table::Timeline, span, false, &mut |k, v| {
             let first = k
@@ -917,9 +930,7 @@ impl IncidentStore {
                     .take(usize::try_from(counted).unwrap_or(usize::MAX)),
             );
             Ok(true)
-        })?;
-        out.extend(inc.timeline_tail.iter().cloned());
-        Ok(out)
+        })
     }
 
     /// Entry `n` of `inc`'s timeline, from its row's tail or the tree's row holding it.
@@ -1031,9 +1042,9 @@ impl IncidentStore {
 
     /// The row of `inc` (binary, see [`row`]), whose timeline must already be in the
     /// `timeline` tree.
-    fn row_bytes(inc: &Incident) -> Result<Vec<u8>, StoreError> {
+    fn row_bytes(inc: &Incident) -> Vec<u8> {
         debug_assert!(inc.timeline.is_empty());
-        Ok(row::encode(inc))
+        row::encode(inc)
     }
 
     /// Records alerts (ids and incidents are assigned here) and returns them as stored. Each
@@ -1194,7 +1205,7 @@ impl IncidentStore {
             tx.put(
                 Table::Incidents,
                 &inc.id.to_be_bytes(),
-                &Self::row_bytes(inc)?,
+                &Self::row_bytes(inc),
             )?;
         }
         for (key, (id, _)) in open_now.iter().filter(|(_, (_, changed))| *changed) {
@@ -1447,7 +1458,7 @@ impl IncidentStore {
             tx.put(
                 Table::Incidents,
                 &inc.id.to_be_bytes(),
-                &Self::row_bytes(&inc)?,
+                &Self::row_bytes(&inc),
             )?;
             if inc.status == Status::Resolved {
                 close_key(tx, &inc.key, inc.id)?;
@@ -2942,7 +2953,7 @@ mod tests {
         s.raw_put(
             Table::Incidents,
             &1u64.to_be_bytes(),
-            &IncidentStore::row_bytes(&old).unwrap(),
+            &IncidentStore::row_bytes(&old),
         );
         let listed = list(&s);
         assert_eq!(listed[0].timeline, whole.timeline);
