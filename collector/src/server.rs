@@ -14,7 +14,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::api::{self, AppState};
 use crate::config::{CollectorConfig, ServerConfig};
 use crate::ingest::{IngestMetrics, IngestQueue};
-use crate::store::{EventStore, SledStore};
+use crate::store::{EventStore, SegmentStore};
 
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +143,7 @@ pub async fn serve(
         source,
     })?;
     let store: Arc<dyn EventStore> = Arc::new(
-        SledStore::open(&config.data_dir.join("store"), 64 << 20)?
+        SegmentStore::open(&config.data_dir.join("store"), 64 << 20)?
             .with_min_free_bytes(config.ingest.min_free_bytes),
     );
     let metrics = Arc::new(IngestMetrics::default());

@@ -19,7 +19,7 @@ use palisade_collector::metrics::{
     MetricsConfig, MetricsServer, MetricsSource, ProcessMetrics, StoreMetrics,
 };
 use palisade_collector::pki::Pki;
-use palisade_collector::store::{EventStore, SledStore};
+use palisade_collector::store::{EventStore, SegmentStore};
 use palisade_wire::batch::{Batch, ReceivedEvent};
 use palisade_wire::event::{Endpoint, Rule};
 use palisade_wire::tls::{Role, TlsFiles};
@@ -483,7 +483,7 @@ async fn http_get(addr: SocketAddr, method: &str, path: &str) -> (String, String
 async fn metrics_scrape_over_http_is_valid_exposition_format() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> =
-        Arc::new(SledStore::open(&dir.path().join("store"), 8 << 20).unwrap());
+        Arc::new(SegmentStore::open(&dir.path().join("store"), 8 << 20).unwrap());
     let b = batch("probe-1", 1, 4, EventKind::Alert);
     store.write(&[&b]).unwrap();
     let ingest = Arc::new(IngestMetrics::default());

@@ -143,7 +143,9 @@ fn sled_err(context: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
     }
 }
 
-fn redb_err<E: Into<redb::Error>>(context: &'static str) -> impl FnOnce(E) -> StoreError {
+pub(crate) fn redb_err<E: Into<redb::Error>>(
+    context: &'static str,
+) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError::Redb {
         context: context.to_string(),
         source: Box::new(e.into()),
@@ -192,7 +194,7 @@ fn sled_scan(
 }
 
 /// Hands `range`'s rows to `go`, ascending or (`rev`) descending, until it says stop.
-fn walk<I: DoubleEndedIterator>(
+pub(crate) fn walk<I: DoubleEndedIterator>(
     range: I,
     rev: bool,
     go: &mut impl FnMut(I::Item) -> Result<bool, StoreError>,
@@ -258,6 +260,10 @@ pub(crate) struct RedbKv {
     db: RwLock<Option<redb::Database>>,
     path: PathBuf,
     cache_bytes: u64,
+    /// What the database is, for errors and the log ("incident database", "event index").
+    what: &'static str,
+    /// Opens (or creates) the file, with whatever it needs set up.
+    opener: fn(&Path, u64) -> Result<redb::Database, StoreError>,
     /// Times the database was dropped to be reopened: what the store holds in memory about
     /// it (open counts) is read again after one, since commits not yet durable were lost.
     reopens: AtomicU64,
@@ -276,6 +282,17 @@ fn sled_meta(db: &sled::Db, key: &str) -> Result<Option<u64>, StoreError> {
     }
 }
 
+/// Where: redb's errors do not name the file.
+fn named(what: &str, path: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Redb { context, source } => StoreError::Redb {
+            context: format!("{what} {} ({context})", path.display()),
+            source,
+        },
+        other => other,
+    }
+}
+
 /// Whether redb now fails everything until reopened.
 fn latched(e: &StoreError) -> bool {
     matches!(e, StoreError::Redb { source, .. }
@@ -283,9 +300,42 @@ fn latched(e: &StoreError) -> bool {
 }
 
 impl RedbKv {
+    /// Opens the file at `path` with `opener`.
+    pub(crate) fn open(
+        path: &Path,
+        cache_bytes: u64,
+        what: &'static str,
+        opener: fn(&Path, u64) -> Result<redb::Database, StoreError>,
+    ) -> Result<RedbKv, StoreError> {
+        let db = opener(path, cache_bytes).map_err(|e| named(what, path, e))?;
+        Ok(RedbKv {
+            db: RwLock::new(Some(db)),
+            path: path.to_path_buf(),
+            cache_bytes,
+            what,
+            opener,
+            reopens: AtomicU64::new(0),
+        })
+    }
+
+    /// The file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Times the database was reopened after an I/O error.
+    pub(crate) fn reopens(&self) -> u64 {
+        self.reopens.load(Ordering::Relaxed)
+    }
+
+    /// The database as it is now, if open, for what must not reopen it (a close).
+    pub(crate) fn current(&self) -> std::sync::RwLockReadGuard<'_, Option<redb::Database>> {
+        self.db.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Runs `f` with the database, reopening it first if an I/O error closed it, and after `f`
     /// if `f` met one.
-    fn with<R>(
+    pub(crate) fn with<R>(
         &self,
         f: impl FnOnce(&redb::Database) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
@@ -304,19 +354,12 @@ impl RedbKv {
                 }),
             }
         };
-        // Where: redb's errors do not name the file.
-        let r = r.map_err(|e| match e {
-            StoreError::Redb { context, source } => StoreError::Redb {
-                context: format!("{} ({context})", self.path.display()),
-                source,
-            },
-            other => other,
-        });
+        let r = r.map_err(|e| named(self.what, &self.path, e));
         if let Err(e) = &r {
             if latched(e) {
-                tracing::error!(file = %self.path.display(), error = %e, "incident database failed: reopening it");
+                tracing::error!(file = %self.path.display(), error = %e, "{} failed: reopening it", self.what);
                 if let Err(again) = self.reopen() {
-                    tracing::error!(file = %self.path.display(), error = %again, "incident database does not reopen yet; the next write tries again");
+                    tracing::error!(file = %self.path.display(), error = %again, "{} does not reopen yet; the next write tries again", self.what);
                 }
             }
         }
@@ -329,7 +372,7 @@ impl RedbKv {
         if slot.take().is_some() {
             self.reopens.fetch_add(1, Ordering::Relaxed);
         }
-        *slot = Some(open_redb_file(&self.path, self.cache_bytes)?);
+        *slot = Some((self.opener)(&self.path, self.cache_bytes)?);
         Ok(())
     }
 }
@@ -401,6 +444,7 @@ impl Kv {
         let backend = match (has_sled, has_redb) {
             (true, true) => {
                 return Err(StoreError::TwoEngines {
+                    what: "incident database",
                     dir: dir.to_path_buf(),
                     file: REDB_FILE,
                 })
@@ -466,12 +510,12 @@ impl Kv {
             path: dir.to_path_buf(),
             source,
         })?;
-        Ok(Kv::Redb(RedbKv {
-            db: RwLock::new(Some(open_redb_file(file, cache_bytes)?)),
-            path: file.to_path_buf(),
+        Ok(Kv::Redb(RedbKv::open(
+            file,
             cache_bytes,
-            reopens: AtomicU64::new(0),
-        }))
+            "incident database",
+            open_redb_file,
+        )?))
     }
 
     /// How many times the database was reopened after an I/O error (commits not yet durable
@@ -479,7 +523,7 @@ impl Kv {
     pub(crate) fn reopens(&self) -> u64 {
         match self {
             Kv::Sled { .. } => 0,
-            Kv::Redb(kv) => kv.reopens.load(Ordering::Relaxed),
+            Kv::Redb(kv) => kv.reopens(),
         }
     }
 
@@ -617,7 +661,7 @@ impl Drop for Kv {
         // redb's last commits may be non-durable ones, made durable here with the mark of a
         // clean close.
         if let Kv::Redb(kv) = self {
-            let guard = kv.db.read().unwrap_or_else(PoisonError::into_inner);
+            let guard = kv.current();
             let Some(db) = guard.as_ref() else {
                 return;
             };

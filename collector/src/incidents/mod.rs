@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{zblock, StoreError};
 
-mod kv;
+pub(crate) mod kv;
 mod row;
 pub use kv::{Backend, Migrated};
 use kv::{Kv, Read, Table, Tx};

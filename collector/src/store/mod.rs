@@ -1,17 +1,18 @@
-//! Event storage behind a small trait, so a second backend can replace sled if it ever fails our
-//! crash tests. The sled backend is in [`sled_store`].
+//! Event storage behind a small trait. The store is in [`segment_store`]: segment bodies in day
+//! files, their index in redb (new data directories) or sled (older ones; [`index`]).
 
+mod index;
 mod segfile;
 mod segment;
+pub mod segment_store;
 mod seqset;
-pub mod sled_store;
 pub(crate) mod zblock;
 
 use palisade_wire::batch::Batch;
 use palisade_wire::{EventKind, Severity, Timestamp};
 use serde::{Deserialize, Serialize};
 
-pub use sled_store::SledStore;
+pub use segment_store::SegmentStore;
 
 /// Store errors. All of them mean the operation did not complete; none leaves partial data
 /// that would be acknowledged.
@@ -25,8 +26,9 @@ pub enum StoreError {
         /// sled's error.
         source: sled::Error,
     },
-    /// redb (the incident database's engine in new data directories) failed.
-    #[error("incident database {context}: {source}")]
+    /// redb (the engine of the incident database and the event index in new data
+    /// directories) failed; `context` names which database, its file and what was being done.
+    #[error("{context}: {source}")]
     Redb {
         /// What was being done.
         context: String,
@@ -34,8 +36,10 @@ pub enum StoreError {
         source: Box<redb::Error>,
     },
     /// A directory holds databases of both engines: which one is current cannot be told.
-    #[error("incident database {dir} holds both a sled database and {file}; move the one not in use away")]
+    #[error("{what} {dir} holds both a sled database and {file}; move the one not in use away")]
     TwoEngines {
+        /// Which database ("incident database", "event store").
+        what: &'static str,
         /// The directory.
         dir: std::path::PathBuf,
         /// redb's file in it.

@@ -1,4 +1,5 @@
-//! The sled backend. One tree per UTC day (`d/YYYY-MM-DD`, so retention is `drop_tree`) holding:
+//! The event store: segment bodies in day files, their index in one table per UTC day
+//! (`d/YYYY-MM-DD`, so retention drops a table) of redb or sled ([`super::index`]) holding:
 //!
 //! ```text
 //! S | ts_min | agent | first_seq   -> pointer to a segment (see `segment`, `segfile`): a run of
@@ -9,11 +10,12 @@
 //!                                    `segment::indexed` (host reports: heartbeats, integrity…)
 //! X                               -> present: every segment of the day has its `K` keys
 //! ```
-//! plus an `agents` tree (what `status` shows). A group commit writes each day's segments,
-//! sequence sets and count in one atomic `apply_batch` (after the segment bodies are appended to
-//! their day file and fsynced), then one `flush` (fsync) for the group:
-//! a segment and the dedup record that covers it are durable together or not at all, and
-//! nothing is acknowledged before the flush.
+//! plus an `agents` table (what `status` shows). A group commit writes its segments, sequence
+//! sets, day counts and agent records in one durable commit (after the segment bodies are
+//! appended to their day file and fsynced): in redb one transaction; in sled one atomic
+//! `apply_batch` per day, then the agents, then one `flush` (fsync). A segment and the dedup
+//! record that covers it are durable together or not at all, and nothing is acknowledged
+//! before the commit.
 //!
 //! Why segments rather than a key per event: the first layout (one primary key and four index
 //! keys per event) reached 10.7k events/s at 2.2 GB RSS on the 2-core bench; sled's cost is per
@@ -28,10 +30,12 @@ use palisade_wire::batch::Batch;
 use palisade_wire::{EventKind, Timestamp};
 use serde::Deserialize;
 
+use super::index::{Index, Rows, Writes};
 use super::segfile::SegmentFiles;
 use super::segment::{self, Builder, MAX_SPAN_NANOS};
 use super::seqset::SeqSet;
 use super::{AgentRecord, BatchOutcome, EventStore, Query, StoreError, StoreStats};
+use crate::incidents::Backend;
 
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 const COUNT_KEY: &[u8] = b"C";
@@ -49,11 +53,6 @@ const INDEX_BATCH: usize = 50_000;
 /// Segments are written with a fast zstd level: the writer thread is the ingest bottleneck.
 const SEGMENT_ZSTD_LEVEL: i32 = 1;
 
-fn sled_err(context: impl Into<String>) -> impl FnOnce(sled::Error) -> StoreError {
-    let context = context.into();
-    move |source| StoreError::Sled { context, source }
-}
-
 fn corrupt(tree: &str, reason: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         tree: tree.to_string(),
@@ -69,8 +68,8 @@ fn day_name(index: i64) -> String {
     Timestamp(index.saturating_mul(NANOS_PER_DAY)).day()
 }
 
-fn u64_of(v: Option<sled::IVec>) -> u64 {
-    v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+fn u64_of(v: Option<Vec<u8>>) -> u64 {
+    v.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
         .map(u64::from_be_bytes)
         .unwrap_or(0)
 }
@@ -82,24 +81,33 @@ fn seqset_key(agent: &str) -> Vec<u8> {
     k
 }
 
-/// The sled event store.
-pub struct SledStore {
-    db: sled::Db,
+/// The agents' records.
+const AGENTS: &str = "agents";
+
+/// The table of day `index`.
+fn day_table(index: i64) -> String {
+    format!("d/{}", day_name(index))
+}
+
+/// The event store.
+pub struct SegmentStore {
+    index: Index,
     dir: std::path::PathBuf,
-    /// Below this many free bytes on `dir`'s disk, writes are refused before sled is touched.
+    /// Below this many free bytes on `dir`'s disk, writes are refused before the index is
+    /// touched.
     min_free_bytes: u64,
     files: SegmentFiles,
-    agents: sled::Tree,
-    days: Mutex<HashMap<i64, sled::Tree>>,
     /// Sequence sets by (day, agent); only the writer changes them, after a successful flush.
     seqsets: Mutex<HashMap<(i64, String), SeqSet>>,
     /// Segment headers read by queries (for tests of how far a walk goes).
     headers_read: std::sync::atomic::AtomicU64,
 }
 
-impl std::fmt::Debug for SledStore {
+impl std::fmt::Debug for SegmentStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").finish_non_exhaustive()
+        f.debug_struct("SegmentStore")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
     }
 }
 
@@ -199,23 +207,23 @@ impl Best {
     }
 }
 
-impl SledStore {
-    /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`.
+impl SegmentStore {
+    /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes` for its index
+    /// (redb in a new directory, sled in one created before redb: see [`super::index`]).
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_with(dir, cache_bytes, Backend::Redb)
+    }
+
+    /// Opens the store in `dir`, creating its index with `new`'s engine if it has none.
+    pub fn open_with(dir: &Path, cache_bytes: u64, new: Backend) -> Result<Self, StoreError> {
         let files = SegmentFiles::new(dir.join("segments"))?;
-        let config = sled::Config::new()
-            .path(dir.join("index"))
-            .cache_capacity(cache_bytes);
-        let db = palisade_wire::process::open_waiting_for_lock(|| config.open())
-            .map_err(sled_err(format!("cannot open {}", dir.display())))?;
-        let agents = db.open_tree("agents").map_err(sled_err("open agents"))?;
-        let store = SledStore {
-            db,
+        let index = Index::open(dir, cache_bytes, new)?;
+        tracing::info!(dir = %dir.display(), engine = index.engine(), "event store: index open");
+        let store = SegmentStore {
+            index,
             dir: dir.to_path_buf(),
             min_free_bytes: 0,
             files,
-            agents,
-            days: Mutex::new(HashMap::new()),
             seqsets: Mutex::new(HashMap::new()),
             headers_read: Default::default(),
         };
@@ -226,37 +234,31 @@ impl SledStore {
     /// Writes the kind index of days stored before it existed (once per day: the day is then
     /// marked), so look-ups by an indexed kind never miss a segment.
     fn index_kinds(&self) -> Result<(), StoreError> {
-        for (index, name) in self.stored_days() {
-            let tree = self.day(index)?;
-            if tree
-                .contains_key(KIND_INDEX_KEY)
-                .map_err(sled_err(format!("read d/{name}")))?
-            {
+        for (index, name) in self.stored_days()? {
+            let table = day_table(index);
+            if self.index.get(&table, KIND_INDEX_KEY)?.is_some() {
                 continue;
             }
             let started = std::time::Instant::now();
             let (mut segments, mut keys) = (0u64, 0u64);
-            let mut batch = sled::Batch::default();
-            let mut pending = 0;
-            for item in tree.range(segment::key_floor(i64::MIN)..segment::key_floor(i64::MAX)) {
-                let (k, v) = item.map_err(sled_err(format!("scan d/{name}")))?;
-                let h = segment::header(&v).map_err(|e| corrupt(&name, e))?;
+            let mut batch = Vec::new();
+            let (lo, hi) = (segment::key_floor(i64::MIN), segment::key_floor(i64::MAX));
+            self.index.range(&table, &lo, &hi, false, &mut |k, v| {
+                let h = segment::header(v).map_err(|e| corrupt(&name, e))?;
                 segments += 1;
-                for kk in segment::kind_keys(&k, h.kinds) {
-                    batch.insert(kk, v.clone());
-                    pending += 1;
+                for kk in segment::kind_keys(k, h.kinds) {
+                    batch.push((kk, v.to_vec()));
                     keys += 1;
                 }
-                if pending >= INDEX_BATCH {
-                    tree.apply_batch(std::mem::take(&mut batch))
-                        .map_err(sled_err(format!("index d/{name}")))?;
-                    pending = 0;
+                if batch.len() >= INDEX_BATCH {
+                    let writes = Writes::from([(table.clone(), std::mem::take(&mut batch))]);
+                    self.index.commit(writes, &[])?;
                 }
-            }
-            batch.insert(KIND_INDEX_KEY, &[1u8]);
-            tree.apply_batch(batch)
-                .map_err(sled_err(format!("index d/{name}")))?;
-            self.db.flush().map_err(sled_err("flush"))?;
+                Ok(true)
+            })?;
+            batch.push((KIND_INDEX_KEY.to_vec(), vec![1u8]));
+            self.index
+                .commit(Writes::from([(table.clone(), batch)]), &[])?;
             tracing::info!(
                 day = %name,
                 segments,
@@ -292,37 +294,20 @@ impl SledStore {
         Ok(())
     }
 
-    fn day(&self, index: i64) -> Result<sled::Tree, StoreError> {
-        let mut days = self.days.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = days.get(&index) {
-            return Ok(t.clone());
-        }
-        let name = format!("d/{}", day_name(index));
-        let tree = self
-            .db
-            .open_tree(&name)
-            .map_err(sled_err(format!("open {name}")))?;
-        days.insert(index, tree.clone());
-        Ok(tree)
-    }
-
-    /// Days that have a tree, ascending.
-    fn stored_days(&self) -> Vec<(i64, String)> {
+    /// Days that have a table, ascending.
+    fn stored_days(&self) -> Result<Vec<(i64, String)>, StoreError> {
         let mut out: Vec<(i64, String)> = self
-            .db
-            .tree_names()
+            .index
+            .tables()?
             .into_iter()
             .filter_map(|n| {
-                let name = std::str::from_utf8(&n)
-                    .ok()?
-                    .strip_prefix("d/")?
-                    .to_string();
+                let name = n.strip_prefix("d/")?.to_string();
                 let ts: Timestamp = format!("{name}T00:00:00Z").parse().ok()?;
                 Some((day_index(ts.nanos()), name))
             })
             .collect();
         out.sort();
-        out
+        Ok(out)
     }
 
     /// The stored sequence set of (day, agent), from the cache or the day tree.
@@ -335,11 +320,7 @@ impl SledStore {
         {
             return Ok(s.clone());
         }
-        let tree = self.day(day)?;
-        match tree
-            .get(seqset_key(agent))
-            .map_err(sled_err("read seqset"))?
-        {
+        match self.index.get(&day_table(day), &seqset_key(agent))? {
             Some(v) => {
                 SeqSet::decode(&v).map_err(|e| corrupt(&day_name(day), format!("{agent}: {e}")))
             }
@@ -372,7 +353,7 @@ impl SledStore {
         let first = day_index(since);
         let last = day_index(until.saturating_sub(1));
         let mut days: Vec<(i64, String)> = self
-            .stored_days()
+            .stored_days()?
             .into_iter()
             .filter(|(i, _)| (first..=last).contains(i))
             .collect();
@@ -388,14 +369,16 @@ impl SledStore {
         };
         let mut streamed = 0;
         let by_kind = q.kind.filter(|k| segment::indexed(*k));
-        'days: for (index, name) in days {
-            let tree = self.day(index)?;
-            let span = match tree
-                .get(SPAN_KEY)
-                .map_err(sled_err(format!("read d/{name}")))?
-            {
+        // Set when the walk is over: no later day can give more.
+        let mut over = false;
+        for (index, name) in days {
+            if over {
+                break;
+            }
+            let table = day_table(index);
+            let span = match self.index.get(&table, SPAN_KEY)? {
                 Some(v) => i64::from_be_bytes(
-                    v.as_ref()
+                    v.as_slice()
                         .try_into()
                         .map_err(|_| corrupt(&name, "bad segment span"))?,
                 )
@@ -405,9 +388,7 @@ impl SledStore {
             let from = since.saturating_sub(span);
             // Walk only the segments holding the kind, when the day has that index.
             let kind_index = match by_kind {
-                Some(_) => tree
-                    .contains_key(KIND_INDEX_KEY)
-                    .map_err(sled_err(format!("read d/{name}")))?,
+                Some(_) => self.index.get(&table, KIND_INDEX_KEY)?.is_some(),
                 None => false,
             };
             let (lo, hi) = match by_kind {
@@ -417,96 +398,57 @@ impl SledStore {
                 ),
                 _ => (segment::key_floor(from), segment::key_floor(until)),
             };
-            let range = tree.range(lo..hi);
-            let iter: Box<dyn Iterator<Item = _>> = if q.newest_first {
-                Box::new(range.rev())
-            } else {
-                Box::new(range)
-            };
-            for item in iter {
-                let (k, v) = item.map_err(sled_err(format!("scan {name}")))?;
-                let h = segment::header(&v).map_err(|e| corrupt(&name, e))?;
-                self.headers_read
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if !best.wants(h.ts_min, q.limit, span) {
-                    break 'days;
-                }
-                if h.ts_max < since
-                    || h.ts_min >= until
-                    || best.excludes(h.ts_min, h.ts_max, q.limit)
-                {
-                    continue;
-                }
-                let agent = if kind_index {
-                    segment::kind_key_agent(&k)
-                } else {
-                    segment::key_agent(&k)
-                }
-                .ok_or_else(|| corrupt(&name, "bad segment key"))?;
-                if q.agent.as_deref().is_some_and(|a| a != agent) {
-                    continue;
-                }
-                if let Some(kind) = q.kind {
-                    if h.kinds & (1u32 << kind.code()) == 0 {
-                        continue;
+            self.index
+                .range(&table, &lo, &hi, q.newest_first, &mut |k, v| {
+                    let h = segment::header(v).map_err(|e| corrupt(&name, e))?;
+                    self.headers_read
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if !best.wants(h.ts_min, q.limit, span) {
+                        over = true;
+                        return Ok(false);
                     }
-                }
-                if let Some(min) = q.min_severity {
-                    if u32::from(h.severities) >> min.number() == 0 {
-                        continue;
+                    if h.ts_max < since
+                        || h.ts_min >= until
+                        || best.excludes(h.ts_min, h.ts_max, q.limit)
+                    {
+                        return Ok(true);
                     }
-                }
-                let body = self.files.read(&name, &v)?;
-                let raw = segment::events(&body).map_err(|e| corrupt(&name, e))?;
-                for line in super::zblock::lines(&raw) {
-                    let light: Light = serde_json::from_slice(line)
-                        .map_err(|e| corrupt(&name, format!("stored event: {e}")))?;
-                    let ts = light.timestamp.nanos();
-                    if ts < since || ts >= until {
-                        continue;
+                    let agent = if kind_index {
+                        segment::kind_key_agent(k)
+                    } else {
+                        segment::key_agent(k)
                     }
-                    if q.kind.is_some_and(|k| k != light.event.dataset) {
-                        continue;
+                    .ok_or_else(|| corrupt(&name, "bad segment key"))?;
+                    if q.agent.as_deref().is_some_and(|a| a != agent) {
+                        return Ok(true);
                     }
-                    if q.min_severity.is_some_and(|m| light.event.severity < m) {
-                        continue;
-                    }
-                    if let Some(a) = &q.after {
-                        let from_cursor = (ts, agent, light.event.sequence).cmp(&(
-                            a.timestamp.nanos(),
-                            a.agent.as_str(),
-                            a.sequence,
-                        ));
-                        let wanted = if q.newest_first {
-                            Ordering::Less
-                        } else {
-                            Ordering::Greater
-                        };
-                        if from_cursor != wanted {
-                            continue;
+                    if let Some(kind) = q.kind {
+                        if h.kinds & (1u32 << kind.code()) == 0 {
+                            return Ok(true);
                         }
                     }
-                    if q.filter.as_ref().is_some_and(|f| !f.matches_json(line)) {
-                        continue;
-                    }
-                    if unordered {
-                        streamed += 1;
-                        if !sink(line) {
-                            break 'days;
+                    if let Some(min) = q.min_severity {
+                        if u32::from(h.severities) >> min.number() == 0 {
+                            return Ok(true);
                         }
-                        continue;
                     }
-                    best.push(
-                        Hit {
-                            ts,
-                            agent: agent.to_string(),
-                            seq: light.event.sequence,
-                            json: line.to_vec(),
-                        },
-                        q.limit,
-                    );
-                }
-            }
+                    let go = self.visit_segment(
+                        q,
+                        unordered,
+                        since,
+                        until,
+                        &name,
+                        agent,
+                        v,
+                        &mut best,
+                        &mut streamed,
+                        sink,
+                    )?;
+                    if !go {
+                        over = true;
+                    }
+                    Ok(go)
+                })?;
         }
         if unordered {
             return Ok(streamed);
@@ -521,28 +463,101 @@ impl SledStore {
         Ok(n)
     }
 
-    /// `AgentRecord::last_sequence` of `agent` as stored (0 for an agent never seen).
-    fn agent_last_sequence(&self, agent: &str) -> Result<u64, StoreError> {
-        match self.agents.get(agent).map_err(sled_err("read agents"))? {
-            Some(v) => serde_json::from_slice::<AgentRecord>(&v)
-                .map(|r| r.last_sequence)
-                .map_err(|e| corrupt("agents", format!("record of {agent}: {e}"))),
-            None => Ok(0),
+    /// Passes the events of one segment (pointer `v` in day `name`, of `agent`) that `q`
+    /// matches within `since..until` to `sink` (`unordered`) or to `best`; returns whether to
+    /// go on.
+    #[allow(clippy::too_many_arguments)]
+    fn visit_segment(
+        &self,
+        q: &Query,
+        unordered: bool,
+        since: i64,
+        until: i64,
+        name: &str,
+        agent: &str,
+        v: &[u8],
+        best: &mut Best,
+        streamed: &mut usize,
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<bool, StoreError> {
+        let body = self.files.read(name, v)?;
+        let raw = segment::events(&body).map_err(|e| corrupt(name, e))?;
+        for line in super::zblock::lines(&raw) {
+            let light: Light = serde_json::from_slice(line)
+                .map_err(|e| corrupt(name, format!("stored event: {e}")))?;
+            let ts = light.timestamp.nanos();
+            if ts < since || ts >= until {
+                continue;
+            }
+            if q.kind.is_some_and(|k| k != light.event.dataset) {
+                continue;
+            }
+            if q.min_severity.is_some_and(|m| light.event.severity < m) {
+                continue;
+            }
+            if let Some(a) = &q.after {
+                let from_cursor = (ts, agent, light.event.sequence).cmp(&(
+                    a.timestamp.nanos(),
+                    a.agent.as_str(),
+                    a.sequence,
+                ));
+                let wanted = if q.newest_first {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                };
+                if from_cursor != wanted {
+                    continue;
+                }
+            }
+            if q.filter.as_ref().is_some_and(|f| !f.matches_json(line)) {
+                continue;
+            }
+            if unordered {
+                *streamed += 1;
+                if !sink(line) {
+                    return Ok(false);
+                }
+                continue;
+            }
+            best.push(
+                Hit {
+                    ts,
+                    agent: agent.to_string(),
+                    seq: light.event.sequence,
+                    json: line.to_vec(),
+                },
+                q.limit,
+            );
+        }
+        Ok(true)
+    }
+
+    /// The record of `agent`, if it was ever seen.
+    fn agent_record(&self, agent: &str) -> Result<Option<AgentRecord>, StoreError> {
+        match self.index.get(AGENTS, agent.as_bytes())? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt(AGENTS, format!("record of {agent}: {e}"))),
+            None => Ok(None),
         }
     }
 
-    fn update_agents(&self, deltas: HashMap<&str, AgentDelta>) -> Result<(), StoreError> {
+    /// `AgentRecord::last_sequence` of `agent` as stored (0 for an agent never seen).
+    fn agent_last_sequence(&self, agent: &str) -> Result<u64, StoreError> {
+        Ok(self.agent_record(agent)?.map_or(0, |r| r.last_sequence))
+    }
+
+    /// The agents' records with `deltas` applied, as writes of the `agents` table.
+    fn update_agents(&self, deltas: HashMap<&str, AgentDelta>) -> Result<Rows, StoreError> {
         let now = Timestamp::now();
+        let mut out = Vec::with_capacity(deltas.len());
         for (agent, delta) in deltas {
-            let mut rec = match self.agents.get(agent).map_err(sled_err("read agents"))? {
-                Some(v) => serde_json::from_slice(&v)
-                    .map_err(|e| corrupt("agents", format!("record of {agent}: {e}")))?,
-                None => AgentRecord {
-                    id: agent.to_string(),
-                    first_seen: now,
-                    ..Default::default()
-                },
-            };
+            let mut rec = self.agent_record(agent)?.unwrap_or_else(|| AgentRecord {
+                id: agent.to_string(),
+                first_seen: now,
+                ..Default::default()
+            });
             rec.last_seen = now;
             rec.events += delta.events;
             rec.duplicates += delta.duplicates;
@@ -555,12 +570,10 @@ impl SledStore {
             if delta.version.is_some() {
                 rec.version = delta.version;
             }
-            let json = serde_json::to_vec(&rec).map_err(|e| corrupt("agents", e.to_string()))?;
-            self.agents
-                .insert(agent, json)
-                .map_err(sled_err("write agents"))?;
+            let json = serde_json::to_vec(&rec).map_err(|e| corrupt(AGENTS, e.to_string()))?;
+            out.push((agent.as_bytes().to_vec(), json));
         }
-        Ok(())
+        Ok(out)
     }
 }
 
@@ -576,7 +589,7 @@ struct AgentDelta {
     dropped: u64,
 }
 
-impl EventStore for SledStore {
+impl EventStore for SegmentStore {
     fn write(&self, batches: &[&Batch]) -> Result<Vec<BatchOutcome>, StoreError> {
         self.check_space()?;
         let mut outcomes = Vec::with_capacity(batches.len());
@@ -662,7 +675,7 @@ impl EventStore for SledStore {
         done.extend(open.into_iter().map(|((day, agent), b)| (day, agent, b)));
 
         // One atomic batch per day: segments, the sequence sets covering them, the day count.
-        let mut per_day: HashMap<i64, sled::Batch> = HashMap::new();
+        let mut per_day: HashMap<i64, Rows> = HashMap::new();
         let mut spans: HashMap<i64, i64> = HashMap::new();
         for (day, agent, builder) in done {
             let span = spans.entry(day).or_default();
@@ -675,9 +688,9 @@ impl EventStore for SledStore {
             let pointer = self.files.append(&day_name(day), &value)?;
             let batch = per_day.entry(day).or_default();
             for kind_key in segment::kind_keys(&key, kinds) {
-                batch.insert(kind_key, pointer.as_slice());
+                batch.push((kind_key, pointer.to_vec()));
             }
-            batch.insert(key, pointer);
+            batch.push((key, pointer.to_vec()));
         }
         // Bodies are durable before any pointer to them is.
         self.files.sync()?;
@@ -686,37 +699,38 @@ impl EventStore for SledStore {
                 per_day
                     .entry(*day)
                     .or_default()
-                    .insert(seqset_key(agent), set.encode());
+                    .push((seqset_key(agent), set.encode()));
             }
         }
-        for (day, batch) in per_day.iter_mut() {
-            let tree = self.day(*day)?;
-            let before = u64_of(tree.get(COUNT_KEY).map_err(sled_err("read day count"))?);
-            let added = counts.get(day).copied().unwrap_or(0);
-            batch.insert(COUNT_KEY, &(before + added).to_be_bytes());
+        let mut writes = Writes::with_capacity(per_day.len() + 1);
+        for (day, mut batch) in per_day {
+            let table = day_table(day);
+            let before = u64_of(self.index.get(&table, COUNT_KEY)?);
+            let added = counts.get(&day).copied().unwrap_or(0);
+            batch.push((COUNT_KEY.to_vec(), (before + added).to_be_bytes().to_vec()));
             // A day that has segments but no span key was stored before it: its older segments'
             // spans are unknown, so it keeps the hour's bound (no key).
-            let span = tree.get(SPAN_KEY).map_err(sled_err("read day span"))?;
+            let span = self.index.get(&table, SPAN_KEY)?;
             if span.is_some() || before == 0 {
                 let old = span
                     .as_ref()
-                    .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes))
+                    .and_then(|v| v.as_slice().try_into().ok().map(i64::from_be_bytes))
                     .unwrap_or(0);
-                let new = spans.get(day).copied().unwrap_or(0).max(old);
+                let new = spans.get(&day).copied().unwrap_or(0).max(old);
                 if span.is_none() || new > old {
-                    batch.insert(SPAN_KEY, &new.to_be_bytes());
+                    batch.push((SPAN_KEY.to_vec(), new.to_be_bytes().to_vec()));
                 }
             }
             // Days stored before the kind index were indexed at open; a new day starts indexed.
-            batch.insert(KIND_INDEX_KEY, &[1u8]);
+            batch.push((KIND_INDEX_KEY.to_vec(), vec![1u8]));
+            writes.insert(table, batch);
         }
-        for (day, batch) in per_day {
-            self.day(day)?
-                .apply_batch(batch)
-                .map_err(sled_err(format!("write {}", day_name(day))))?;
-        }
-        self.update_agents(deltas)?;
-        self.db.flush().map_err(sled_err("flush"))?;
+        // In sled (a batch per table) the days before the agents: an agent's record never
+        // counts events a crash lost.
+        let mut order: Vec<String> = writes.keys().cloned().collect();
+        order.push(AGENTS.to_string());
+        writes.insert(AGENTS.to_string(), self.update_agents(deltas)?);
+        self.index.commit(writes, &order)?;
         // Durable: the staged sequence sets become the truth.
         let mut cache = self.seqsets.lock().unwrap_or_else(|p| p.into_inner());
         for (k, set) in staged {
@@ -734,18 +748,18 @@ impl EventStore for SledStore {
     }
 
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        self.agents
-            .iter()
-            .map(|item| {
-                let (k, v) = item.map_err(sled_err("scan agents"))?;
-                serde_json::from_slice(&v).map_err(|e| {
+        let mut out = Vec::new();
+        self.index
+            .range(AGENTS, &[], &[0xff; 64], false, &mut |k, v| {
+                out.push(serde_json::from_slice(v).map_err(|e| {
                     corrupt(
-                        "agents",
-                        format!("record of {}: {e}", String::from_utf8_lossy(&k)),
+                        AGENTS,
+                        format!("record of {}: {e}", String::from_utf8_lossy(k)),
                     )
-                })
-            })
-            .collect()
+                })?);
+                Ok(true)
+            })?;
+        Ok(out)
     }
 
     fn note_certificate(
@@ -754,34 +768,26 @@ impl EventStore for SledStore {
         serial: &str,
         not_after: Timestamp,
     ) -> Result<(), StoreError> {
-        let Some(v) = self.agents.get(agent).map_err(sled_err("read agents"))? else {
+        let Some(mut rec) = self.agent_record(agent)? else {
             return Ok(());
         };
-        let mut rec: AgentRecord = serde_json::from_slice(&v)
-            .map_err(|e| corrupt("agents", format!("record of {agent}: {e}")))?;
         rec.cert_serial = Some(serial.to_string());
         rec.cert_not_after = Some(not_after);
-        let json = serde_json::to_vec(&rec).map_err(|e| corrupt("agents", e.to_string()))?;
-        self.agents
-            .insert(agent, json)
-            .map_err(sled_err("write agents"))?;
-        self.agents.flush().map_err(sled_err("flush agents"))?;
-        Ok(())
+        let json = serde_json::to_vec(&rec).map_err(|e| corrupt(AGENTS, e.to_string()))?;
+        let row = (agent.as_bytes().to_vec(), json);
+        self.index
+            .commit(Writes::from([(AGENTS.to_string(), vec![row])]), &[])
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
-        let days = self.stored_days();
+        let days = self.stored_days()?;
         let mut events = 0;
         for (index, _) in &days {
-            events += u64_of(
-                self.day(*index)?
-                    .get(COUNT_KEY)
-                    .map_err(sled_err("read count"))?,
-            );
+            events += u64_of(self.index.get(&day_table(*index), COUNT_KEY)?);
         }
         Ok(StoreStats {
             events,
-            size_bytes: self.db.size_on_disk().map_err(sled_err("size"))? + self.files.size(),
+            size_bytes: self.index.size_on_disk()? + self.files.size(),
             days: days.into_iter().map(|(_, n)| n).collect(),
         })
     }
@@ -789,26 +795,17 @@ impl EventStore for SledStore {
     fn apply_retention(&self, now: Timestamp, days: u32) -> Result<Vec<String>, StoreError> {
         let cutoff = day_index(now.nanos()) - i64::from(days);
         let mut dropped = Vec::new();
-        for (index, name) in self.stored_days() {
+        for (index, name) in self.stored_days()? {
             if index >= cutoff {
                 continue;
             }
-            self.days
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&index);
             self.seqsets
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .retain(|(d, _), _| *d != index);
-            self.db
-                .drop_tree(format!("d/{name}"))
-                .map_err(sled_err(format!("drop d/{name}")))?;
+            self.index.drop_table(&day_table(index))?;
             self.files.remove(&name)?;
             dropped.push(name);
-        }
-        if !dropped.is_empty() {
-            self.db.flush().map_err(sled_err("flush"))?;
         }
         Ok(dropped)
     }
@@ -853,7 +850,7 @@ mod tests {
     }
 
     fn query(
-        store: &SledStore,
+        store: &SegmentStore,
         kind: Option<EventKind>,
         limit: usize,
         newest_first: bool,
@@ -879,16 +876,47 @@ mod tests {
         out
     }
 
+    fn open(dir: &Path, engine: Backend) -> SegmentStore {
+        SegmentStore::open_with(dir, 8 << 20, engine).unwrap()
+    }
+
+    macro_rules! on_both_engines {
+        ($($name:ident),* $(,)?) => {
+            mod on_sled {
+                $(#[test]
+                fn $name() {
+                    super::$name(super::Backend::Sled)
+                })*
+            }
+            mod on_redb {
+                $(#[test]
+                fn $name() {
+                    super::$name(super::Backend::Redb)
+                })*
+            }
+        };
+    }
+
+    on_both_engines!(
+        newest_first_walks_back_only_as_far_as_the_days_widest_segment,
+        scan_streams_every_match_without_limit_and_stops_when_told,
+        kind_lookups_walk_the_kind_index_and_older_days_are_indexed_at_open,
+        duplicates_are_dropped_within_and_across_writes,
+        dedup_survives_reopen_and_retention_drops_old_days,
+        ordering_and_limits_across_agents_segments_and_days,
+        paging_after_a_cursor_neither_skips_nor_repeats_equal_timestamps,
+        a_filter_counts_towards_the_limit_only_when_it_matches,
+    );
+
     const T: i64 = 1_700_000_000_000_000_000;
 
     /// Newest first, the walk back through segment headers stops at the day's widest
     /// segment span, not at the hour every segment is bounded by: 200 segments of 9 s each
     /// and one of 1,990 s. The wide one still gives its newest event; a day without the span
     /// key (stored before it) walks the hour.
-    #[test]
-    fn newest_first_walks_back_only_as_far_as_the_days_widest_segment() {
+    fn newest_first_walks_back_only_as_far_as_the_days_widest_segment(engine: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let s = open(dir.path(), engine);
         let sec = 1_000_000_000;
         let wide = batch_of(
             "b",
@@ -898,7 +926,7 @@ mod tests {
         );
         s.write(&[&wide]).unwrap();
         // 200 segments of agent a, 10 events a second apart each (9 s spans).
-        let narrow = |s: &SledStore| {
+        let narrow = |s: &SegmentStore| {
             for i in 0..200u64 {
                 let seqs: Vec<u64> = (i * 10 + 1..=i * 10 + 10).collect();
                 let b = batch_of(
@@ -911,7 +939,7 @@ mod tests {
             }
         };
         narrow(&s);
-        let newest = |s: &SledStore| {
+        let newest = |s: &SegmentStore| {
             let before = s.headers_read.load(std::sync::atomic::Ordering::Relaxed);
             let got: Vec<(String, u64)> = query(s, None, 5, true)
                 .into_iter()
@@ -932,23 +960,22 @@ mod tests {
         // Without it the day's bound is the last 1,990 s; with only narrow segments, seconds.
         let (_, all) = {
             let dir2 = tempfile::tempdir().unwrap();
-            let s2 = SledStore::open(dir2.path(), 8 << 20).unwrap();
+            let s2 = open(dir2.path(), engine);
             narrow(&s2);
             let (_, read) = newest(&s2);
             assert!(read <= 3, "{read} headers read with 9 s segments");
             // A day from before the span key: the hour.
-            for (index, _) in s2.stored_days() {
-                s2.day(index).unwrap().remove(SPAN_KEY).unwrap();
+            for (index, _) in s2.stored_days().unwrap() {
+                s2.index.remove(&day_table(index), SPAN_KEY).unwrap();
             }
             newest(&s2)
         };
         assert_eq!(all, 200, "a day without the span key walks back the hour");
     }
 
-    #[test]
-    fn scan_streams_every_match_without_limit_and_stops_when_told() {
+    fn scan_streams_every_match_without_limit_and_stops_when_told(engine: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let s = open(dir.path(), engine);
         let seqs: Vec<u64> = (1..=500).collect();
         s.write(&[&batch("a", &seqs, T, EventKind::Alert)]).unwrap();
         s.write(&[&batch("b", &seqs, T, EventKind::Heartbeat)])
@@ -989,18 +1016,24 @@ mod tests {
     }
 
     /// Keys of every day tree starting with `prefix`.
-    fn day_keys(s: &SledStore, prefix: &[u8]) -> Vec<(String, Vec<u8>)> {
+    fn day_keys(s: &SegmentStore, prefix: &[u8]) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
-        for (index, name) in s.stored_days() {
-            for item in s.day(index).unwrap().scan_prefix(prefix) {
-                out.push((name.clone(), item.unwrap().0.to_vec()));
-            }
+        for (index, name) in s.stored_days().unwrap() {
+            let mut hi = prefix.to_vec();
+            hi.push(0xff);
+            s.index
+                .range(&day_table(index), prefix, &hi, false, &mut |k, _| {
+                    if k.starts_with(prefix) {
+                        out.push((name.clone(), k.to_vec()));
+                    }
+                    Ok(true)
+                })
+                .unwrap();
         }
         out
     }
 
-    #[test]
-    fn kind_lookups_walk_the_kind_index_and_older_days_are_indexed_at_open() {
+    fn kind_lookups_walk_the_kind_index_and_older_days_are_indexed_at_open(engine: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let cycle = [
             EventKind::Flow,
@@ -1026,7 +1059,7 @@ mod tests {
                 |q| kind_of(agent, q),
             )
         };
-        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let s = open(dir.path(), engine);
         let mut expected: HashMap<EventKind, usize> = HashMap::new();
         for w in 0..12u64 {
             let seqs: Vec<u64> = (w * 40 + 1..=w * 40 + 40).collect();
@@ -1038,8 +1071,8 @@ mod tests {
                 }
             }
         }
-        assert_eq!(s.stored_days().len(), 2);
-        let check = |s: &SledStore, what: &str| {
+        assert_eq!(s.stored_days().unwrap().len(), 2);
+        let check = |s: &SegmentStore, what: &str| {
             for kind in EventKind::ALL {
                 let all = query(s, Some(kind), usize::MAX, false);
                 assert!(all.iter().all(|e| e.kind() == kind), "{what}: {kind}");
@@ -1077,11 +1110,12 @@ mod tests {
         for (name, k) in &kind_keys {
             let index = s
                 .stored_days()
+                .unwrap()
                 .into_iter()
                 .find(|(_, n)| n == name)
                 .unwrap()
                 .0;
-            s.day(index).unwrap().remove(k).unwrap();
+            s.index.remove(&day_table(index), k).unwrap();
         }
         assert!(query(&s, Some(EventKind::Heartbeat), usize::MAX, false).is_empty());
         assert_eq!(
@@ -1089,23 +1123,21 @@ mod tests {
             expected[&EventKind::Flow]
         );
         // A store from before the index (no keys, no mark): look-ups walk every segment ...
-        for (index, _) in s.stored_days() {
-            s.day(index).unwrap().remove(KIND_INDEX_KEY).unwrap();
+        for (index, _) in s.stored_days().unwrap() {
+            s.index.remove(&day_table(index), KIND_INDEX_KEY).unwrap();
         }
         check(&s, "no index");
-        s.db.flush().unwrap();
         drop(s);
         // ... until it is opened again, which indexes its days.
-        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let s = open(dir.path(), engine);
         assert_eq!(day_keys(&s, b"K"), kind_keys);
         assert_eq!(day_keys(&s, KIND_INDEX_KEY).len(), 2);
         check(&s, "indexed at open");
     }
 
-    #[test]
-    fn duplicates_are_dropped_within_and_across_writes() {
+    fn duplicates_are_dropped_within_and_across_writes(engine: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let s = open(dir.path(), engine);
         let a = batch("a", &[1, 2, 3], T, EventKind::Synthetic);
         let out = s.write(&[&a, &a]).unwrap();
         assert_eq!(out[0].accepted, 3);
@@ -1123,19 +1155,18 @@ mod tests {
         assert!(agents[0].last_heartbeat.is_some());
     }
 
-    #[test]
-    fn dedup_survives_reopen_and_retention_drops_old_days() {
+    fn dedup_survives_reopen_and_retention_drops_old_days(engine: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let old = 1_600_000_000_000_000_000;
         let new = old + 200 * NANOS_PER_DAY;
         {
-            let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+            let s = open(dir.path(), engine);
             s.write(&[&batch("a", &[1], old, EventKind::Synthetic)])
                 .unwrap();
             s.write(&[&batch("a", &[2], new, EventKind::Synthetic)])
                 .unwrap();
         }
-        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let s = open(dir.path(), engine);
         let again = s
             .write(&[&batch("a", &[2], new, EventKind::Synthetic)])
             .unwrap();
@@ -1147,10 +1178,9 @@ mod tests {
         assert_eq!(s.stats().unwrap().events, 1);
     }
 
-    #[test]
-    fn ordering_and_limits_across_agents_segments_and_days() {
+    fn ordering_and_limits_across_agents_segments_and_days(engine: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let s = open(dir.path(), engine);
         // Agent a: one event per 20 minutes for 3 days (forces span splits and day splits);
         // agent b interleaved 7 minutes later.
         let step = 20 * 60 * 1_000_000_000i64;
@@ -1206,10 +1236,9 @@ mod tests {
         assert!(s.stats().unwrap().days.len() >= 3);
     }
 
-    #[test]
-    fn paging_after_a_cursor_neither_skips_nor_repeats_equal_timestamps() {
+    fn paging_after_a_cursor_neither_skips_nor_repeats_equal_timestamps(engine: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let s = open(dir.path(), engine);
         // Three agents, 50 events each, all at the same instant, in several segments.
         for agent in ["c", "a", "b"] {
             let seqs: Vec<u64> = (1..=50).collect();
@@ -1258,10 +1287,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_filter_counts_towards_the_limit_only_when_it_matches() {
+    fn a_filter_counts_towards_the_limit_only_when_it_matches(engine: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let s = open(dir.path(), engine);
         let seqs: Vec<u64> = (1..=100).collect();
         s.write(&[&batch("a", &seqs, T, EventKind::Synthetic)])
             .unwrap();
@@ -1285,5 +1313,73 @@ mod tests {
         })
         .unwrap();
         assert_eq!(got, vec![3, 91, 92, 93, 94]);
+    }
+
+    /// Resident memory of the store as segments accumulate, at the soak's write pattern (16
+    /// agents, one segment per agent's batch, 50 batches a second of event time, written 16 to
+    /// a call as the store writer groups them), with small events: what grows is the index's
+    /// keys, not the bodies. Prints RSS every 50,000 segments for each page cache size in
+    /// `RSS_CACHES_MIB` (default `64,8`; 64 MiB is the collector's), each in a fresh store
+    /// whose index is `RSS_ENGINE`'s (`redb`, the default, or `sled`); `RSS_SEGMENTS`
+    /// segments each (default 600,000: about three hours of the 50,000 events/s soak, whose
+    /// batches hold 1,000 events). Run alone (RSS is the process's):
+    /// `cargo test --release -p palisade-collector --lib store::segment_store::tests::resident_growth -- --ignored --nocapture`
+    #[test]
+    #[ignore = "benchmark: prints figures"]
+    fn resident_growth() {
+        fn rss_mib() -> f64 {
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                })
+                .unwrap_or(0.0)
+                / 1024.0
+        }
+        let var = |name: &str, default: &str| std::env::var(name).unwrap_or(default.into());
+        let segments: u64 = var("RSS_SEGMENTS", "600000").parse().unwrap();
+        let caches: Vec<u64> = var("RSS_CACHES_MIB", "64,8")
+            .split(',')
+            .map(|c| c.trim().parse().unwrap())
+            .collect();
+        let engine = match var("RSS_ENGINE", "redb").as_str() {
+            "sled" => Backend::Sled,
+            _ => Backend::Redb,
+        };
+        let agents: Vec<String> = (0..16).map(|a| format!("agent-{a:02}")).collect();
+        let t0 = Timestamp::now().nanos() - 3 * 3600 * 1_000_000_000;
+        for cache in caches {
+            let dir = tempfile::tempdir().unwrap();
+            let s = SegmentStore::open_with(dir.path(), cache << 20, engine).unwrap();
+            let started = std::time::Instant::now();
+            let mut line = format!("{engine}, cache {cache} MiB, RSS (MiB) every 50,000 segments:");
+            for call in 0..segments / 16 {
+                // 50 segments a second of event time; each agent's batch 4 events.
+                let ts = t0 + (call * 16 / 50) as i64 * 1_000_000_000;
+                let seq = call * 4 + 1;
+                let batches: Vec<Batch> = agents
+                    .iter()
+                    .map(|a| {
+                        batch_at(
+                            a,
+                            &[seq, seq + 1, seq + 2, seq + 3],
+                            |_| ts,
+                            EventKind::Flow,
+                        )
+                    })
+                    .collect();
+                s.write(&batches.iter().collect::<Vec<_>>()).unwrap();
+                if (call + 1) * 16 % 50_000 == 0 {
+                    line.push_str(&format!(" {:.0}", rss_mib()));
+                }
+            }
+            println!(
+                "{line}\n  ({segments} segments in {:.0} s; the index {:.0} MiB on disk)",
+                started.elapsed().as_secs_f64(),
+                s.index.size_on_disk().unwrap() as f64 / 1048576.0
+            );
+        }
     }
 }

@@ -1,0 +1,333 @@
+//! The event store's index (segment pointers, dedup sets, day counts, agent records) in one of
+//! two engines: sled (data directories created before 2026-12-07, in `index/`) or redb (new
+//! ones, `index.redb`). The segment bodies are in `segments/` either way.
+//!
+//! Why redb: sled 0.34 keeps metadata resident for every page it ever wrote, cached or not, so
+//! the collector's memory grew with every segment stored until retention dropped its day:
+//! ~16 bytes per segment with an 8 MiB cache (`resident_growth`, design-notes "Store layout"),
+//! which at the soak's 192,000 segments an hour is ~75 MB a day of retention. redb keeps no
+//! per-page state outside its bounded cache. The choice is made once per directory: an index
+//! is never converted in place.
+//!
+//! What the store needs of an engine is small: tables by name (one per UTC day, and
+//! `agents`), point reads, ordered scans both ways, a durable write of several tables, and
+//! dropping a table (retention).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle};
+
+use super::StoreError;
+use crate::incidents::kv::{redb_err, walk, RedbKv, Visit};
+use crate::incidents::Backend;
+
+/// redb's file in the store directory.
+const REDB_FILE: &str = "index.redb";
+/// sled's directory in the store directory.
+const SLED_DIR: &str = "index";
+
+/// Rows to put in one table: keys and values.
+pub(crate) type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Writes of one commit: per table, the rows to put.
+pub(crate) type Writes = HashMap<String, Rows>;
+
+fn sled_err(context: impl Into<String>) -> impl FnOnce(sled::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Sled { context, source }
+}
+
+fn table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// The index.
+pub(crate) enum Index {
+    Sled {
+        db: sled::Db,
+        /// Trees opened so far, by name.
+        trees: Mutex<HashMap<String, sled::Tree>>,
+    },
+    Redb(RedbKv),
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.engine())
+    }
+}
+
+fn open_redb_file(file: &Path, cache_bytes: u64) -> Result<redb::Database, StoreError> {
+    let shown = file.display().to_string();
+    redb::Database::builder()
+        .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
+        .set_repair_callback(move |r| {
+            tracing::warn!(
+                file = %shown,
+                progress = format_args!("{:.0}%", r.progress() * 100.0),
+                "repairing the event index after an unclean stop"
+            );
+        })
+        .create(file)
+        .map_err(redb_err("open"))
+}
+
+/// sled's tree `name`, opened (created if absent) once.
+fn sled_tree(
+    db: &sled::Db,
+    trees: &Mutex<HashMap<String, sled::Tree>>,
+    name: &str,
+) -> Result<sled::Tree, StoreError> {
+    let mut trees = trees.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = trees.get(name) {
+        return Ok(t.clone());
+    }
+    let tree = db
+        .open_tree(name)
+        .map_err(sled_err(format!("open {name}")))?;
+    trees.insert(name.to_string(), tree.clone());
+    Ok(tree)
+}
+
+impl Index {
+    /// Opens the index of the store in `dir`: sled if `dir/index` holds one, redb if
+    /// `dir/index.redb` exists, else a new one in `new`'s engine.
+    pub(crate) fn open(dir: &Path, cache_bytes: u64, new: Backend) -> Result<Index, StoreError> {
+        let sled_dir = dir.join(SLED_DIR);
+        let redb_file = dir.join(REDB_FILE);
+        let has_sled = sled_dir.join("conf").exists() || sled_dir.join("db").exists();
+        let engine = match (has_sled, redb_file.exists()) {
+            (true, true) => {
+                return Err(StoreError::TwoEngines {
+                    what: "event store",
+                    dir: dir.to_path_buf(),
+                    file: REDB_FILE,
+                })
+            }
+            (true, false) => Backend::Sled,
+            (false, true) => Backend::Redb,
+            (false, false) => new,
+        };
+        match engine {
+            Backend::Sled => {
+                let config = sled::Config::new()
+                    .path(&sled_dir)
+                    .cache_capacity(cache_bytes);
+                let db = palisade_wire::process::open_waiting_for_lock(|| config.open())
+                    .map_err(sled_err(format!("cannot open {}", sled_dir.display())))?;
+                Ok(Index::Sled {
+                    db,
+                    trees: Mutex::new(HashMap::new()),
+                })
+            }
+            Backend::Redb => {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+                Ok(Index::Redb(RedbKv::open(
+                    &redb_file,
+                    cache_bytes,
+                    "event index",
+                    open_redb_file,
+                )?))
+            }
+        }
+    }
+
+    /// The engine's name.
+    pub(crate) fn engine(&self) -> &'static str {
+        match self {
+            Index::Sled { .. } => "sled",
+            Index::Redb(_) => "redb",
+        }
+    }
+
+    /// The names of the tables that exist.
+    pub(crate) fn tables(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Index::Sled { db, .. } => Ok(db
+                .tree_names()
+                .into_iter()
+                .filter_map(|n| String::from_utf8(n.to_vec()).ok())
+                .collect()),
+            Index::Redb(kv) => kv.with(|db| {
+                let txn = db.begin_read().map_err(redb_err("begin a read"))?;
+                let names = txn
+                    .list_tables()
+                    .map_err(redb_err("list tables"))?
+                    .map(|t| t.name().to_string())
+                    .collect();
+                Ok(names)
+            }),
+        }
+    }
+
+    /// The value under `key` in `name` (none if the table does not exist).
+    pub(crate) fn get(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Index::Sled { db, trees } => Ok(sled_tree(db, trees, name)?
+                .get(key)
+                .map_err(sled_err(format!("read {name}")))?
+                .map(|v| v.to_vec())),
+            Index::Redb(kv) => kv.with(|db| {
+                let txn = db.begin_read().map_err(redb_err("begin a read"))?;
+                let t = match txn.open_table(table(name)) {
+                    Ok(t) => t,
+                    Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                    Err(e) => return Err(redb_err("open a table")(e)),
+                };
+                let v = t
+                    .get(key)
+                    .map_err(redb_err("read"))?
+                    .map(|g| g.value().to_vec());
+                Ok(v)
+            }),
+        }
+    }
+
+    /// Rows of `name` with keys in `lo..hi`, ascending or (`rev`) descending, until `visit`
+    /// says stop. One snapshot for the whole scan in redb.
+    pub(crate) fn range(
+        &self,
+        name: &str,
+        lo: &[u8],
+        hi: &[u8],
+        rev: bool,
+        visit: Visit<'_>,
+    ) -> Result<(), StoreError> {
+        if lo >= hi {
+            return Ok(());
+        }
+        match self {
+            Index::Sled { db, trees } => {
+                let tree = sled_tree(db, trees, name)?;
+                let mut go = |kv: sled::Result<(sled::IVec, sled::IVec)>| {
+                    let (k, v) = kv.map_err(sled_err(format!("scan {name}")))?;
+                    visit(&k, &v)
+                };
+                walk(tree.range(lo..hi), rev, &mut go)
+            }
+            Index::Redb(kv) => kv.with(|db| {
+                let txn = db.begin_read().map_err(redb_err("begin a read"))?;
+                let t = match txn.open_table(table(name)) {
+                    Ok(t) => t,
+                    Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+                    Err(e) => return Err(redb_err("open a table")(e)),
+                };
+                let mut go = |kv: Result<_, redb::StorageError>| -> Result<bool, StoreError> {
+                    let (k, v): (redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>) =
+                        kv.map_err(redb_err("scan"))?;
+                    visit(k.value(), v.value())
+                };
+                let r = walk(t.range(lo..hi).map_err(redb_err("scan"))?, rev, &mut go);
+                r
+            }),
+        }
+    }
+
+    /// Writes `writes` and returns once they are durable. In redb the whole is one
+    /// transaction; in sled each table's writes are one batch, applied in `order` (tables not
+    /// named there last), then flushed: a crash between two leaves the earlier ones, so callers
+    /// name what is referred to before what refers to it.
+    pub(crate) fn commit(&self, mut writes: Writes, order: &[String]) -> Result<(), StoreError> {
+        let mut names: Vec<String> = order
+            .iter()
+            .filter(|n| writes.contains_key(*n))
+            .cloned()
+            .collect();
+        let mut rest: Vec<String> = writes
+            .keys()
+            .filter(|n| !order.contains(n))
+            .cloned()
+            .collect();
+        rest.sort();
+        names.extend(rest);
+        match self {
+            Index::Sled { db, trees } => {
+                for name in names {
+                    let mut batch = sled::Batch::default();
+                    for (k, v) in writes.remove(&name).unwrap_or_default() {
+                        batch.insert(k, v);
+                    }
+                    sled_tree(db, trees, &name)?
+                        .apply_batch(batch)
+                        .map_err(sled_err(format!("write {name}")))?;
+                }
+                db.flush().map(|_| ()).map_err(sled_err("flush"))
+            }
+            Index::Redb(kv) => kv.with(|db| {
+                let mut txn = db.begin_write().map_err(redb_err("begin a write"))?;
+                txn.set_durability(redb::Durability::Immediate)
+                    .map_err(redb_err("begin a write"))?;
+                txn.set_quick_repair(true);
+                for name in &names {
+                    let mut t = txn
+                        .open_table(table(name))
+                        .map_err(redb_err("open a table"))?;
+                    for (k, v) in writes.get(name).into_iter().flatten() {
+                        t.insert(&k[..], &v[..]).map_err(redb_err("write"))?;
+                    }
+                }
+                txn.commit().map_err(redb_err("commit"))
+            }),
+        }
+    }
+
+    /// Drops table `name` and everything in it, durably.
+    pub(crate) fn drop_table(&self, name: &str) -> Result<(), StoreError> {
+        match self {
+            Index::Sled { db, trees } => {
+                trees.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+                db.drop_tree(name)
+                    .map_err(sled_err(format!("drop {name}")))?;
+                db.flush().map(|_| ()).map_err(sled_err("flush"))
+            }
+            Index::Redb(kv) => kv.with(|db| {
+                let mut txn = db.begin_write().map_err(redb_err("begin a write"))?;
+                txn.set_durability(redb::Durability::Immediate)
+                    .map_err(redb_err("begin a write"))?;
+                txn.set_quick_repair(true);
+                txn.delete_table(table(name))
+                    .map_err(redb_err("drop a table"))?;
+                txn.commit().map_err(redb_err("commit"))
+            }),
+        }
+    }
+
+    /// Removes `key` from `name`, durably (tests: a store as an older version left it).
+    #[cfg(test)]
+    pub(crate) fn remove(&self, name: &str, key: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Index::Sled { db, trees } => {
+                sled_tree(db, trees, name)?
+                    .remove(key)
+                    .map_err(sled_err("remove"))?;
+                db.flush().map(|_| ()).map_err(sled_err("flush"))
+            }
+            Index::Redb(kv) => kv.with(|db| {
+                let txn = db.begin_write().map_err(redb_err("begin a write"))?;
+                txn.open_table(table(name))
+                    .map_err(redb_err("open a table"))?
+                    .remove(key)
+                    .map_err(redb_err("remove"))?;
+                txn.commit().map_err(redb_err("commit"))
+            }),
+        }
+    }
+
+    /// Bytes the index takes on disk.
+    pub(crate) fn size_on_disk(&self) -> Result<u64, StoreError> {
+        match self {
+            Index::Sled { db, .. } => db.size_on_disk().map_err(sled_err("size")),
+            Index::Redb(kv) => std::fs::metadata(kv.path())
+                .map(|m| m.len())
+                .map_err(|source| StoreError::Io {
+                    path: kv.path().to_path_buf(),
+                    source,
+                }),
+        }
+    }
+}
