@@ -44,6 +44,10 @@ pub struct IngestConfig {
     /// written. sled stays failed after it meets a full disk until the collector restarts, so
     /// this reserve is what lets ingest resume by itself when space returns. 0: no check.
     pub min_free_bytes: u64,
+    /// Page cache of the event store's index (redb or sled), bytes. redb's resident memory for
+    /// the index stays at about this once it is full (sled's at two to three times it, plus
+    /// ~16 bytes per segment ever written). Queries and the writer work on the newest pages.
+    pub index_cache_bytes: u64,
 }
 
 impl Default for IngestConfig {
@@ -56,6 +60,7 @@ impl Default for IngestConfig {
             max_group_events: 50_000,
             retry_after_secs: 1,
             min_free_bytes: 64 << 20,
+            index_cache_bytes: 16 << 20,
         }
     }
 }
@@ -288,6 +293,10 @@ mod tests {
         assert_eq!(
             c.ingest.max_batch_bytes,
             IngestConfig::default().max_batch_bytes
+        );
+        assert_eq!(
+            c.ingest.index_cache_bytes,
+            IngestConfig::default().index_cache_bytes
         );
         assert!(c.tls.crl.is_some());
         let d = crate::correlate::CorrelationSettings::default();

@@ -2,6 +2,26 @@
 //! stores them durably ([`store`]), and answers analysts ([`api`], [`cli`]). [`pki`] is the
 //! certificate authority every identity comes from.
 
+/// Tests `name(engine)` of a module whose scope has `Backend`, once on each engine of the
+/// databases (sled and redb): `mod on_sled { #[test] fn name() }` and `mod on_redb { … }`.
+#[cfg(test)]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod on_sled {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::Sled)
+            })*
+        }
+        mod on_redb {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::Redb)
+            })*
+        }
+    };
+}
+
 pub mod api;
 pub mod audit;
 pub mod cli;

@@ -143,8 +143,11 @@ pub async fn serve(
         source,
     })?;
     let store: Arc<dyn EventStore> = Arc::new(
-        SegmentStore::open(&config.data_dir.join("store"), 64 << 20)?
-            .with_min_free_bytes(config.ingest.min_free_bytes),
+        SegmentStore::open(
+            &config.data_dir.join("store"),
+            config.ingest.index_cache_bytes,
+        )?
+        .with_min_free_bytes(config.ingest.min_free_bytes),
     );
     let metrics = Arc::new(IngestMetrics::default());
     let forwarders = crate::forward::Forwarders::start(&config.forward)?;

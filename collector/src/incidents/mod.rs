@@ -1969,24 +1969,6 @@ mod tests {
         }
     }
 
-    /// Every test of the incident store, once on each engine.
-    macro_rules! on_both_engines {
-        ($($name:ident),* $(,)?) => {
-            mod on_sled {
-                $(#[test]
-                fn $name() {
-                    super::$name(super::Backend::Sled)
-                })*
-            }
-            mod on_redb {
-                $(#[test]
-                fn $name() {
-                    super::$name(super::Backend::Redb)
-                })*
-            }
-        };
-    }
-
     #[test]
     fn a_sled_database_migrates_to_redb_whole_and_goes_on_from_its_ids() {
         let t = tempfile::tempdir().unwrap();
@@ -2150,17 +2132,7 @@ mod tests {
     #[ignore = "benchmark: prints figures"]
     fn resident_bytes_per_key() {
         let backend = bench_backend();
-        fn rss() -> f64 {
-            std::fs::read_to_string("/proc/self/status")
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                })
-                .unwrap_or(0.0)
-                * 1024.0
-        }
+        let rss = || crate::metrics::resident_bytes().unwrap_or(0) as f64;
         let n: u64 = std::env::var("RSS_ALERTS")
             .ok()
             .and_then(|v| v.parse().ok())

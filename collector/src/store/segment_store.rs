@@ -880,23 +880,6 @@ mod tests {
         SegmentStore::open_with(dir, 8 << 20, engine).unwrap()
     }
 
-    macro_rules! on_both_engines {
-        ($($name:ident),* $(,)?) => {
-            mod on_sled {
-                $(#[test]
-                fn $name() {
-                    super::$name(super::Backend::Sled)
-                })*
-            }
-            mod on_redb {
-                $(#[test]
-                fn $name() {
-                    super::$name(super::Backend::Redb)
-                })*
-            }
-        };
-    }
-
     on_both_engines!(
         newest_first_walks_back_only_as_far_as_the_days_widest_segment,
         scan_streams_every_match_without_limit_and_stops_when_told,
@@ -1327,17 +1310,7 @@ mod tests {
     #[test]
     #[ignore = "benchmark: prints figures"]
     fn resident_growth() {
-        fn rss_mib() -> f64 {
-            std::fs::read_to_string("/proc/self/status")
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                })
-                .unwrap_or(0.0)
-                / 1024.0
-        }
+        let rss_mib = || crate::metrics::resident_bytes().unwrap_or(0) as f64 / 1048576.0;
         let var = |name: &str, default: &str| std::env::var(name).unwrap_or(default.into());
         let segments: u64 = var("RSS_SEGMENTS", "600000").parse().unwrap();
         let caches: Vec<u64> = var("RSS_CACHES_MIB", "64,8")
