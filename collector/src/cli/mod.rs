@@ -178,6 +178,14 @@ pub enum Command {
         after_long_help = "Examples:\n  palisade-collector migrate-incidents --config /etc/palisade/collector.toml\n  palisade-collector migrate-incidents --data-dir /var/lib/palisade/collector"
     )]
     MigrateIncidents(audit::FilesArgs),
+    /// Convert the event store's index of a data directory from sled to redb, offline (stop
+    /// the collector first). The copy is verified row for row before it is swapped in; the
+    /// segment files stay as they are; the sled index is kept beside it (`store/index.sled-<time>`)
+    /// until you remove it.
+    #[command(
+        after_long_help = "Examples:\n  palisade-collector migrate-store --config /etc/palisade/collector.toml\n  palisade-collector migrate-store --data-dir /var/lib/palisade/collector"
+    )]
+    MigrateStore(audit::FilesArgs),
     /// Read the audit log and verify its hash chain (`audit log`, `audit verify`).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -393,6 +401,26 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Follow(args) => runtime()?.block_on(follow::run(args)),
         Command::Export(args) => runtime()?.block_on(export::run(args)),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::MigrateStore(args) => {
+            let (data_dir, config) = args.data_dir()?;
+            let dir = data_dir.join("store");
+            let cache_bytes = config.map_or(
+                crate::config::IngestConfig::default().index_cache_bytes,
+                |c| c.ingest.index_cache_bytes,
+            );
+            let started = std::time::Instant::now();
+            let m = crate::store::migrate_index_to_redb(&dir, cache_bytes)?;
+            println!(
+                "{}: index migrated to redb in {:.1} s ({} tables, {} rows, {} bytes), verified; the sled index is kept at {} until you remove it",
+                dir.display(),
+                started.elapsed().as_secs_f64(),
+                m.tables,
+                m.rows,
+                m.bytes,
+                m.sled_kept_at.display()
+            );
+            Ok(Outcome::Found)
+        }
         Command::MigrateIncidents(args) => {
             let (data_dir, config) = args.data_dir()?;
             let dir = data_dir.join("incidents");

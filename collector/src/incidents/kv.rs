@@ -895,6 +895,7 @@ pub fn migrate_sled_to_redb(dir: &Path, cache_bytes: u64) -> Result<Migrated, St
     let has_sled = |d: &Path| d.join("conf").exists() || d.join("db").exists();
     if !has_sled(dir) {
         return Err(StoreError::Refused {
+            what: "incident database",
             path: dir.to_path_buf(),
             reason: if dir.join(REDB_FILE).exists() {
                 "already redb: nothing to migrate"
@@ -906,6 +907,7 @@ pub fn migrate_sled_to_redb(dir: &Path, cache_bytes: u64) -> Result<Migrated, St
     if staging.exists() {
         if has_sled(&staging) {
             return Err(StoreError::Refused {
+                what: "incident database",
                 path: staging,
                 reason: "holds a sled database (left by an interrupted swap?): look at it before migrating",
             });

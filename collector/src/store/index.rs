@@ -14,13 +14,14 @@
 //! dropping a table (retention).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle};
 
 use super::StoreError;
-use crate::incidents::kv::{redb_err, walk, RedbKv, Visit};
+use crate::incidents::kv::{redb_err, walk, RedbKv, Span, Visit};
 use crate::incidents::Backend;
 
 /// redb's file in the store directory.
@@ -111,30 +112,36 @@ impl Index {
             (false, false) => new,
         };
         match engine {
-            Backend::Sled => {
-                let config = sled::Config::new()
-                    .path(&sled_dir)
-                    .cache_capacity(cache_bytes);
-                let db = palisade_wire::process::open_waiting_for_lock(|| config.open())
-                    .map_err(sled_err(format!("cannot open {}", sled_dir.display())))?;
-                Ok(Index::Sled {
-                    db,
-                    trees: Mutex::new(HashMap::new()),
-                })
-            }
+            Backend::Sled => Self::open_sled(&sled_dir, cache_bytes),
             Backend::Redb => {
                 std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
                     path: dir.to_path_buf(),
                     source,
                 })?;
-                Ok(Index::Redb(RedbKv::open(
-                    &redb_file,
-                    cache_bytes,
-                    "event index",
-                    open_redb_file,
-                )?))
+                Self::open_redb(&redb_file, cache_bytes)
             }
         }
+    }
+
+    fn open_sled(sled_dir: &Path, cache_bytes: u64) -> Result<Index, StoreError> {
+        let config = sled::Config::new()
+            .path(sled_dir)
+            .cache_capacity(cache_bytes);
+        let db = palisade_wire::process::open_waiting_for_lock(|| config.open())
+            .map_err(sled_err(format!("cannot open {}", sled_dir.display())))?;
+        Ok(Index::Sled {
+            db,
+            trees: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn open_redb(file: &Path, cache_bytes: u64) -> Result<Index, StoreError> {
+        Ok(Index::Redb(RedbKv::open(
+            file,
+            cache_bytes,
+            "event index",
+            open_redb_file,
+        )?))
     }
 
     /// The engine's name.
@@ -201,6 +208,17 @@ impl Index {
         if lo >= hi {
             return Ok(());
         }
+        self.scan(name, (Bound::Included(lo), Bound::Excluded(hi)), rev, visit)
+    }
+
+    /// Rows of `name` within `span` (see [`Self::range`]).
+    pub(crate) fn scan(
+        &self,
+        name: &str,
+        span: Span<'_>,
+        rev: bool,
+        visit: Visit<'_>,
+    ) -> Result<(), StoreError> {
         match self {
             Index::Sled { db, trees } => {
                 let tree = sled_tree(db, trees, name)?;
@@ -208,7 +226,7 @@ impl Index {
                     let (k, v) = kv.map_err(sled_err(format!("scan {name}")))?;
                     visit(&k, &v)
                 };
-                walk(tree.range(lo..hi), rev, &mut go)
+                walk(tree.range::<&[u8], _>(span), rev, &mut go)
             }
             Index::Redb(kv) => kv.with(|db| {
                 let txn = db.begin_read().map_err(redb_err("begin a read"))?;
@@ -222,7 +240,7 @@ impl Index {
                         kv.map_err(redb_err("scan"))?;
                     visit(k.value(), v.value())
                 };
-                let r = walk(t.range(lo..hi).map_err(redb_err("scan"))?, rev, &mut go);
+                let r = walk(t.range(span).map_err(redb_err("scan"))?, rev, &mut go);
                 r
             }),
         }
@@ -330,4 +348,172 @@ impl Index {
                 }),
         }
     }
+}
+
+/// Rows copied per commit by [`migrate_to_redb`].
+const MIGRATE_BATCH: usize = 50_000;
+
+/// What [`migrate_to_redb`] did.
+#[derive(Debug)]
+pub struct MigratedIndex {
+    /// Tables copied (days and `agents`).
+    pub tables: u64,
+    /// Rows copied.
+    pub rows: u64,
+    /// Bytes of keys and values copied.
+    pub bytes: u64,
+    /// Where the sled index now is (kept until the operator removes it).
+    pub sled_kept_at: PathBuf,
+}
+
+/// A digest of every table of `index` in name order (and of its rows in key order), with the
+/// number of tables, rows and bytes: equal digests mean equal indexes.
+fn digest(index: &Index) -> Result<(blake3::Hash, u64, u64, u64), StoreError> {
+    let mut h = blake3::Hasher::new();
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    let mut names = copied_tables(index)?;
+    names.sort();
+    for name in &names {
+        h.update(&(name.len() as u64).to_be_bytes());
+        h.update(name.as_bytes());
+        index.scan(
+            name,
+            (Bound::Unbounded, Bound::Unbounded),
+            false,
+            &mut |k, v| {
+                h.update(&(k.len() as u64).to_be_bytes());
+                h.update(k);
+                h.update(&(v.len() as u64).to_be_bytes());
+                h.update(v);
+                rows += 1;
+                bytes += (k.len() + v.len()) as u64;
+                Ok(true)
+            },
+        )?;
+    }
+    Ok((h.finalize(), names.len() as u64, rows, bytes))
+}
+
+/// The tables the store wrote (sled's default tree holds nothing of ours).
+fn copied_tables(index: &Index) -> Result<Vec<String>, StoreError> {
+    Ok(index
+        .tables()?
+        .into_iter()
+        .filter(|n| n == "agents" || n.starts_with("d/"))
+        .collect())
+}
+
+/// Converts the sled index of the event store in `dir` to redb, offline (the collector
+/// stopped: sled's lock refuses otherwise). Every table is copied into
+/// `index.redb.migrating`, which must then read back as the source (a digest of every row);
+/// only then does it become `index.redb`, and the sled index is moved to `index.sled-<unix
+/// time>`. A crash before the first rename leaves sled in place (a rerun starts the copy
+/// again); between the two, the store refuses to open with both present, and a rerun checks
+/// the redb file against sled again and finishes. The segment files are not touched.
+pub fn migrate_to_redb(dir: &Path, cache_bytes: u64) -> Result<MigratedIndex, StoreError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    let sled_dir = dir.join(SLED_DIR);
+    let redb_file = dir.join(REDB_FILE);
+    let staging = dir.join(format!("{REDB_FILE}.migrating"));
+    if !(sled_dir.join("conf").exists() || sled_dir.join("db").exists()) {
+        return Err(StoreError::Refused {
+            what: "event store",
+            path: dir.to_path_buf(),
+            reason: if redb_file.exists() {
+                "already redb: nothing to migrate"
+            } else {
+                "no sled index here: nothing to migrate"
+            },
+        });
+    }
+    let source = Index::open_sled(&sled_dir, cache_bytes)?;
+    if redb_file.exists() {
+        // Both present: a swap cut off between its two renames, or something else entirely.
+        let copy = Index::open_redb(&redb_file, cache_bytes)?;
+        let (want, tables, rows, bytes) = digest(&source)?;
+        if digest(&copy)?.0 != want {
+            return Err(StoreError::Refused {
+                what: "event store",
+                path: dir.to_path_buf(),
+                reason: "holds both a sled index and an index.redb that differs from it: look at both before migrating",
+            });
+        }
+        drop((copy, source));
+        let kept = keep_sled(&sled_dir)?;
+        return Ok(MigratedIndex {
+            tables,
+            rows,
+            bytes,
+            sled_kept_at: kept,
+        });
+    }
+    if staging.exists() {
+        // An interrupted copy.
+        std::fs::remove_file(&staging).map_err(io(&staging))?;
+    }
+    let (want, tables, rows, bytes) = digest(&source)?;
+    let copy = Index::open_redb(&staging, cache_bytes)?;
+    for name in copied_tables(&source)? {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let mut batch: Rows = Vec::new();
+            let span = match &after {
+                Some(k) => (Bound::Excluded(&k[..]), Bound::Unbounded),
+                None => (Bound::Unbounded, Bound::Unbounded),
+            };
+            source.scan(&name, span, false, &mut |k, v| {
+                batch.push((k.to_vec(), v.to_vec()));
+                Ok(batch.len() < MIGRATE_BATCH)
+            })?;
+            let Some((last, _)) = batch.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            copy.commit(Writes::from([(name.clone(), batch)]), &[])?;
+        }
+    }
+    if digest(&copy)? != (want, tables, rows, bytes) {
+        return Err(StoreError::Corrupt {
+            tree: staging.display().to_string(),
+            reason: "the copy does not read back as the source; the sled index is untouched".into(),
+        });
+    }
+    drop((copy, source));
+    std::fs::rename(&staging, &redb_file).map_err(io(&staging))?;
+    sync_dir(dir)?;
+    let kept = keep_sled(&sled_dir)?;
+    Ok(MigratedIndex {
+        tables,
+        rows,
+        bytes,
+        sled_kept_at: kept,
+    })
+}
+
+/// Moves the sled index aside (`index.sled-<unix time>`), durably.
+fn keep_sled(sled_dir: &Path) -> Result<PathBuf, StoreError> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let kept = sled_dir.with_file_name(format!("{SLED_DIR}.sled-{secs}"));
+    std::fs::rename(sled_dir, &kept).map_err(|source| StoreError::Io {
+        path: sled_dir.to_path_buf(),
+        source,
+    })?;
+    if let Some(parent) = sled_dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(kept)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
 }

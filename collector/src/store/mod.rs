@@ -12,6 +12,7 @@ use palisade_wire::batch::Batch;
 use palisade_wire::{EventKind, Severity, Timestamp};
 use serde::{Deserialize, Serialize};
 
+pub use index::{migrate_to_redb as migrate_index_to_redb, MigratedIndex};
 pub use segment_store::SegmentStore;
 
 /// Store errors. All of them mean the operation did not complete; none leaves partial data
@@ -46,8 +47,10 @@ pub enum StoreError {
         file: &'static str,
     },
     /// A database operation refused, with why (a migration with nothing to do, say).
-    #[error("incident database {path}: {reason}")]
+    #[error("{what} {path}: {reason}")]
     Refused {
+        /// Which database ("incident database", "event store").
+        what: &'static str,
         /// The directory.
         path: std::path::PathBuf,
         /// Why.

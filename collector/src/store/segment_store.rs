@@ -749,16 +749,16 @@ impl EventStore for SegmentStore {
 
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         let mut out = Vec::new();
-        self.index
-            .range(AGENTS, &[], &[0xff; 64], false, &mut |k, v| {
-                out.push(serde_json::from_slice(v).map_err(|e| {
-                    corrupt(
-                        AGENTS,
-                        format!("record of {}: {e}", String::from_utf8_lossy(k)),
-                    )
-                })?);
-                Ok(true)
-            })?;
+        let all = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+        self.index.scan(AGENTS, all, false, &mut |k, v| {
+            out.push(serde_json::from_slice(v).map_err(|e| {
+                corrupt(
+                    AGENTS,
+                    format!("record of {}: {e}", String::from_utf8_lossy(k)),
+                )
+            })?);
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -1296,6 +1296,91 @@ mod tests {
         })
         .unwrap();
         assert_eq!(got, vec![3, 91, 92, 93, 94]);
+    }
+
+    /// `migrate-store`: a sled index becomes redb whole (every day table and the agents, the
+    /// kind index and dedup sets with them), the sled index is kept aside, a second run has
+    /// nothing to do, and a run cut off between its two renames (both present) is finished.
+    #[test]
+    fn a_sled_index_migrates_to_redb_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let seqs: Vec<u64> = (1..=300).collect();
+        let day = |s: u64| T + (s / 100) as i64 * NANOS_PER_DAY + s as i64;
+        let kind = |s: u64| {
+            if s % 7 == 0 {
+                EventKind::Heartbeat
+            } else {
+                EventKind::Flow
+            }
+        };
+        let everything = |s: &SegmentStore| {
+            (
+                query(s, None, usize::MAX, false),
+                query(s, Some(EventKind::Heartbeat), 5, true),
+                s.stats().unwrap().events,
+                s.agents().unwrap(),
+            )
+        };
+        let before = {
+            let s = open(dir.path(), Backend::Sled);
+            for agent in ["a", "b", "c"] {
+                for part in seqs.chunks(40) {
+                    s.write(&[&batch_of(agent, part, day, kind)]).unwrap();
+                }
+            }
+            s.note_certificate("b", "0a1b", Timestamp(T)).unwrap();
+            assert_eq!(s.index.engine(), "sled");
+            everything(&s)
+        };
+        assert_eq!(before.0.len(), 900);
+        let m = super::super::migrate_index_to_redb(dir.path(), 8 << 20).unwrap();
+        assert_eq!(m.tables, 5, "four days (sequence / 100) and the agents");
+        assert!(m.sled_kept_at.join("conf").exists());
+        assert!(!dir.path().join("index").exists());
+        let s = SegmentStore::open(dir.path(), 8 << 20).unwrap();
+        assert_eq!(s.index.engine(), "redb");
+        assert_eq!(everything(&s), before);
+        drop(s);
+        let refused = super::super::migrate_index_to_redb(dir.path(), 8 << 20).unwrap_err();
+        assert!(refused.to_string().contains("already redb"), "{refused}");
+
+        // Cut off between the renames: both present, which the store refuses to open.
+        std::fs::rename(&m.sled_kept_at, dir.path().join("index")).unwrap();
+        let both = SegmentStore::open(dir.path(), 8 << 20).unwrap_err();
+        assert!(both.to_string().contains("holds both"), "{both}");
+        // Finishing is refused if the redb file does not match sled...
+        let s = open(dir.path().join("x").as_path(), Backend::Redb);
+        drop(s);
+        std::fs::copy(
+            dir.path().join("x/index.redb"),
+            dir.path().join("index.redb.other"),
+        )
+        .unwrap();
+        std::fs::rename(
+            dir.path().join("index.redb"),
+            dir.path().join("index.redb.mine"),
+        )
+        .unwrap();
+        std::fs::rename(
+            dir.path().join("index.redb.other"),
+            dir.path().join("index.redb"),
+        )
+        .unwrap();
+        let differs = super::super::migrate_index_to_redb(dir.path(), 8 << 20).unwrap_err();
+        assert!(differs.to_string().contains("differs"), "{differs}");
+        // ... and done when it does.
+        std::fs::rename(
+            dir.path().join("index.redb.mine"),
+            dir.path().join("index.redb"),
+        )
+        .unwrap();
+        let finished = super::super::migrate_index_to_redb(dir.path(), 8 << 20).unwrap();
+        assert_eq!(finished.rows, m.rows);
+        let s = SegmentStore::open(dir.path(), 8 << 20).unwrap();
+        assert_eq!(everything(&s), before);
+        // The dedup sets came along.
+        let again = s.write(&[&batch_of("a", &seqs[..40], day, kind)]).unwrap();
+        assert_eq!((again[0].accepted, again[0].duplicates), (0, 40));
     }
 
     /// Resident memory of the store as segments accumulate, at the soak's write pattern (16

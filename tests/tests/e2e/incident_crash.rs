@@ -317,3 +317,74 @@ fn migrate_incidents_converts_a_sled_directory_whole() {
     // Asked for sled, the directory opens as what it now is.
     assert_eq!(counts(Backend::Sled), before);
 }
+
+/// `palisade-collector migrate-store` on a data directory whose event store has a sled index:
+/// the command says what it copied and verified, and the store then opens on redb with every
+/// event, its dedup sets and its agents.
+#[test]
+fn migrate_store_converts_a_sled_index_whole() {
+    use palisade_collector::store::{EventStore, Query, SegmentStore};
+    use palisade_wire::batch::{decode, encode, Limits};
+    use palisade_wire::{Event, EventKind, Severity, Timestamp};
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let dir = data.join("store");
+    let now = Timestamp::now().nanos();
+    let batch = |agent: &str, seqs: std::ops::Range<u64>| {
+        let lines: Vec<(u64, Vec<u8>)> = seqs
+            .map(|s| {
+                let mut e = Event::new(agent, EventKind::Synthetic, Severity::Low);
+                e.timestamp = Timestamp(now - 3_600_000_000_000 + s as i64 * 1_000_000);
+                e.seal(s);
+                (s, e.to_json())
+            })
+            .collect();
+        let pairs: Vec<(u64, &[u8])> = lines.iter().map(|(s, l)| (*s, &l[..])).collect();
+        decode(&encode(agent, &pairs, 1).unwrap(), &Limits::default()).unwrap()
+    };
+    let everything = |s: &SegmentStore| {
+        let q = Query {
+            since: Timestamp(0),
+            until: Timestamp(i64::MAX),
+            agent: None,
+            kind: None,
+            min_severity: None,
+            limit: usize::MAX,
+            newest_first: false,
+            after: None,
+            filter: None,
+        };
+        let mut n = 0;
+        s.query(&q, &mut |_| {
+            n += 1;
+            true
+        })
+        .unwrap();
+        (n, s.stats().unwrap().events, s.agents().unwrap().len())
+    };
+    let before = {
+        let s = SegmentStore::open_with(&dir, 8 << 20, Backend::Sled).unwrap();
+        for agent in ["agent-1", "agent-2"] {
+            for first in (1..2_000).step_by(500) {
+                s.write(&[&batch(agent, first..first + 500)]).unwrap();
+            }
+        }
+        everything(&s)
+    };
+    assert_eq!(before, (4_000, 4_000, 2));
+    assert!(dir.join("index/conf").exists());
+    let out = palisade_tests::run_ok(
+        "palisade-collector",
+        &["migrate-store", "--data-dir", data.to_str().unwrap()],
+    );
+    assert!(
+        out.contains("index migrated to redb") && out.contains("verified"),
+        "{out}"
+    );
+    assert!(dir.join("index.redb").exists() && !dir.join("index").exists());
+    // Asked for sled, the directory opens as what it now is.
+    let s = SegmentStore::open_with(&dir, 8 << 20, Backend::Sled).unwrap();
+    assert_eq!(everything(&s), before);
+    let again = s.write(&[&batch("agent-1", 1..500)]).unwrap();
+    assert_eq!((again[0].accepted, again[0].duplicates), (0, 499));
+}
