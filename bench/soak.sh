@@ -8,8 +8,8 @@
 # and latency drift (first third against last third of the run). Bounded: the load stops after
 # MINUTES, the wait for the correlator after 10 minutes more.
 # Usage: bench/soak.sh [MINUTES=30] [RATE=50000] [AGENTS=16] [GROUPS=100000] [MIX=security]
-# (environment: SOAK_STATE_BYTES, the correlation state's byte cap, and SOAK_INCIDENT_BACKEND,
-# the incident database's engine, below)
+# (environment: SOAK_STATE_BYTES, the correlation state's byte cap; SOAK_INCIDENT_BACKEND and
+# SOAK_INDEX_BACKEND, the engines of the incident database and the event index; see below)
 # MIX is the load generator's: `security` has 15% detector alerts (an alert storm, ~8,000
 # alerts/s at 50,000 events/s), `soc` 1% (a SOC's everyday share).
 # Results: a table on stdout and $BENCH_DIR/soak.json (BENCH_DIR=/tmp/palisade-bench-soak); the raw
@@ -56,7 +56,14 @@ cp "$repo"/signatures/sigma/*.yml "$work/rules/"
 state_bytes="${SOAK_STATE_BYTES:-134217728}"
 # The incident database's engine (SOAK_INCIDENT_BACKEND: redb, the default, or sled).
 incident_backend="${SOAK_INCIDENT_BACKEND:-redb}"
+# The event store index's engine (SOAK_INDEX_BACKEND: redb, the default, or sled) and page cache
+# (SOAK_INDEX_CACHE_BYTES: the collector's default when unset).
+index_backend="${SOAK_INDEX_BACKEND:-redb}"
+index_cache="${SOAK_INDEX_CACHE_BYTES:+index_cache_bytes = $SOAK_INDEX_CACHE_BYTES}"
 bench_collector "$work" <<TOML
+[ingest]
+index_backend = "$index_backend"
+$index_cache
 [correlation]
 enabled = true
 rules_dir = "rules"
@@ -116,7 +123,7 @@ q() { "$C" "$@" --collector "$url" --pki-dir "$work/pki" --as analyst; }
 ) > "$work/samples" &
 spid=$!
 
-echo "== soak: $rate events/s ($mix mix) from $agents agents for $minutes min, correlation on ($(ls "$work/rules" | wc -l) rule files, state capped at $((state_bytes >> 20)) MiB), queries every 10 s, $(nproc) cores"
+echo "== soak: $rate events/s ($mix mix) from $agents agents for $minutes min, correlation on ($(ls "$work/rules" | wc -l) rule files, state capped at $((state_bytes >> 20)) MiB), event index on $index_backend, incidents on $incident_backend, queries every 10 s, $(nproc) cores"
 "$A" loadgen --collector "$url" --pki-dir "$work/pki" --agents "$agents" --mix "$mix" \
     --groups "$groups" --batch-events 1000 --rate "$rate" --duration-secs $((minutes * 60)) \
     --collector-pid "$cpid" --output-format json > "$work/report.json" \

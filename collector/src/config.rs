@@ -48,6 +48,10 @@ pub struct IngestConfig {
     /// the index stays at about this once it is full (sled's at two to three times it, plus
     /// ~16 bytes per segment ever written). Queries and the writer work on the newest pages.
     pub index_cache_bytes: u64,
+    /// The engine a new event index (`<data_dir>/store`) is created with: redb (the default)
+    /// or sled (collectors before 2026-12-07; kept to compare the two under the same load). A
+    /// store that already has an index keeps its engine; `migrate-store` converts sled.
+    pub index_backend: crate::incidents::Backend,
 }
 
 impl Default for IngestConfig {
@@ -61,6 +65,7 @@ impl Default for IngestConfig {
             retry_after_secs: 1,
             min_free_bytes: 64 << 20,
             index_cache_bytes: 16 << 20,
+            index_backend: crate::incidents::Backend::default(),
         }
     }
 }
@@ -297,6 +302,10 @@ mod tests {
         assert_eq!(
             c.ingest.index_cache_bytes,
             IngestConfig::default().index_cache_bytes
+        );
+        assert_eq!(
+            c.ingest.index_backend,
+            IngestConfig::default().index_backend
         );
         assert!(c.tls.crl.is_some());
         let d = crate::correlate::CorrelationSettings::default();

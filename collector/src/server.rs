@@ -100,14 +100,8 @@ fn seed_alert_tally(
     let now = palisade_wire::Timestamp::now();
     let q = crate::store::Query {
         since: tally.start(),
-        until: palisade_wire::Timestamp(i64::MAX),
-        agent: None,
         kind: Some(palisade_wire::EventKind::Alert),
-        min_severity: None,
-        limit: usize::MAX,
-        newest_first: false,
-        after: None,
-        filter: None,
+        ..crate::store::Query::everything(usize::MAX)
     };
     let mut seeded = 0u64;
     store.scan(&q, &mut |raw| {
@@ -143,9 +137,10 @@ pub async fn serve(
         source,
     })?;
     let store: Arc<dyn EventStore> = Arc::new(
-        SegmentStore::open(
+        SegmentStore::open_with(
             &config.data_dir.join("store"),
             config.ingest.index_cache_bytes,
+            config.ingest.index_backend,
         )?
         .with_min_free_bytes(config.ingest.min_free_bytes),
     );

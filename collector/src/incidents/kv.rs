@@ -152,6 +152,66 @@ pub(crate) fn redb_err<E: Into<redb::Error>>(
     }
 }
 
+/// Whether `dir` holds a sled database (its `conf` or `db` file).
+pub(crate) fn holds_sled(dir: &Path) -> bool {
+    dir.join("conf").exists() || dir.join("db").exists()
+}
+
+/// The engine of the database whose sled form lives in `sled_dir` and redb form in `dir/file`:
+/// the one present, `new` when neither is, refused when both are (an interrupted migration).
+pub(crate) fn choose_engine(
+    what: &'static str,
+    sled_dir: &Path,
+    dir: &Path,
+    file: &'static str,
+    new: Backend,
+) -> Result<Backend, StoreError> {
+    match (holds_sled(sled_dir), dir.join(file).exists()) {
+        (true, true) => Err(StoreError::TwoEngines {
+            what,
+            dir: dir.to_path_buf(),
+            file,
+        }),
+        (true, false) => Ok(Backend::Sled),
+        (false, true) => Ok(Backend::Redb),
+        (false, false) => Ok(new),
+    }
+}
+
+/// Opens (or creates) the redb file of `what`, with a page cache of `cache_bytes`, logging the
+/// progress of a repair after an unclean stop.
+pub(crate) fn create_redb(
+    what: &'static str,
+    file: &Path,
+    cache_bytes: u64,
+) -> Result<redb::Database, StoreError> {
+    let shown = file.display().to_string();
+    redb::Database::builder()
+        .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
+        .set_repair_callback(move |r| {
+            tracing::warn!(
+                file = %shown,
+                progress = format_args!("{:.0}%", r.progress() * 100.0),
+                "repairing the {what} after an unclean stop"
+            );
+        })
+        .create(file)
+        .map_err(redb_err("open"))
+}
+
+/// Begins a durable write that also saves the allocator's state (quick repair), so that the
+/// open after a crash does not walk the whole file.
+pub(crate) fn durable_write(
+    db: &redb::Database,
+    context: &'static str,
+) -> Result<redb::WriteTransaction, StoreError> {
+    let mut txn = db.begin_write().map_err(redb_err(context))?;
+    txn.set_durability(redb::Durability::Immediate)
+        .map_err(redb_err(context))?;
+    txn.set_quick_repair(true);
+    Ok(txn)
+}
+
 /// Reading: through the database (the latest commit) or inside a write ([`Tx`]).
 pub(crate) trait Read {
     /// The value under `key`.
@@ -393,18 +453,7 @@ fn skip_ahead(path: &Path, key: &str, next: u64, skip: u64) -> u64 {
 
 /// Opens (or creates) redb's file with every table, marking it open (see [`CLOSED`]).
 fn open_redb_file(file: &Path, cache_bytes: u64) -> Result<redb::Database, StoreError> {
-    let shown = file.display().to_string();
-    let db = redb::Database::builder()
-        .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
-        .set_repair_callback(move |r| {
-            tracing::warn!(
-                file = %shown,
-                progress = format_args!("{:.0}%", r.progress() * 100.0),
-                "repairing the incident database after an unclean stop"
-            );
-        })
-        .create(file)
-        .map_err(redb_err("open"))?;
+    let db = create_redb("incident database", file, cache_bytes)?;
     // Every table exists from the start, so that reads never meet a missing one.
     let txn = db.begin_write().map_err(redb_err("open"))?;
     for def in REDB_TABLES {
@@ -438,24 +487,9 @@ impl Kv {
     /// holding a sled database (its `conf` file) stays sled, one holding `incidents.redb` stays
     /// redb: only the offline [`migrate_sled_to_redb`] changes it.
     pub(crate) fn open(dir: &Path, new: Backend, cache_bytes: u64) -> Result<Kv, StoreError> {
-        let redb_file = dir.join(REDB_FILE);
-        let has_sled = dir.join("conf").exists() || dir.join("db").exists();
-        let has_redb = redb_file.exists();
-        let backend = match (has_sled, has_redb) {
-            (true, true) => {
-                return Err(StoreError::TwoEngines {
-                    what: "incident database",
-                    dir: dir.to_path_buf(),
-                    file: REDB_FILE,
-                })
-            }
-            (true, false) => Backend::Sled,
-            (false, true) => Backend::Redb,
-            (false, false) => new,
-        };
-        match backend {
+        match choose_engine("incident database", dir, dir, REDB_FILE, new)? {
             Backend::Sled => Self::open_sled(dir, cache_bytes),
-            Backend::Redb => Self::open_redb(dir, &redb_file, cache_bytes),
+            Backend::Redb => Self::open_redb(dir, &dir.join(REDB_FILE), cache_bytes),
         }
     }
 
@@ -622,11 +656,9 @@ impl Kv {
                 // An empty durable commit makes the non-durable ones before it durable. With
                 // quick repair it also saves the allocator's state, so that the open after a
                 // crash does not walk the whole file.
-                let mut txn = db.begin_write().map_err(redb_err("flush"))?;
-                txn.set_durability(redb::Durability::Immediate)
-                    .map_err(redb_err("flush"))?;
-                txn.set_quick_repair(true);
-                txn.commit().map_err(redb_err("flush"))
+                durable_write(db, "flush")?
+                    .commit()
+                    .map_err(redb_err("flush"))
             }),
         }
     }
@@ -666,8 +698,7 @@ impl Drop for Kv {
                 return;
             };
             let closed = || -> Result<(), StoreError> {
-                let mut txn = db.begin_write().map_err(redb_err("close"))?;
-                txn.set_quick_repair(true);
+                let txn = durable_write(db, "close")?;
                 txn.open_table(REDB_META)
                     .map_err(redb_err("close"))?
                     .insert(CLOSED, 1)
@@ -892,8 +923,7 @@ pub fn migrate_sled_to_redb(dir: &Path, cache_bytes: u64) -> Result<Migrated, St
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "incidents".into());
     let staging = dir.with_file_name(format!("{name}.migrating"));
-    let has_sled = |d: &Path| d.join("conf").exists() || d.join("db").exists();
-    if !has_sled(dir) {
+    if !holds_sled(dir) {
         return Err(StoreError::Refused {
             what: "incident database",
             path: dir.to_path_buf(),
@@ -905,7 +935,7 @@ pub fn migrate_sled_to_redb(dir: &Path, cache_bytes: u64) -> Result<Migrated, St
         });
     }
     if staging.exists() {
-        if has_sled(&staging) {
+        if holds_sled(&staging) {
             return Err(StoreError::Refused {
                 what: "incident database",
                 path: staging,

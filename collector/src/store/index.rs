@@ -21,7 +21,9 @@ use std::sync::Mutex;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle};
 
 use super::StoreError;
-use crate::incidents::kv::{redb_err, walk, RedbKv, Span, Visit};
+use crate::incidents::kv::{
+    choose_engine, create_redb, durable_write, holds_sled, redb_err, walk, RedbKv, Span, Visit,
+};
 use crate::incidents::Backend;
 
 /// redb's file in the store directory.
@@ -60,21 +62,6 @@ impl std::fmt::Debug for Index {
     }
 }
 
-fn open_redb_file(file: &Path, cache_bytes: u64) -> Result<redb::Database, StoreError> {
-    let shown = file.display().to_string();
-    redb::Database::builder()
-        .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
-        .set_repair_callback(move |r| {
-            tracing::warn!(
-                file = %shown,
-                progress = format_args!("{:.0}%", r.progress() * 100.0),
-                "repairing the event index after an unclean stop"
-            );
-        })
-        .create(file)
-        .map_err(redb_err("open"))
-}
-
 /// sled's tree `name`, opened (created if absent) once.
 fn sled_tree(
     db: &sled::Db,
@@ -98,20 +85,7 @@ impl Index {
     pub(crate) fn open(dir: &Path, cache_bytes: u64, new: Backend) -> Result<Index, StoreError> {
         let sled_dir = dir.join(SLED_DIR);
         let redb_file = dir.join(REDB_FILE);
-        let has_sled = sled_dir.join("conf").exists() || sled_dir.join("db").exists();
-        let engine = match (has_sled, redb_file.exists()) {
-            (true, true) => {
-                return Err(StoreError::TwoEngines {
-                    what: "event store",
-                    dir: dir.to_path_buf(),
-                    file: REDB_FILE,
-                })
-            }
-            (true, false) => Backend::Sled,
-            (false, true) => Backend::Redb,
-            (false, false) => new,
-        };
-        match engine {
+        match choose_engine("event store", &sled_dir, dir, REDB_FILE, new)? {
             Backend::Sled => Self::open_sled(&sled_dir, cache_bytes),
             Backend::Redb => {
                 std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
@@ -140,7 +114,7 @@ impl Index {
             file,
             cache_bytes,
             "event index",
-            open_redb_file,
+            |file, cache| create_redb("event index", file, cache),
         )?))
     }
 
@@ -277,10 +251,7 @@ impl Index {
                 db.flush().map(|_| ()).map_err(sled_err("flush"))
             }
             Index::Redb(kv) => kv.with(|db| {
-                let mut txn = db.begin_write().map_err(redb_err("begin a write"))?;
-                txn.set_durability(redb::Durability::Immediate)
-                    .map_err(redb_err("begin a write"))?;
-                txn.set_quick_repair(true);
+                let txn = durable_write(db, "begin a write")?;
                 for name in &names {
                     let mut t = txn
                         .open_table(table(name))
@@ -304,10 +275,7 @@ impl Index {
                 db.flush().map(|_| ()).map_err(sled_err("flush"))
             }
             Index::Redb(kv) => kv.with(|db| {
-                let mut txn = db.begin_write().map_err(redb_err("begin a write"))?;
-                txn.set_durability(redb::Durability::Immediate)
-                    .map_err(redb_err("begin a write"))?;
-                txn.set_quick_repair(true);
+                let txn = durable_write(db, "begin a write")?;
                 txn.delete_table(table(name))
                     .map_err(redb_err("drop a table"))?;
                 txn.commit().map_err(redb_err("commit"))
@@ -418,7 +386,7 @@ pub fn migrate_to_redb(dir: &Path, cache_bytes: u64) -> Result<MigratedIndex, St
     let sled_dir = dir.join(SLED_DIR);
     let redb_file = dir.join(REDB_FILE);
     let staging = dir.join(format!("{REDB_FILE}.migrating"));
-    if !(sled_dir.join("conf").exists() || sled_dir.join("db").exists()) {
+    if !holds_sled(&sled_dir) {
         return Err(StoreError::Refused {
             what: "event store",
             path: dir.to_path_buf(),

@@ -175,6 +175,24 @@ pub struct Query {
     pub filter: Option<std::sync::Arc<crate::query::Filter>>,
 }
 
+impl Query {
+    /// Every event stored, oldest first, up to `limit`: the base that narrower queries
+    /// override field by field (`Query { kind, ..Query::everything(n) }`).
+    pub fn everything(limit: usize) -> Query {
+        Query {
+            since: Timestamp(0),
+            until: Timestamp(i64::MAX),
+            agent: None,
+            kind: None,
+            min_severity: None,
+            limit,
+            newest_first: false,
+            after: None,
+            filter: None,
+        }
+    }
+}
+
 /// An event store.
 pub trait EventStore: Send + Sync {
     /// Stores the batches, dropping events already stored, and returns only once everything is

@@ -48,8 +48,9 @@ const KIND_INDEX_KEY: &[u8] = b"X";
 /// hour's bound, `events --since 5m --limit 100` grew 40 → 120 ms as the hour filled). Absent
 /// in days stored before it, which keep the hour.
 const SPAN_KEY: &[u8] = b"W";
-/// Kind index keys written per batch while indexing a day stored before the index existed.
-const INDEX_BATCH: usize = 50_000;
+/// Kind index keys written per commit while indexing a day stored before the index existed
+/// (tests: a few, so that a day takes several commits).
+const INDEX_BATCH: usize = if cfg!(test) { 7 } else { 50_000 };
 /// Segments are written with a fast zstd level: the writer thread is the ingest bottleneck.
 const SEGMENT_ZSTD_LEVEL: i32 = 1;
 
@@ -241,24 +242,37 @@ impl SegmentStore {
             }
             let started = std::time::Instant::now();
             let (mut segments, mut keys) = (0u64, 0u64);
-            let mut batch = Vec::new();
-            let (lo, hi) = (segment::key_floor(i64::MIN), segment::key_floor(i64::MAX));
-            self.index.range(&table, &lo, &hi, false, &mut |k, v| {
-                let h = segment::header(v).map_err(|e| corrupt(&name, e))?;
-                segments += 1;
-                for kk in segment::kind_keys(k, h.kinds) {
-                    batch.push((kk, v.to_vec()));
-                    keys += 1;
+            let mut lo = segment::key_floor(i64::MIN);
+            let hi = segment::key_floor(i64::MAX);
+            // A chunk of segments is read, then its keys are committed: no write inside a scan.
+            loop {
+                let mut batch = Vec::new();
+                let mut resume = None;
+                self.index.range(&table, &lo, &hi, false, &mut |k, v| {
+                    let h = segment::header(v).map_err(|e| corrupt(&name, e))?;
+                    segments += 1;
+                    for kk in segment::kind_keys(k, h.kinds) {
+                        batch.push((kk, v.to_vec()));
+                        keys += 1;
+                    }
+                    if batch.len() >= INDEX_BATCH {
+                        // The least key after `k`.
+                        resume = Some([k, &[0u8][..]].concat());
+                        return Ok(false);
+                    }
+                    Ok(true)
+                })?;
+                let last = resume.is_none();
+                if last {
+                    batch.push((KIND_INDEX_KEY.to_vec(), vec![1u8]));
                 }
-                if batch.len() >= INDEX_BATCH {
-                    let writes = Writes::from([(table.clone(), std::mem::take(&mut batch))]);
-                    self.index.commit(writes, &[])?;
+                self.index
+                    .commit(Writes::from([(table.clone(), batch)]), &[])?;
+                match resume {
+                    Some(next) => lo = next,
+                    None => break,
                 }
-                Ok(true)
-            })?;
-            batch.push((KIND_INDEX_KEY.to_vec(), vec![1u8]));
-            self.index
-                .commit(Writes::from([(table.clone(), batch)]), &[])?;
+            }
             tracing::info!(
                 day = %name,
                 segments,
@@ -543,21 +557,22 @@ impl SegmentStore {
         }
     }
 
-    /// `AgentRecord::last_sequence` of `agent` as stored (0 for an agent never seen).
-    fn agent_last_sequence(&self, agent: &str) -> Result<u64, StoreError> {
-        Ok(self.agent_record(agent)?.map_or(0, |r| r.last_sequence))
-    }
-
-    /// The agents' records with `deltas` applied, as writes of the `agents` table.
-    fn update_agents(&self, deltas: HashMap<&str, AgentDelta>) -> Result<Rows, StoreError> {
+    /// `records` (as read by this write) with `deltas` applied, as writes of the `agents` table.
+    fn update_agents(
+        deltas: HashMap<&str, AgentDelta>,
+        mut records: HashMap<&str, Option<AgentRecord>>,
+    ) -> Result<Rows, StoreError> {
         let now = Timestamp::now();
         let mut out = Vec::with_capacity(deltas.len());
         for (agent, delta) in deltas {
-            let mut rec = self.agent_record(agent)?.unwrap_or_else(|| AgentRecord {
-                id: agent.to_string(),
-                first_seen: now,
-                ..Default::default()
-            });
+            let mut rec = records
+                .remove(agent)
+                .flatten()
+                .unwrap_or_else(|| AgentRecord {
+                    id: agent.to_string(),
+                    first_seen: now,
+                    ..Default::default()
+                });
             rec.last_seen = now;
             rec.events += delta.events;
             rec.duplicates += delta.duplicates;
@@ -600,11 +615,18 @@ impl EventStore for SegmentStore {
         let mut deltas: HashMap<&str, AgentDelta> = HashMap::new();
         // Per agent: the highest sequence stored so far (the record, then this group's batches).
         let mut through: HashMap<&str, u64> = HashMap::new();
+        // Per agent: its record as stored, read once per write.
+        let mut records: HashMap<&str, Option<AgentRecord>> = HashMap::new();
         for batch in batches {
             let agent = batch.agent_id.as_str();
             let before = match through.get(agent) {
                 Some(&n) => n,
-                None => self.agent_last_sequence(agent)?,
+                None => {
+                    let record = self.agent_record(agent)?;
+                    let n = record.as_ref().map_or(0, |r| r.last_sequence);
+                    records.insert(agent, record);
+                    n
+                }
             };
             let after = before.max(batch.last_sequence);
             through.insert(agent, after);
@@ -729,7 +751,7 @@ impl EventStore for SegmentStore {
         // counts events a crash lost.
         let mut order: Vec<String> = writes.keys().cloned().collect();
         order.push(AGENTS.to_string());
-        writes.insert(AGENTS.to_string(), self.update_agents(deltas)?);
+        writes.insert(AGENTS.to_string(), Self::update_agents(deltas, records)?);
         self.index.commit(writes, &order)?;
         // Durable: the staged sequence sets become the truth.
         let mut cache = self.seqsets.lock().unwrap_or_else(|p| p.into_inner());
@@ -856,15 +878,9 @@ mod tests {
         newest_first: bool,
     ) -> Vec<Event> {
         let q = Query {
-            since: Timestamp(0),
-            until: Timestamp(i64::MAX),
-            agent: None,
             kind,
-            min_severity: None,
-            limit,
             newest_first,
-            after: None,
-            filter: None,
+            ..Query::everything(limit)
         };
         let mut out = Vec::new();
         store
@@ -964,15 +980,9 @@ mod tests {
         s.write(&[&batch("b", &seqs, T, EventKind::Heartbeat)])
             .unwrap();
         let q = Query {
-            since: Timestamp(0),
-            until: Timestamp(i64::MAX),
-            agent: None,
             kind: Some(EventKind::Alert),
-            min_severity: None,
-            limit: 1,
             newest_first: true,
-            after: None,
-            filter: None,
+            ..Query::everything(1)
         };
         let mut seen = std::collections::HashSet::new();
         let n = s
@@ -1202,12 +1212,7 @@ mod tests {
             since: Timestamp(T + 100 * step),
             until: Timestamp(T + 110 * step),
             agent: Some("b".into()),
-            kind: None,
-            min_severity: None,
-            limit: 1000,
-            newest_first: false,
-            after: None,
-            filter: None,
+            ..Query::everything(1000)
         };
         let mut n = 0;
         s.query(&q, &mut |_| {
@@ -1235,15 +1240,9 @@ mod tests {
             let mut after: Option<crate::query::EventKey> = None;
             for _ in 0..1000 {
                 let q = Query {
-                    since: Timestamp(0),
-                    until: Timestamp(i64::MAX),
-                    agent: None,
-                    kind: None,
-                    min_severity: None,
-                    limit: page,
                     newest_first,
                     after: after.clone(),
-                    filter: None,
+                    ..Query::everything(page)
                 };
                 let mut got = Vec::new();
                 s.query(&q, &mut |v| {
@@ -1279,15 +1278,8 @@ mod tests {
         let filter =
             crate::query::Filter::parse("event.sequence > 90 or event.sequence = 3").unwrap();
         let q = Query {
-            since: Timestamp(0),
-            until: Timestamp(i64::MAX),
-            agent: None,
-            kind: None,
-            min_severity: None,
-            limit: 5,
-            newest_first: false,
-            after: None,
             filter: Some(std::sync::Arc::new(filter)),
+            ..Query::everything(5)
         };
         let mut got = Vec::new();
         s.query(&q, &mut |v| {

@@ -343,17 +343,7 @@ fn migrate_store_converts_a_sled_index_whole() {
         decode(&encode(agent, &pairs, 1).unwrap(), &Limits::default()).unwrap()
     };
     let everything = |s: &SegmentStore| {
-        let q = Query {
-            since: Timestamp(0),
-            until: Timestamp(i64::MAX),
-            agent: None,
-            kind: None,
-            min_severity: None,
-            limit: usize::MAX,
-            newest_first: false,
-            after: None,
-            filter: None,
-        };
+        let q = Query::everything(usize::MAX);
         let mut n = 0;
         s.query(&q, &mut |_| {
             n += 1;
