@@ -427,9 +427,7 @@ impl Writer {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), AuditError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("cannot fsync audit directory", dir))
+    crate::store::sync_dir(dir).map_err(io_err("cannot fsync audit directory", dir))
 }
 
 fn read_all(path: &Path) -> Result<Vec<u8>, AuditError> {

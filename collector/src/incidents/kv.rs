@@ -879,6 +879,34 @@ pub struct Migrated {
     pub sled_kept_at: PathBuf,
 }
 
+/// Feeds one row to a migration's digest (key and value, each after its length) and returns
+/// its bytes. Both migrations (event index, incident database) hash rows this way.
+pub(crate) fn hash_row(h: &mut blake3::Hasher, k: &[u8], v: &[u8]) -> u64 {
+    h.update(&(k.len() as u64).to_be_bytes());
+    h.update(k);
+    h.update(&(v.len() as u64).to_be_bytes());
+    h.update(v);
+    (k.len() + v.len()) as u64
+}
+
+/// Where a migration keeps the sled database it replaced: `from` is renamed to
+/// `<name>.sled-<unix seconds>` beside it, and the directory synced.
+pub(crate) fn keep_sled(from: &Path, name: &str) -> Result<PathBuf, StoreError> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let kept = from.with_file_name(format!("{name}.sled-{secs}"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    std::fs::rename(from, &kept).map_err(io(from))?;
+    if let Some(parent) = from.parent() {
+        crate::store::sync_dir(parent).map_err(io(parent))?;
+    }
+    Ok(kept)
+}
+
 /// Rows copied per redb transaction while migrating.
 const MIGRATE_BATCH: usize = 10_000;
 
@@ -894,12 +922,8 @@ fn digest(kv: &Kv) -> Result<(blake3::Hash, [u64; 4], u64), StoreError> {
             (Bound::Unbounded, Bound::Unbounded),
             false,
             &mut |k, v| {
-                h.update(&(k.len() as u64).to_be_bytes());
-                h.update(k);
-                h.update(&(v.len() as u64).to_be_bytes());
-                h.update(v);
+                bytes += hash_row(&mut h, k, v);
                 rows[t as usize] += 1;
-                bytes += (k.len() + v.len()) as u64;
                 Ok(true)
             },
         )?;
@@ -1008,16 +1032,7 @@ pub fn migrate_sled_to_redb(dir: &Path, cache_bytes: u64) -> Result<Migrated, St
         path: dir.to_path_buf(),
         source: std::io::Error::from(e),
     })?;
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let kept = dir.with_file_name(format!("{name}.sled-{secs}"));
-    std::fs::rename(&staging, &kept).map_err(io(&staging))?;
-    if let Some(parent) = dir.parent() {
-        std::fs::File::open(parent)
-            .and_then(|f| f.sync_all())
-            .map_err(io(parent))?;
-    }
+    let kept = keep_sled(&staging, &name)?;
     Ok(Migrated {
         rows,
         bytes,

@@ -22,7 +22,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHa
 
 use super::StoreError;
 use crate::incidents::kv::{
-    choose_engine, create_redb, durable_write, holds_sled, redb_err, walk, RedbKv, Span, Visit,
+    choose_engine, create_redb, durable_write, hash_row, holds_sled, keep_sled, redb_err, walk,
+    RedbKv, Span, Visit,
 };
 use crate::incidents::Backend;
 
@@ -349,12 +350,8 @@ fn digest(index: &Index) -> Result<(blake3::Hash, u64, u64, u64), StoreError> {
             (Bound::Unbounded, Bound::Unbounded),
             false,
             &mut |k, v| {
-                h.update(&(k.len() as u64).to_be_bytes());
-                h.update(k);
-                h.update(&(v.len() as u64).to_be_bytes());
-                h.update(v);
+                bytes += hash_row(&mut h, k, v);
                 rows += 1;
-                bytes += (k.len() + v.len()) as u64;
                 Ok(true)
             },
         )?;
@@ -410,7 +407,7 @@ pub fn migrate_to_redb(dir: &Path, cache_bytes: u64) -> Result<MigratedIndex, St
             });
         }
         drop((copy, source));
-        let kept = keep_sled(&sled_dir)?;
+        let kept = keep_sled(&sled_dir, SLED_DIR)?;
         return Ok(MigratedIndex {
             tables,
             rows,
@@ -452,7 +449,7 @@ pub fn migrate_to_redb(dir: &Path, cache_bytes: u64) -> Result<MigratedIndex, St
     drop((copy, source));
     std::fs::rename(&staging, &redb_file).map_err(io(&staging))?;
     sync_dir(dir)?;
-    let kept = keep_sled(&sled_dir)?;
+    let kept = keep_sled(&sled_dir, SLED_DIR)?;
     Ok(MigratedIndex {
         tables,
         rows,
@@ -461,27 +458,9 @@ pub fn migrate_to_redb(dir: &Path, cache_bytes: u64) -> Result<MigratedIndex, St
     })
 }
 
-/// Moves the sled index aside (`index.sled-<unix time>`), durably.
-fn keep_sled(sled_dir: &Path) -> Result<PathBuf, StoreError> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let kept = sled_dir.with_file_name(format!("{SLED_DIR}.sled-{secs}"));
-    std::fs::rename(sled_dir, &kept).map_err(|source| StoreError::Io {
-        path: sled_dir.to_path_buf(),
-        source,
-    })?;
-    if let Some(parent) = sled_dir.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(kept)
-}
-
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|source| StoreError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
+    super::sync_dir(dir).map_err(|source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
 }

@@ -15,6 +15,12 @@ use serde::{Deserialize, Serialize};
 pub use index::{migrate_to_redb as migrate_index_to_redb, MigratedIndex};
 pub use segment_store::SegmentStore;
 
+/// Makes a rename or create in `dir` durable (fsync of the directory itself). Callers map the
+/// error to their own.
+pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
 /// Store errors. All of them mean the operation did not complete; none leaves partial data
 /// that would be acknowledged.
 #[derive(Debug, thiserror::Error)]

@@ -262,8 +262,7 @@ impl SegmentStore {
                     }
                     Ok(true)
                 })?;
-                let last = resume.is_none();
-                if last {
+                if resume.is_none() {
                     batch.push((KIND_INDEX_KEY.to_vec(), vec![1u8]));
                 }
                 self.index
