@@ -77,6 +77,8 @@ TOML
 murl="$(sed -n 's/^palisade-collector metrics on //p' "$work/out")"
 q() { "$C" "$@" --collector "$url" --pki-dir "$work/pki" --as analyst; }
 
+# The block device under the data dir, for its write and flush counters (/proc/diskstats).
+dev="$(basename "$(df --output=source "$work" | tail -1)")"
 # Sampler: RSS and store size every 10 s, and an analyst's queries, each timed.
 (
     end=$(( $(date +%s) + minutes * 60 ))
@@ -117,7 +119,17 @@ q() { "$C" "$@" --collector "$url" --pki-dir "$work/pki" --as analyst; }
         # flat is waiting (a busy machine, a lock), not more work.
         (curl -s --max-time 5 "$murl" 2>/dev/null || true) | sed -n \
             -e 's/^palisade_api_request_duration_seconds_\(sum\|count\){method="GET",route="\([^"]*\)"} \(.*\)$/server '"$t"' \2 \1 \3/p' \
-            -e 's/^palisade_api_request_cpu_seconds_total{method="GET",route="\([^"]*\)"} \(.*\)$/server '"$t"' \1 cpu \2/p'
+            -e 's/^palisade_api_request_cpu_seconds_total{method="GET",route="\([^"]*\)"} \(.*\)$/server '"$t"' \1 cpu \2/p' \
+            -e 's/^\(palisade_ingest_commit_seconds\|palisade_ingest_queue_wait_seconds\|palisade_store_write_seconds\|palisade_correlation_incident_write_seconds\)_\(bucket\|sum\|count\)\({[^}]*}\)\{0,1\} \(.*\)$/hist '"$t"' \1 \2 \3 \4/p' \
+            -e 's/^palisade_api_request_duration_seconds_\(bucket\|sum\|count\){method="POST",route="\/v1\/ingest"\(,le="[^"]*"\)\{0,1\}} \(.*\)$/hist '"$t"' ingest_request \1 {x\2} \3/p'
+        # Where the ack waits when it waits: the disk's own counters (writes, flushes, the
+        # time spent on each), the page cache's dirty and writeback bytes, and the bytes each
+        # collector thread sent to the disk.
+        echo "disk $t $(awk -v d="$dev" '$3 == d { $1 = $2 = $3 = ""; print }' /proc/diskstats)"
+        echo "mem $t $(awk '/^Dirty:/ { d = $2 } /^Writeback:/ { w = $2 } END { print d, w }' /proc/meminfo)"
+        for f in /proc/$cpid/task/*; do
+            printf '%s\t%s\n' "$(cat "$f/comm" 2>/dev/null)" "$(awk '/^write_bytes/ { print $2 }' "$f/io" 2>/dev/null)"
+        done | awk -F'\t' -v t="$t" '$2 != "" { s[$1] += $2 } END { printf "tio\t%s", t; for (k in s) printf "\t%s\t%d", k, s[k]; print "" }'
         sleep $(( 10 - ($(date +%s) - t) > 0 ? 10 - ($(date +%s) - t) : 0 ))
     done
 ) > "$work/samples" &
@@ -145,7 +157,33 @@ r = json.load(open(sys.argv[1])); s = json.load(open(sys.argv[2]))
 rate, minutes = int(sys.argv[5]), int(sys.argv[6])
 stored = s["store"]["events"]; c = s.get("correlation") or {}
 rss, queries, server, threads = [], {}, {}, []
+hists, disk, mem, tio = {}, [], [], []
 for line in open(sys.argv[3]):
+    if line.startswith("tio\t"):
+        f = line.rstrip("\n").split("\t")
+        tio.append((int(f[1]), {k: int(v) for k, v in zip(f[2::2], f[3::2])}))
+        continue
+    if line.startswith(("hist ", "disk ", "mem ")):
+        f = line.split()
+        try:
+            if f[0] == "hist":
+                # hist T NAME bucket|sum|count [{labels}] VALUE
+                labels = f[4] if len(f) == 6 else ""
+                le = None
+                parts = [p for p in labels.strip("{}").split(",") if p and p != "x"]
+                for p in parts:
+                    if p.startswith("le="):
+                        le = p[4:-1]
+                series = f[2] + "{" + ",".join(p for p in parts if not p.startswith("le=")) + "}"
+                at = hists.setdefault(series, {}).setdefault(int(f[1]), {})
+                at[("le", float(le)) if le is not None else f[3]] = float(f[-1])
+            elif f[0] == "disk" and len(f) >= 13:
+                disk.append((int(f[1]), [int(x) for x in f[2:]]))
+            elif f[0] == "mem" and len(f) == 4:
+                mem.append((int(f[1]), int(f[2]), int(f[3])))
+        except ValueError:
+            pass
+        continue
     if line.startswith("threads\t"):
         f = line.rstrip("\n").split("\t")
         threads.append((int(f[1]), {k: int(v) for k, v in zip(f[2::2], f[3::2])}))
@@ -206,6 +244,61 @@ if len(threads) > 6:
         d = {k: (b.get(k, 0) - a.get(k, 0)) / ticks for k in b}
         rest = sum(v for k, v in d.items() if k not in busiest)
         print(f"{(t1 - threads[0][0]) // 60:>6}  " + "  ".join(f"{d.get(k, 0):>6.1f}" for k in busiest) + f"  {rest:>6.1f}")
+# Where the ack waited, a minute at a time: the agents' ack p99 (from the load generator)
+# beside the collector's own durations (the ingest request, the batch's wait in the queue, the
+# group commit and its phases, the incident database's flush), as the upper bound of the
+# bucket holding the minute's 99th percentile and the largest bucket reached; with the disk's
+# writes and flushes (MB/s written, its mean time per write and per flush) and the page
+# cache's dirty bytes at their highest.
+def minute_quantile(series):
+    by_t = sorted(hists.get(series, {}).items())
+    out = {}
+    for (t0, a), (t1, b) in zip(by_t[0::6], by_t[6::6]):
+        m = (t1 - by_t[0][0]) // 60
+        n = b.get("count", 0) - a.get("count", 0)
+        if n <= 0:
+            out[m] = None
+            continue
+        les = sorted(k[1] for k in b if isinstance(k, tuple))
+        p99 = top = None
+        prev = 0.0
+        for le in les:
+            d = b[("le", le)] - a.get(("le", le), 0)
+            if p99 is None and d >= 0.99 * n:
+                p99 = le
+            if d > prev:
+                top = le
+            prev = d
+        out[m] = (p99, top, (b.get("sum", 0) - a.get("sum", 0)) / n)
+    return out
+cols = [("ingest request", "ingest_request{}"), ("queue wait", "palisade_ingest_queue_wait_seconds{}"),
+        ("commit", "palisade_ingest_commit_seconds{}"), ("prepare", 'palisade_store_write_seconds{phase="prepare"}'),
+        ("sync", 'palisade_store_write_seconds{phase="sync"}'), ("index", 'palisade_store_write_seconds{phase="index"}'),
+        ("incident flush", 'palisade_correlation_incident_write_seconds{call="flush"}'),
+        ("incident record", 'palisade_correlation_incident_write_seconds{call="record"}')]
+qs = {name: minute_quantile(series) for name, series in cols}
+if any(qs.values()):
+    fmt = lambda x: "-" if x is None else ("inf" if x[0] is None or x[0] == float("inf") else f"{x[0] * 1000:g}") + "/" + ("inf" if x[1] is None or x[1] == float("inf") else f"{x[1] * 1000:g}")
+    ack = {m["minute"]: m for m in r.get("minutes", [])}
+    print("where the ack waits, a minute at a time: p99 bucket bound / largest bucket reached, ms (agents' ack p99 as measured by them)")
+    print("minute  ack p99  " + "  ".join(f"{n:>15}" for n, _ in cols) + "  disk MB/s  ms/write  flushes/s  ms/flush  dirty MB max  incident-writer MB")
+    dsk = {(t - disk[0][0]) // 60: v for t, v in disk[0::6]} if disk else {}
+    tw = {(t - tio[0][0]) // 60: v.get("alert-writer", 0) for t, v in tio[0::6]} if tio else {}
+    minutes_seen = sorted(set().union(*[set(q) for q in qs.values()]))
+    for m in minutes_seen:
+        row = f"{m:>6}  {ack.get(m, {}).get('p99_ms', float('nan')):>7.1f}  " + "  ".join(f"{fmt(qs[n].get(m)):>15}" for n, _ in cols)
+        a, b = dsk.get(m - 1), dsk.get(m)
+        if a and b:
+            writes, wms = b[4] - a[4], b[7] - a[7]
+            fl, flms = (b[15] - a[15], b[16] - a[16]) if len(b) > 16 else (0, 0)
+            row += f"  {(b[6] - a[6]) * 512 / 60 / 1e6:>9.1f}  {wms / writes if writes else 0:>8.2f}  {fl / 60:>9.1f}  {flms / fl if fl else 0:>8.2f}"
+        else:
+            row += f"  {'':>9}  {'':>8}  {'':>9}  {'':>8}"
+        dirty = [d for t, d, w in mem if (t - mem[0][0]) // 60 == m - 1] if mem else []
+        row += f"  {max(dirty) / 1024 if dirty else 0:>12.0f}"
+        if m - 1 in tw and m in tw:
+            row += f"  {(tw[m] - tw[m - 1]) / 1e6:>18.0f}"
+        print(row)
 routes = {"events": "/v1/events", "incidents": "/v1/incidents", "situation": "/v1/situation"}
 for cmd, xs in queries.items():
     a, b = thirds([x[1] for x in xs])
@@ -219,7 +312,8 @@ for cmd, xs in queries.items():
     if ys:
         a, b = thirds(ys)
         print(f"  its CPU time {'':<28} median {statistics.median(ys):>7.1f} ms, first third {statistics.median(a):>7.1f}, last third {statistics.median(b):>7.1f}, max {max(ys):>7.1f} ms")
-json.dump({"report": r, "stored": stored, "correlation": c, "rss": rss, "queries": queries, "server_ms": server_ms, "server_cpu_ms": server_cpu_ms, "threads": threads}, open(sys.argv[4], "w"))
+json.dump({"report": r, "stored": stored, "correlation": c, "rss": rss, "queries": queries, "server_ms": server_ms, "server_cpu_ms": server_cpu_ms, "threads": threads, "disk": disk, "mem": mem, "tio": tio,
+           "hists": {k: {str(t): {str(kk): vv for kk, vv in v.items()} for t, v in by_t.items()} for k, by_t in hists.items()}}, open(sys.argv[4], "w"))
 PY
 if [ -s "$work/query-errors" ]; then echo "failed queries (first 5):"; head -5 "$work/query-errors"; fi
 stop_collector "$cpid"; wait "$cpid" 2>/dev/null || true; cpid=""

@@ -10,6 +10,7 @@ use palisade_wire::batch::Batch;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::Histogram;
 use crate::store::{BatchOutcome, EventStore};
 
 /// Ingest counters, exposed by `status`.
@@ -29,6 +30,10 @@ pub struct IngestMetrics {
     pub commits: AtomicU64,
     /// Store write failures.
     pub store_errors: AtomicU64,
+    /// How long each batch waited in the queue before its group's commit began.
+    pub queue_wait: Histogram,
+    /// How long each group commit took (`store.write`: dedup, segments, fdatasync, index).
+    pub commit_time: Histogram,
 }
 
 /// A point-in-time copy of [`IngestMetrics`].
@@ -81,6 +86,7 @@ type Reply = oneshot::Sender<Result<BatchOutcome, String>>;
 struct Job {
     batch: Batch,
     reply: Reply,
+    queued: Instant,
 }
 
 /// Handle for submitting batches to the writer.
@@ -117,7 +123,11 @@ impl IngestQueue {
         batch: Batch,
     ) -> Result<oneshot::Receiver<Result<BatchOutcome, String>>, QueueFull> {
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { batch, reply }) {
+        match self.tx.try_send(Job {
+            batch,
+            reply,
+            queued: Instant::now(),
+        }) {
             Ok(()) => Ok(rx),
             Err(_) => {
                 self.metrics.queue_full.fetch_add(1, Ordering::Relaxed);
@@ -147,8 +157,15 @@ fn writer(
             }
         }
         let started = Instant::now();
+        for job in &group {
+            metrics
+                .queue_wait
+                .record(started.saturating_duration_since(job.queued));
+        }
         let batches: Vec<&Batch> = group.iter().map(|j| &j.batch).collect();
-        match store.write(&batches) {
+        let written = store.write(&batches);
+        metrics.commit_time.record(started.elapsed());
+        match written {
             Ok(outcomes) => {
                 metrics.commits.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(

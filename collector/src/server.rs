@@ -136,14 +136,14 @@ pub async fn serve(
         context: format!("cannot create data dir {}", config.data_dir.display()),
         source,
     })?;
-    let store: Arc<dyn EventStore> = Arc::new(
-        SegmentStore::open_with(
-            &config.data_dir.join("store"),
-            config.ingest.index_cache_bytes,
-            config.ingest.index_backend,
-        )?
-        .with_min_free_bytes(config.ingest.min_free_bytes),
-    );
+    let segments = SegmentStore::open_with(
+        &config.data_dir.join("store"),
+        config.ingest.index_cache_bytes,
+        config.ingest.index_backend,
+    )?
+    .with_min_free_bytes(config.ingest.min_free_bytes);
+    let write_timings = segments.write_timings();
+    let store: Arc<dyn EventStore> = Arc::new(segments);
     let metrics = Arc::new(IngestMetrics::default());
     let forwarders = crate::forward::Forwarders::start(&config.forward)?;
     let mut sinks: Vec<Arc<dyn crate::ingest::CommitSink>> = Vec::new();
@@ -181,6 +181,7 @@ pub async fn serve(
     let mut metric_sources: Vec<Arc<dyn crate::metrics::MetricsSource>> = vec![
         metrics.clone(),
         Arc::new(crate::metrics::StoreMetrics::new(store.clone())),
+        write_timings,
         Arc::new(crate::metrics::ProcessMetrics::new()),
     ];
     forwarders.add_metrics(&mut metric_sources);

@@ -482,14 +482,18 @@ async fn http_get(addr: SocketAddr, method: &str, path: &str) -> (String, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_scrape_over_http_is_valid_exposition_format() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn EventStore> =
-        Arc::new(SegmentStore::open(&dir.path().join("store"), 8 << 20).unwrap());
+    let segments = SegmentStore::open(&dir.path().join("store"), 8 << 20).unwrap();
+    let write_timings = segments.write_timings();
+    let store: Arc<dyn EventStore> = Arc::new(segments);
     let b = batch("probe-1", 1, 4, EventKind::Alert);
     store.write(&[&b]).unwrap();
     let ingest = Arc::new(IngestMetrics::default());
     ingest
         .accepted
         .fetch_add(4, std::sync::atomic::Ordering::Relaxed);
+    // A group commit of 3 ms after 40 ms in the queue.
+    ingest.commit_time.record(Duration::from_millis(3));
+    ingest.queue_wait.record(Duration::from_millis(40));
     let fwd = Arc::new(SyslogForwarder::start(config(closed_port())).unwrap());
     let incidents = Arc::new(
         palisade_collector::incidents::IncidentStore::open(&dir.path().join("incidents"), 3600)
@@ -523,6 +527,7 @@ async fn metrics_scrape_over_http_is_valid_exposition_format() {
     let sources: Vec<Arc<dyn MetricsSource>> = vec![
         ingest,
         Arc::new(StoreMetrics::new(store.clone())),
+        write_timings,
         Arc::new(ProcessMetrics::new()),
         fwd.clone(),
         correlator,
@@ -584,6 +589,31 @@ async fn metrics_scrape_over_http_is_valid_exposition_format() {
     assert_eq!(find("palisade_ingest_events_total", None), 4.0);
     assert_eq!(find("palisade_ingest_store_errors_total", None), 0.0);
     assert_eq!(find("palisade_store_events", None), 4.0);
+    // The durations of the write path: the histograms hold what was recorded, the store's
+    // three phases one write each, the alert writer nothing yet.
+    let bucket = |name: &str, le: &str| find(&format!("{name}_bucket"), Some(("le", le)));
+    assert_eq!(bucket("palisade_ingest_commit_seconds", "0.002"), 0.0);
+    assert_eq!(bucket("palisade_ingest_commit_seconds", "0.005"), 1.0);
+    assert_eq!(bucket("palisade_ingest_queue_wait_seconds", "0.02"), 0.0);
+    assert_eq!(bucket("palisade_ingest_queue_wait_seconds", "0.05"), 1.0);
+    assert_eq!(bucket("palisade_ingest_queue_wait_seconds", "+Inf"), 1.0);
+    assert!((find("palisade_ingest_queue_wait_seconds_sum", None) - 0.04).abs() < 1e-9);
+    for phase in ["prepare", "sync", "index"] {
+        assert_eq!(
+            find("palisade_store_write_seconds_count", Some(("phase", phase))),
+            1.0,
+            "{phase}"
+        );
+    }
+    for call in ["record", "flush"] {
+        assert_eq!(
+            find(
+                "palisade_correlation_incident_write_seconds_count",
+                Some(("call", call))
+            ),
+            0.0
+        );
+    }
     assert_eq!(find("palisade_store_days", None), 1.0);
     assert!(find("palisade_store_oldest_day_timestamp_seconds", None) > 1.6e9);
     assert!(

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::ENDPOINTS;
-use crate::metrics::{MetricsSource, MetricsWriter};
+use crate::metrics::{Histogram, MetricsSource, MetricsWriter};
 
 /// Upper bounds of the histogram's buckets, in seconds (`+Inf` is implied).
 pub const BUCKETS: [f64; 12] = [
@@ -68,14 +68,19 @@ pub async fn measured<F: Future>(answer: F) -> (F::Output, Duration) {
         .await
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Route {
-    count: AtomicU64,
-    sum_nanos: AtomicU64,
+    time: Histogram,
     cpu_nanos: AtomicU64,
-    /// Not cumulative: `buckets[i]` counts answers above `BUCKETS[i - 1]` up to `BUCKETS[i]`,
-    /// the last one those above every bound.
-    buckets: [AtomicU64; BUCKETS.len() + 1],
+}
+
+impl Default for Route {
+    fn default() -> Self {
+        Route {
+            time: Histogram::new(&BUCKETS),
+            cpu_nanos: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Answer times per endpoint (see the module docs).
@@ -99,17 +104,9 @@ impl ApiTimings {
         let Some(r) = self.routes.get(endpoint) else {
             return;
         };
-        let secs = took.as_secs_f64();
-        let slot = BUCKETS
-            .iter()
-            .position(|&le| secs <= le)
-            .unwrap_or(BUCKETS.len());
-        r.buckets[slot].fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        r.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        r.time.record(took);
         let cpu = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
         r.cpu_nanos.fetch_add(cpu, Ordering::Relaxed);
-        r.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Answers of the endpoint at `endpoint` so far, their total time and their total CPU
@@ -118,11 +115,9 @@ impl ApiTimings {
         self.routes
             .get(endpoint)
             .map_or((0, Duration::ZERO, Duration::ZERO), |r| {
-                (
-                    r.count.load(Ordering::Relaxed),
-                    Duration::from_nanos(r.sum_nanos.load(Ordering::Relaxed)),
-                    Duration::from_nanos(r.cpu_nanos.load(Ordering::Relaxed)),
-                )
+                let (count, sum) = r.time.totals();
+                let cpu = Duration::from_nanos(r.cpu_nanos.load(Ordering::Relaxed));
+                (count, sum, cpu)
             })
     }
 }
@@ -130,25 +125,12 @@ impl ApiTimings {
 impl MetricsSource for ApiTimings {
     fn write(&self, out: &mut MetricsWriter) {
         for (ep, r) in ENDPOINTS.iter().zip(&self.routes) {
-            let mut cumulative = 0;
-            let buckets: Vec<(f64, u64)> = BUCKETS
-                .iter()
-                .copied()
-                .chain(std::iter::once(f64::INFINITY))
-                .zip(&r.buckets)
-                .map(|(le, n)| {
-                    cumulative += n.load(Ordering::Relaxed);
-                    (le, cumulative)
-                })
-                .collect();
-            out.histogram(
+            r.time.write(
+                out,
                 "palisade_api_request_duration_seconds",
                 "Time from a routed API request to its response, by endpoint (not the TLS \
                  handshake or the body's transfer).",
                 &[("method", ep.method), ("route", ep.pattern)],
-                &buckets,
-                r.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
-                cumulative,
             );
             out.counter_f64(
                 "palisade_api_request_cpu_seconds_total",

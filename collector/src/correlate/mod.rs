@@ -130,6 +130,10 @@ pub struct CorrelationMetrics {
     pub building_blocks: AtomicU64,
     /// Groups waiting in the queue.
     pub queued: AtomicU64,
+    /// How long each of the alert writer's `record` calls took (alerts into incidents).
+    pub incident_record: crate::metrics::Histogram,
+    /// How long each of its flushes took (the incident database's durable commit).
+    pub incident_flush: crate::metrics::Histogram,
 }
 
 /// What `GET /v1/rules` shows.
@@ -643,7 +647,10 @@ impl AlertWriter {
                 dirty |= self.write(jobs);
             }
             if dirty && (!open || last_flush.elapsed() >= Duration::from_millis(200)) {
-                if let Err(e) = self.incidents.flush() {
+                let started = Instant::now();
+                let flushed = self.incidents.flush();
+                self.metrics.incident_flush.record(started.elapsed());
+                if let Err(e) = flushed {
                     tracing::error!(error = %e, "cannot flush alerts");
                 }
                 dirty = false;
@@ -665,7 +672,10 @@ impl AlertWriter {
         let wrote = !all.is_empty();
         if wrote {
             let n = all.len();
-            match self.incidents.record(all) {
+            let started = Instant::now();
+            let recorded = self.incidents.record(all);
+            self.metrics.incident_record.record(started.elapsed());
+            match recorded {
                 Ok(stored) => {
                     let mut lat = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
                     let mut per_agent = self.per_agent.lock().unwrap_or_else(|p| p.into_inner());
@@ -1070,6 +1080,19 @@ impl crate::metrics::MetricsSource for Correlator {
                 "Time from an event's durable commit to its alert, over the last 10k alerts.",
                 &[("quantile", q)],
                 v / 1000.0,
+            );
+        }
+        for (call, h) in [
+            ("record", &self.metrics.incident_record),
+            ("flush", &self.metrics.incident_flush),
+        ] {
+            h.write(
+                out,
+                "palisade_correlation_incident_write_seconds",
+                "Time the alert writer's calls into the incident database took: record \
+                 (alerts into incidents, one call per group of jobs), flush (its durable \
+                 commit, every 200 ms).",
+                &[("call", call)],
             );
         }
     }

@@ -13,7 +13,7 @@ use palisade_wire::{EventKind, Severity, Timestamp};
 use serde::{Deserialize, Serialize};
 
 pub use index::{migrate_to_redb as migrate_index_to_redb, MigratedIndex};
-pub use segment_store::SegmentStore;
+pub use segment_store::{SegmentStore, WriteTimings};
 
 /// Makes a rename or create in `dir` durable (fsync of the directory itself). Callers map the
 /// error to their own.

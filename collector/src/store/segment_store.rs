@@ -36,6 +36,7 @@ use super::segment::{self, Builder, MAX_SPAN_NANOS};
 use super::seqset::SeqSet;
 use super::{AgentRecord, BatchOutcome, EventStore, Query, StoreError, StoreStats};
 use crate::incidents::Backend;
+use crate::metrics::{Histogram, MetricsSource, MetricsWriter};
 
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 const COUNT_KEY: &[u8] = b"C";
@@ -102,6 +103,39 @@ pub struct SegmentStore {
     seqsets: Mutex<HashMap<(i64, String), SeqSet>>,
     /// Segment headers read by queries (for tests of how far a walk goes).
     headers_read: std::sync::atomic::AtomicU64,
+    /// How long each phase of a write takes (exported as `palisade_store_write_seconds`).
+    timings: std::sync::Arc<WriteTimings>,
+}
+
+/// The time each write of [`SegmentStore`] spends in its three phases: `prepare` (reading
+/// the agents' records and sequence sets, deduplicating, compressing and appending the
+/// segments), `sync` (fdatasync of the segment files) and `index` (the index's durable
+/// commit of the pointers, sequence sets, counts and agent records). An ack that waits longer
+/// than usual shows here which of them it waited on.
+#[derive(Debug, Default)]
+pub struct WriteTimings {
+    prepare: Histogram,
+    sync: Histogram,
+    index: Histogram,
+}
+
+impl MetricsSource for WriteTimings {
+    fn write(&self, out: &mut MetricsWriter) {
+        for (phase, h) in [
+            ("prepare", &self.prepare),
+            ("sync", &self.sync),
+            ("index", &self.index),
+        ] {
+            h.write(
+                out,
+                "palisade_store_write_seconds",
+                "Time each phase of a group commit took: prepare (deduplication, compression, \
+                 appending segments), sync (fdatasync of the segment files), index (the \
+                 index's durable commit).",
+                &[("phase", phase)],
+            );
+        }
+    }
 }
 
 impl std::fmt::Debug for SegmentStore {
@@ -227,9 +261,15 @@ impl SegmentStore {
             files,
             seqsets: Mutex::new(HashMap::new()),
             headers_read: Default::default(),
+            timings: Default::default(),
         };
         store.index_kinds()?;
         Ok(store)
+    }
+
+    /// The phase timings of this store's writes, for the metrics listener.
+    pub fn write_timings(&self) -> std::sync::Arc<WriteTimings> {
+        self.timings.clone()
     }
 
     /// Writes the kind index of days stored before it existed (once per day: the day is then
@@ -606,6 +646,7 @@ struct AgentDelta {
 impl EventStore for SegmentStore {
     fn write(&self, batches: &[&Batch]) -> Result<Vec<BatchOutcome>, StoreError> {
         self.check_space()?;
+        let started = std::time::Instant::now();
         let mut outcomes = Vec::with_capacity(batches.len());
         let mut staged: HashMap<(i64, String), SeqSet> = HashMap::new();
         let mut open: HashMap<(i64, &str), Builder> = HashMap::new();
@@ -714,7 +755,11 @@ impl EventStore for SegmentStore {
             batch.push((key, pointer.to_vec()));
         }
         // Bodies are durable before any pointer to them is.
+        let synced = std::time::Instant::now();
+        self.timings.prepare.record(synced - started);
         self.files.sync()?;
+        let indexed = std::time::Instant::now();
+        self.timings.sync.record(indexed - synced);
         for ((day, agent), set) in &staged {
             if counts.contains_key(day) {
                 per_day
@@ -752,6 +797,7 @@ impl EventStore for SegmentStore {
         order.push(AGENTS.to_string());
         writes.insert(AGENTS.to_string(), Self::update_agents(deltas, records)?);
         self.index.commit(writes, &order)?;
+        self.timings.index.record(indexed.elapsed());
         // Durable: the staged sequence sets become the truth.
         let mut cache = self.seqsets.lock().unwrap_or_else(|p| p.into_inner());
         for (k, set) in staged {
