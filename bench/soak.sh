@@ -129,7 +129,7 @@ dev="$(basename "$(df --output=source "$work" | tail -1)")"
         echo "mem $t $(awk '/^Dirty:/ { d = $2 } /^Writeback:/ { w = $2 } END { print d, w }' /proc/meminfo)"
         for f in /proc/$cpid/task/*; do
             printf '%s\t%s\n' "$(cat "$f/comm" 2>/dev/null)" "$(awk '/^write_bytes/ { print $2 }' "$f/io" 2>/dev/null)"
-        done | awk -F'\t' -v t="$t" '$2 != "" { s[$1] += $2 } END { printf "tio\t%s", t; for (k in s) printf "\t%s\t%d", k, s[k]; print "" }'
+        done | awk -F'\t' -v t="$t" '$2 != "" { s[$1] += $2 } END { printf "tio\t%s", t; for (k in s) printf "\t%s\t%.0f", k, s[k]; print "" }'
         sleep $(( 10 - ($(date +%s) - t) > 0 ? 10 - ($(date +%s) - t) : 0 ))
     done
 ) > "$work/samples" &

@@ -59,9 +59,15 @@ pub struct CorrelationSettings {
     /// After a correlation fires for a group, seconds during which it does not fire again for
     /// that group (the incident already holds it).
     pub suppress_secs: u64,
-    /// Committed events waiting for the correlator; past it the store writer waits (so ingest
-    /// slows down rather than events skipping correlation or piling up in memory).
+    /// Committed events waiting for the correlator to evaluate them; past it the store writer
+    /// waits (so ingest slows down rather than events skipping correlation or piling up in
+    /// memory).
     pub queue_events: usize,
+    /// Alerts evaluated and waiting for the incident database; past it the correlator waits
+    /// (and, once `queue_events` fills, ingest). A job without alerts counts as one. What this
+    /// buys: a slow moment of the incident database (a flush of half a second in an alert
+    /// storm) no longer holds up the agents' acknowledgements.
+    pub queue_alerts: usize,
     /// An alert joins an open incident with the same rule and entity if that incident saw an
     /// alert at most this many seconds (event time) before.
     pub incident_window_secs: u64,
@@ -94,6 +100,7 @@ impl Default for CorrelationSettings {
             max_group_entries: 1000,
             suppress_secs: 300,
             queue_events: 20_000,
+            queue_alerts: 10_000,
             incident_window_secs: 3600,
             incident_backend: crate::incidents::Backend::default(),
             incident_cache_bytes: crate::incidents::DEFAULT_CACHE_BYTES,
@@ -181,6 +188,10 @@ pub struct CorrelationSnapshot {
     /// Committed events waiting for the correlator now.
     #[serde(default)]
     pub backlog_events: u64,
+    /// Alerts evaluated and waiting for the incident database now (and one for each job
+    /// without alerts).
+    #[serde(default)]
+    pub alert_queue: u64,
     /// Alert latency from commit, p50 and p99, milliseconds (last 10k alerts).
     pub alert_latency_ms_p50: f64,
     /// p99 of the same.
@@ -192,6 +203,8 @@ pub struct Correlator {
     tx: std::sync::mpsc::Sender<Job>,
     /// Events sent to the worker and not yet evaluated, with the condition the sink waits on.
     backlog: Arc<Backlog>,
+    /// Alerts evaluated and not yet recorded (a job without alerts counts as one).
+    alert_queue: Arc<Backlog>,
     /// Set by [`Correlator::close`]: the worker drains its queue, saves its state and ends.
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -223,17 +236,13 @@ struct Job {
 struct Written {
     alerts: Vec<Alert>,
     committed: Instant,
-    /// Events of the job (the backlog's unit).
-    events: u64,
+    /// What it counts for in the alert queue: its alerts, and one for the job.
+    weight: u64,
     /// Events evaluated (the job's events less resends skipped).
     evaluated: u64,
     detections: u64,
     correlations: u64,
 }
-
-/// Jobs evaluated and waiting for the alert writer; past it the correlator waits (and so,
-/// through the backlog, ingest).
-const WRITER_QUEUE_JOBS: usize = 64;
 
 /// Most alerts the writer records in one call (one set of sled batches).
 const WRITER_BATCH_ALERTS: usize = 20_000;
@@ -438,6 +447,7 @@ impl Correlator {
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let backlog = Arc::new(Backlog::default());
+        let alert_queue = Arc::new(Backlog::default());
         let metrics = Arc::new(CorrelationMetrics::default());
         let status = Arc::new(Mutex::new(RulesStatus {
             dir: settings.rules_dir.clone(),
@@ -454,13 +464,14 @@ impl Correlator {
         let latencies = Arc::new(Mutex::new(Latencies::default()));
         let reload_now = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let per_agent = Arc::new(Mutex::new(HashMap::new()));
-        let (written_tx, written_rx) = std::sync::mpsc::sync_channel(WRITER_QUEUE_JOBS);
+        // Bounded by `alert_queue` (in alerts), not by the channel.
+        let (written_tx, written_rx) = std::sync::mpsc::channel();
         let alert_writer = AlertWriter {
             incidents,
             metrics: metrics.clone(),
             latencies: latencies.clone(),
             per_agent: per_agent.clone(),
-            backlog: backlog.clone(),
+            queue: alert_queue.clone(),
         };
         let writer = std::thread::Builder::new()
             .name("alert-writer".into())
@@ -477,6 +488,7 @@ impl Correlator {
             reload_now: reload_now.clone(),
             stop: stop.clone(),
             backlog: backlog.clone(),
+            alert_queue: alert_queue.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("correlator".into())
@@ -485,6 +497,7 @@ impl Correlator {
         Ok(Arc::new(Correlator {
             tx,
             backlog,
+            alert_queue,
             stop,
             thread: Mutex::new(Some(thread)),
             writer: Mutex::new(Some(writer)),
@@ -568,6 +581,7 @@ impl Correlator {
             store_errors: r(&m.store_errors),
             building_blocks: r(&m.building_blocks),
             backlog_events: self.backlog.queued(),
+            alert_queue: self.alert_queue.queued(),
             alert_latency_ms_p50: lat.quantile(0.5),
             alert_latency_ms_p99: lat.quantile(0.99),
         }
@@ -600,25 +614,27 @@ struct Worker {
     settings: CorrelationSettings,
     set: RuleSet,
     engine: Correlations,
-    writer: std::sync::mpsc::SyncSender<Written>,
+    writer: std::sync::mpsc::Sender<Written>,
     metrics: Arc<CorrelationMetrics>,
     status: Arc<Mutex<RulesStatus>>,
     last_seq: HashMap<String, u64>,
     reload_now: Arc<std::sync::atomic::AtomicBool>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-    /// Released here only if the writer is gone (it releases each job once written).
+    /// Released here once a job is evaluated.
     backlog: Arc<Backlog>,
+    /// Taken here for each evaluated job, released by the writer once its alerts are recorded.
+    alert_queue: Arc<Backlog>,
 }
 
 /// The alert-writer thread: records alerts into incidents, several jobs' worth per call when
 /// they queue up, flushes them every 200 ms, and only then counts their events as evaluated
-/// and releases them from the backlog.
+/// and releases them from the alert queue.
 struct AlertWriter {
     incidents: Arc<IncidentStore>,
     metrics: Arc<CorrelationMetrics>,
     latencies: Arc<Mutex<Latencies>>,
     per_agent: Arc<Mutex<HashMap<String, u64>>>,
-    backlog: Arc<Backlog>,
+    queue: Arc<Backlog>,
 }
 
 impl AlertWriter {
@@ -710,7 +726,7 @@ impl AlertWriter {
                 .fetch_add(j.detections, Ordering::Relaxed);
             m.correlation_alerts
                 .fetch_add(j.correlations, Ordering::Relaxed);
-            self.backlog.done(j.events);
+            self.queue.done(j.weight);
         }
         wrote
     }
@@ -804,7 +820,7 @@ impl Worker {
         let mut out = Written {
             alerts: Vec::new(),
             committed: job.committed,
-            events: job.events,
+            weight: 0,
             evaluated: 0,
             detections: 0,
             correlations: 0,
@@ -832,16 +848,22 @@ impl Worker {
         self.metrics
             .state_entries
             .store(self.engine.state_count() as u64, Ordering::Relaxed);
-        // Every job goes through the writer, alerts or not: its events count as evaluated
-        // (and leave the backlog) only after the alerts of the jobs before it are stored.
+        // The job's events are evaluated: they leave the backlog (and their batches memory)
+        // here, and its alerts wait in the alert queue. Every job goes through the writer,
+        // alerts or not: its events count as evaluated only after the alerts of the jobs
+        // before it are stored.
+        self.backlog.done(job.events);
+        out.weight = out.alerts.len() as u64 + 1;
+        self.alert_queue
+            .admit(out.weight, self.settings.queue_alerts.max(1) as u64);
         if let Err(std::sync::mpsc::SendError(lost)) = self.writer.send(out) {
-            // The writer is gone (it panicked): its alerts are lost, said loudly, but ingest
-            // must not wait for ever on a backlog nobody releases.
+            // The writer is gone (it panicked): its alerts are lost, said loudly, but the
+            // correlator must not wait for ever on a queue nobody releases.
             self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
             self.metrics
                 .events
                 .fetch_add(lost.evaluated, Ordering::Relaxed);
-            self.backlog.done(lost.events);
+            self.alert_queue.done(lost.weight);
             tracing::error!(
                 alerts = lost.alerts.len(),
                 "alert writer stopped; alerts are not stored"
@@ -1060,6 +1082,13 @@ impl crate::metrics::MetricsSource for Correlator {
             s.backlog_events as f64,
         );
         out.gauge(
+            "palisade_correlation_alert_queue",
+            "Alerts evaluated and waiting for the incident database (a job without alerts \
+             counts as one).",
+            &[],
+            s.alert_queue as f64,
+        );
+        out.gauge(
             "palisade_correlation_state_entries",
             "Correlation window state entries held now.",
             &[],
@@ -1187,6 +1216,111 @@ mod tests {
         // Without suppression every failure from the third on completes a brute force.
         assert_eq!(c.snapshot().correlation_alerts, 30 * 40 - 2);
         assert_eq!(brute_force_alerts(&incidents), 30 * 40 - 2);
+    }
+
+    /// Sends `jobs` jobs of 40 failures each from another thread; the receiver hears when
+    /// every `committed` call has returned.
+    fn send_jobs(c: &Arc<Correlator>, jobs: u64, t0: i64) -> std::sync::mpsc::Receiver<()> {
+        let (done, returned) = std::sync::mpsc::channel();
+        let c = c.clone();
+        std::thread::spawn(move || {
+            for round in 0..jobs {
+                c.committed(&failures("probe-1", round * 40 + 1..=round * 40 + 40, t0));
+            }
+            let _ = done.send(());
+        });
+        returned
+    }
+
+    /// Waits (bounded) until `snapshot` satisfies `what`.
+    fn wait_for(c: &Correlator, what: impl Fn(&CorrelationSnapshot) -> bool, why: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !what(&c.snapshot()) {
+            assert!(Instant::now() < deadline, "{why}: {:?}", c.snapshot());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The soak's ack p99 spikes: the incident database held up for half a second held up
+    /// the store writer, because the backlog released events only once their alerts were
+    /// written. Now events leave the backlog once evaluated and their alerts wait in the
+    /// alert queue: while the database is held, every job is still taken from the store
+    /// writer, as long as the alerts fit the queue.
+    #[test]
+    fn a_held_incident_database_does_not_hold_up_the_store_writer_while_alerts_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/r.yml"), RULES).unwrap();
+        let settings = CorrelationSettings {
+            rules_dir: dir.path().join("rules"),
+            suppress_secs: 0,
+            queue_events: 100,
+            queue_alerts: 10_000,
+            ..Default::default()
+        };
+        let t0 = Timestamp::now().nanos() - 3_600_000_000_000;
+        let incidents = Arc::new(IncidentStore::open(&dir.path().join("inc"), 3600).unwrap());
+        let c = Correlator::start(settings, incidents.clone()).unwrap();
+        let held = incidents.hold_writes();
+        // 800 events (8 times the backlog) raising 1,598 alerts, all sent while held.
+        let returned = send_jobs(&c, 20, t0);
+        returned
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the store writer waited on a held incident database");
+        wait_for(&c, |s| s.backlog_events == 0, "evaluated while held");
+        let snap = c.snapshot();
+        assert_eq!(
+            snap.events, 0,
+            "counted as evaluated before their alerts are stored"
+        );
+        assert!(snap.alert_queue >= 20, "{snap:?}");
+        drop(held);
+        wait_for(&c, |s| s.events == 800, "written once released");
+        assert_eq!(c.snapshot().alert_queue, 0);
+        c.close(Duration::from_secs(10));
+        assert_eq!(brute_force_alerts(&incidents), 800 - 2);
+    }
+
+    /// Back-pressure still reaches ingest: with the database held and the alert queue full,
+    /// the correlator waits, the backlog fills, and the store writer waits in `committed`
+    /// until the database is released; then everything is evaluated and written.
+    #[test]
+    fn a_full_alert_queue_holds_up_the_store_writer_until_the_database_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/r.yml"), RULES).unwrap();
+        let settings = CorrelationSettings {
+            rules_dir: dir.path().join("rules"),
+            suppress_secs: 0,
+            queue_events: 100,
+            queue_alerts: 50,
+            ..Default::default()
+        };
+        let t0 = Timestamp::now().nanos() - 3_600_000_000_000;
+        let incidents = Arc::new(IncidentStore::open(&dir.path().join("inc"), 3600).unwrap());
+        let c = Correlator::start(settings, incidents.clone()).unwrap();
+        let held = incidents.hold_writes();
+        let returned = send_jobs(&c, 20, t0);
+        // Both queues full: the first job's 38 alerts wait for the database, the second
+        // job's 39 do not fit beside them (so the correlator waits), and the next two jobs
+        // fill the backlog (a fifth would pass 100 events). Nothing drains while it is held.
+        wait_for(
+            &c,
+            |s| s.alert_queue > 0 && s.backlog_events >= 80,
+            "both queues full",
+        );
+        assert!(
+            returned.try_recv().is_err(),
+            "the store writer went on past two full queues: {:?}",
+            c.snapshot()
+        );
+        drop(held);
+        returned
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the store writer still waits after the release");
+        wait_for(&c, |s| s.events == 800, "written once released");
+        c.close(Duration::from_secs(10));
+        assert_eq!(brute_force_alerts(&incidents), 800 - 2);
     }
 
     #[test]

@@ -1275,6 +1275,13 @@ impl IncidentStore {
         (by, counts.new)
     }
 
+    /// Holds the lock that orders writes, as a long write does: the alert writer waits
+    /// until the guard is dropped.
+    #[cfg(test)]
+    pub(crate) fn hold_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Makes everything recorded so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.kv.flush()
