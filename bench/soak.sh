@@ -121,7 +121,8 @@ dev="$(basename "$(df --output=source "$work" | tail -1)")"
             -e 's/^palisade_api_request_duration_seconds_\(sum\|count\){method="GET",route="\([^"]*\)"} \(.*\)$/server '"$t"' \2 \1 \3/p' \
             -e 's/^palisade_api_request_cpu_seconds_total{method="GET",route="\([^"]*\)"} \(.*\)$/server '"$t"' \1 cpu \2/p' \
             -e 's/^\(palisade_ingest_commit_seconds\|palisade_ingest_queue_wait_seconds\|palisade_store_write_seconds\|palisade_correlation_incident_write_seconds\)_\(bucket\|sum\|count\)\({[^}]*}\)\{0,1\} \(.*\)$/hist '"$t"' \1 \2 \3 \4/p' \
-            -e 's/^palisade_api_request_duration_seconds_\(bucket\|sum\|count\){method="POST",route="\/v1\/ingest"\(,le="[^"]*"\)\{0,1\}} \(.*\)$/hist '"$t"' ingest_request \1 {x\2} \3/p'
+            -e 's/^palisade_api_request_duration_seconds_\(bucket\|sum\|count\){method="POST",route="\/v1\/ingest"\(,le="[^"]*"\)\{0,1\}} \(.*\)$/hist '"$t"' ingest_request \1 {x\2} \3/p' \
+            -e 's/^\(palisade_correlation_backlog_events\|palisade_correlation_alert_queue\) \(.*\)$/gauge '"$t"' \1 \2/p'
         # Where the ack waits when it waits: the disk's own counters (writes, flushes, the
         # time spent on each), the page cache's dirty and writeback bytes, and the bytes each
         # collector thread sent to the disk.
@@ -157,11 +158,16 @@ r = json.load(open(sys.argv[1])); s = json.load(open(sys.argv[2]))
 rate, minutes = int(sys.argv[5]), int(sys.argv[6])
 stored = s["store"]["events"]; c = s.get("correlation") or {}
 rss, queries, server, threads = [], {}, {}, []
-hists, disk, mem, tio = {}, [], [], []
+hists, disk, mem, tio, gauges = {}, [], [], [], {}
 for line in open(sys.argv[3]):
     if line.startswith("tio\t"):
         f = line.rstrip("\n").split("\t")
         tio.append((int(f[1]), {k: int(v) for k, v in zip(f[2::2], f[3::2])}))
+        continue
+    if line.startswith("gauge "):
+        f = line.split()
+        if len(f) == 4:
+            gauges.setdefault(f[2], []).append((int(f[1]), float(f[3])))
         continue
     if line.startswith(("hist ", "disk ", "mem ")):
         f = line.split()
@@ -281,7 +287,7 @@ if any(qs.values()):
     fmt = lambda x: "-" if x is None else ("inf" if x[0] is None or x[0] == float("inf") else f"{x[0] * 1000:g}") + "/" + ("inf" if x[1] is None or x[1] == float("inf") else f"{x[1] * 1000:g}")
     ack = {m["minute"]: m for m in r.get("minutes", [])}
     print("where the ack waits, a minute at a time: p99 bucket bound / largest bucket reached, ms (agents' ack p99 as measured by them)")
-    print("minute  ack p99  " + "  ".join(f"{n:>15}" for n, _ in cols) + "  disk MB/s  ms/write  flushes/s  ms/flush  dirty MB max  incident-writer MB")
+    print("minute  ack p99  " + "  ".join(f"{n:>15}" for n, _ in cols) + "  disk MB/s  ms/write  flushes/s  ms/flush  dirty MB max  incident-writer MB  backlog max  alert queue max")
     dsk = {(t - disk[0][0]) // 60: v for t, v in disk[0::6]} if disk else {}
     tw = {(t - tio[0][0]) // 60: v.get("alert-writer", 0) for t, v in tio[0::6]} if tio else {}
     minutes_seen = sorted(set().union(*[set(q) for q in qs.values()]))
@@ -296,8 +302,11 @@ if any(qs.values()):
             row += f"  {'':>9}  {'':>8}  {'':>9}  {'':>8}"
         dirty = [d for t, d, w in mem if (t - mem[0][0]) // 60 == m - 1] if mem else []
         row += f"  {max(dirty) / 1024 if dirty else 0:>12.0f}"
-        if m - 1 in tw and m in tw:
-            row += f"  {(tw[m] - tw[m - 1]) / 1e6:>18.0f}"
+        row += f"  {(tw[m] - tw[m - 1]) / 1e6:>18.0f}" if m - 1 in tw and m in tw else f"  {'':>18}"
+        # The correlation queues at their highest sample of the minute (sampled every 10 s).
+        for g in ("palisade_correlation_backlog_events", "palisade_correlation_alert_queue"):
+            xs = [v for t, v in gauges.get(g, []) if gauges[g] and (t - gauges[g][0][0]) // 60 == m - 1]
+            row += f"  {max(xs) if xs else 0:>11.0f}"
         print(row)
 routes = {"events": "/v1/events", "incidents": "/v1/incidents", "situation": "/v1/situation"}
 for cmd, xs in queries.items():
@@ -312,7 +321,7 @@ for cmd, xs in queries.items():
     if ys:
         a, b = thirds(ys)
         print(f"  its CPU time {'':<28} median {statistics.median(ys):>7.1f} ms, first third {statistics.median(a):>7.1f}, last third {statistics.median(b):>7.1f}, max {max(ys):>7.1f} ms")
-json.dump({"report": r, "stored": stored, "correlation": c, "rss": rss, "queries": queries, "server_ms": server_ms, "server_cpu_ms": server_cpu_ms, "threads": threads, "disk": disk, "mem": mem, "tio": tio,
+json.dump({"report": r, "stored": stored, "correlation": c, "rss": rss, "queries": queries, "server_ms": server_ms, "server_cpu_ms": server_cpu_ms, "threads": threads, "gauges": gauges, "disk": disk, "mem": mem, "tio": tio,
            "hists": {k: {str(t): {str(kk): vv for kk, vv in v.items()} for t, v in by_t.items()} for k, by_t in hists.items()}}, open(sys.argv[4], "w"))
 PY
 if [ -s "$work/query-errors" ]; then echo "failed queries (first 5):"; head -5 "$work/query-errors"; fi
