@@ -60,6 +60,10 @@ incident_backend="${SOAK_INCIDENT_BACKEND:-redb}"
 # (SOAK_INDEX_CACHE_BYTES: the collector's default when unset).
 index_backend="${SOAK_INDEX_BACKEND:-redb}"
 index_cache="${SOAK_INDEX_CACHE_BYTES:+index_cache_bytes = $SOAK_INDEX_CACHE_BYTES}"
+# The correlator's two queues (SOAK_QUEUE_EVENTS, SOAK_QUEUE_ALERTS: the collector's defaults,
+# 20,000 events and 10,000 alerts, when unset).
+queue_events="${SOAK_QUEUE_EVENTS:+queue_events = $SOAK_QUEUE_EVENTS}"
+queue_alerts="${SOAK_QUEUE_ALERTS:+queue_alerts = $SOAK_QUEUE_ALERTS}"
 bench_collector "$work" <<TOML
 [ingest]
 index_backend = "$index_backend"
@@ -69,6 +73,8 @@ enabled = true
 rules_dir = "rules"
 max_state_bytes = $state_bytes
 incident_backend = "$incident_backend"
+$queue_events
+$queue_alerts
 [metrics]
 listen = "127.0.0.1:0"
 TOML
