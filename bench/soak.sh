@@ -9,7 +9,8 @@
 # MINUTES, the wait for the correlator after 10 minutes more.
 # Usage: bench/soak.sh [MINUTES=30] [RATE=50000] [AGENTS=16] [GROUPS=100000] [MIX=security]
 # (environment: SOAK_STATE_BYTES, the correlation state's byte cap; SOAK_INCIDENT_BACKEND and
-# SOAK_INDEX_BACKEND, the engines of the incident database and the event index; see below)
+# SOAK_INDEX_BACKEND, the engines of the incident database and the event index;
+# SOAK_QUEUE_EVENTS and SOAK_QUEUE_ALERTS, the correlator's two queues; see below)
 # MIX is the load generator's: `security` has 15% detector alerts (an alert storm, ~8,000
 # alerts/s at 50,000 events/s), `soc` 1% (a SOC's everyday share).
 # Results: a table on stdout and $BENCH_DIR/soak.json (BENCH_DIR=/tmp/palisade-bench-soak); the raw
@@ -142,7 +143,7 @@ dev="$(basename "$(df --output=source "$work" | tail -1)")"
 ) > "$work/samples" &
 spid=$!
 
-echo "== soak: $rate events/s ($mix mix) from $agents agents for $minutes min, correlation on ($(ls "$work/rules" | wc -l) rule files, state capped at $((state_bytes >> 20)) MiB), event index on $index_backend, incidents on $incident_backend, queries every 10 s, $(nproc) cores"
+echo "== soak: $rate events/s ($mix mix) from $agents agents for $minutes min, correlation on ($(ls "$work/rules" | wc -l) rule files, state capped at $((state_bytes >> 20)) MiB), event index on $index_backend, incidents on $incident_backend, correlation queues ${SOAK_QUEUE_EVENTS:-20000} events and ${SOAK_QUEUE_ALERTS:-10000} alerts, queries every 10 s, $(nproc) cores"
 "$A" loadgen --collector "$url" --pki-dir "$work/pki" --agents "$agents" --mix "$mix" \
     --groups "$groups" --batch-events 1000 --rate "$rate" --duration-secs $((minutes * 60)) \
     --collector-pid "$cpid" --output-format json > "$work/report.json" \

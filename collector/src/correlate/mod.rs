@@ -1218,9 +1218,30 @@ mod tests {
         assert_eq!(brute_force_alerts(&incidents), 30 * 40 - 2);
     }
 
-    /// Sends `jobs` jobs of 40 failures each from another thread; the receiver hears when
-    /// every `committed` call has returned.
-    fn send_jobs(c: &Arc<Correlator>, jobs: u64, t0: i64) -> std::sync::mpsc::Receiver<()> {
+    /// A correlator over the brute-force rules with a backlog of 100 events and an alert
+    /// queue of `queue_alerts`, and its incident database.
+    fn correlator_with_queues(
+        queue_alerts: usize,
+    ) -> (tempfile::TempDir, Arc<IncidentStore>, Arc<Correlator>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/r.yml"), RULES).unwrap();
+        let settings = CorrelationSettings {
+            rules_dir: dir.path().join("rules"),
+            suppress_secs: 0,
+            queue_events: 100,
+            queue_alerts,
+            ..Default::default()
+        };
+        let incidents = Arc::new(IncidentStore::open(&dir.path().join("inc"), 3600).unwrap());
+        let c = Correlator::start(settings, incidents.clone()).unwrap();
+        (dir, incidents, c)
+    }
+
+    /// Sends `jobs` jobs of 40 failures each (an hour ago) from another thread; the receiver
+    /// hears when every `committed` call has returned.
+    fn send_jobs(c: &Arc<Correlator>, jobs: u64) -> std::sync::mpsc::Receiver<()> {
+        let t0 = Timestamp::now().nanos() - 3_600_000_000_000;
         let (done, returned) = std::sync::mpsc::channel();
         let c = c.clone();
         std::thread::spawn(move || {
@@ -1248,22 +1269,10 @@ mod tests {
     /// writer, as long as the alerts fit the queue.
     #[test]
     fn a_held_incident_database_does_not_hold_up_the_store_writer_while_alerts_fit() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("rules")).unwrap();
-        std::fs::write(dir.path().join("rules/r.yml"), RULES).unwrap();
-        let settings = CorrelationSettings {
-            rules_dir: dir.path().join("rules"),
-            suppress_secs: 0,
-            queue_events: 100,
-            queue_alerts: 10_000,
-            ..Default::default()
-        };
-        let t0 = Timestamp::now().nanos() - 3_600_000_000_000;
-        let incidents = Arc::new(IncidentStore::open(&dir.path().join("inc"), 3600).unwrap());
-        let c = Correlator::start(settings, incidents.clone()).unwrap();
-        let held = incidents.hold_writes();
         // 800 events (8 times the backlog) raising 1,598 alerts, all sent while held.
-        let returned = send_jobs(&c, 20, t0);
+        let (_dir, incidents, c) = correlator_with_queues(10_000);
+        let held = incidents.hold_writes();
+        let returned = send_jobs(&c, 20);
         returned
             .recv_timeout(Duration::from_secs(60))
             .expect("the store writer waited on a held incident database");
@@ -1286,21 +1295,9 @@ mod tests {
     /// until the database is released; then everything is evaluated and written.
     #[test]
     fn a_full_alert_queue_holds_up_the_store_writer_until_the_database_is_released() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("rules")).unwrap();
-        std::fs::write(dir.path().join("rules/r.yml"), RULES).unwrap();
-        let settings = CorrelationSettings {
-            rules_dir: dir.path().join("rules"),
-            suppress_secs: 0,
-            queue_events: 100,
-            queue_alerts: 50,
-            ..Default::default()
-        };
-        let t0 = Timestamp::now().nanos() - 3_600_000_000_000;
-        let incidents = Arc::new(IncidentStore::open(&dir.path().join("inc"), 3600).unwrap());
-        let c = Correlator::start(settings, incidents.clone()).unwrap();
+        let (_dir, incidents, c) = correlator_with_queues(50);
         let held = incidents.hold_writes();
-        let returned = send_jobs(&c, 20, t0);
+        let returned = send_jobs(&c, 20);
         // Both queues full: the first job's 38 alerts wait for the database, the second
         // job's 39 do not fit beside them (so the correlator waits), and the next two jobs
         // fill the backlog (a fifth would pass 100 events). Nothing drains while it is held.
