@@ -1174,17 +1174,8 @@ mod tests {
 
     #[test]
     fn events_count_as_evaluated_only_once_their_alerts_are_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("rules")).unwrap();
-        std::fs::write(dir.path().join("rules/r.yml"), RULES).unwrap();
-        let settings = CorrelationSettings {
-            rules_dir: dir.path().join("rules"),
-            suppress_secs: 0,
-            ..Default::default()
-        };
+        let (_dir, incidents, c) = brute_force_correlator(|_| {});
         let t0 = Timestamp::now().nanos() - 3_600_000_000_000;
-        let incidents = Arc::new(IncidentStore::open(&dir.path().join("inc"), 3600).unwrap());
-        let c = Correlator::start(settings, incidents.clone()).unwrap();
         // The alert writer lags the correlator when alerts pile up: whenever `status` says
         // events were evaluated, every alert they raised must already be listed.
         for round in 0..30u64 {
@@ -1218,24 +1209,34 @@ mod tests {
         assert_eq!(brute_force_alerts(&incidents), 30 * 40 - 2);
     }
 
-    /// A correlator over the brute-force rules with a backlog of 100 events and an alert
-    /// queue of `queue_alerts`, and its incident database.
-    fn correlator_with_queues(
-        queue_alerts: usize,
+    /// A correlator over the brute-force rules (no suppression), with `tune` applied to its
+    /// settings, and its incident database.
+    fn brute_force_correlator(
+        tune: impl FnOnce(&mut CorrelationSettings),
     ) -> (tempfile::TempDir, Arc<IncidentStore>, Arc<Correlator>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("rules")).unwrap();
         std::fs::write(dir.path().join("rules/r.yml"), RULES).unwrap();
-        let settings = CorrelationSettings {
+        let mut settings = CorrelationSettings {
             rules_dir: dir.path().join("rules"),
             suppress_secs: 0,
-            queue_events: 100,
-            queue_alerts,
             ..Default::default()
         };
+        tune(&mut settings);
         let incidents = Arc::new(IncidentStore::open(&dir.path().join("inc"), 3600).unwrap());
         let c = Correlator::start(settings, incidents.clone()).unwrap();
         (dir, incidents, c)
+    }
+
+    /// [`brute_force_correlator`] with a backlog of 100 events and an alert queue of
+    /// `queue_alerts`.
+    fn correlator_with_queues(
+        queue_alerts: usize,
+    ) -> (tempfile::TempDir, Arc<IncidentStore>, Arc<Correlator>) {
+        brute_force_correlator(|s| {
+            s.queue_events = 100;
+            s.queue_alerts = queue_alerts;
+        })
     }
 
     /// Sends `jobs` jobs of 40 failures each (an hour ago) from another thread; the receiver
